@@ -1,0 +1,44 @@
+#include "commands.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace narcache::cli {
+
+CLI::App* CommandRegistry::group(CLI::App& parent, const std::string& name,
+                                 const std::string& description) {
+  for (CLI::App* sub : parent.get_subcommands({})) {
+    if (sub->get_name() == name) return sub;
+  }
+  CLI::App* sub = parent.add_subcommand(name, description);
+  sub->require_subcommand(1);
+  return sub;
+}
+
+void CommandRegistry::add(CLI::App* command, std::function<int()> action) {
+  actions_.emplace_back(command, std::move(action));
+}
+
+int CommandRegistry::runSelected() {
+  for (auto& [command, action] : actions_) {
+    if (command->parsed()) return action();
+  }
+  std::fprintf(stderr, "narcache: no command given (see --help)\n");
+  return 2;
+}
+
+int reportError(const Error& error) {
+  std::fprintf(stderr, "narcache: %s\n", error.message().c_str());
+  return 1;
+}
+
+Result<std::string> readTextFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(ErrorCode::kNotFound, "cannot read '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace narcache::cli

@@ -1,0 +1,46 @@
+#pragma once
+// The command registry of the narcache binary. Each command group lives in its own
+// <group>_commands.cc and registers its subcommands (CLI11) with an action returning the exit
+// code: 0 success, 1 failure (message on stderr as "narcache: <message>"), 2 bad usage.
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "narcache/narinfo/error.h"
+
+namespace narcache::cli {
+
+class CommandRegistry {
+ public:
+  explicit CommandRegistry(CLI::App& app) : app_(app) {}
+  CLI::App& app() { return app_; }
+  // Returns the subcommand `name` of `parent`, creating it (as a group needing a subcommand).
+  CLI::App* group(CLI::App& parent, const std::string& name, const std::string& description);
+  // Registers `action` to run when `command` is the one selected on the command line.
+  void add(CLI::App* command, std::function<int()> action);
+  // Runs the action of the selected command.
+  int runSelected();
+
+ private:
+  CLI::App& app_;
+  std::vector<std::pair<CLI::App*, std::function<int()>>> actions_;
+};
+
+// Prints "narcache: <message>" to stderr and returns the exit code for it (1).
+int reportError(const Error& error);
+
+// Reads a whole (small) file: keys, tokens, narinfos.
+Result<std::string> readTextFile(const std::string& path);
+
+void registerFormatCommands(CommandRegistry& registry);  // nar, hash, key, narinfo, (de)compress
+void registerStoreCommands(CommandRegistry& registry);   // store init, add, info, stats, verify,
+                                                          // import, export, serve
+
+inline void registerAll(CommandRegistry& registry) {
+  registerFormatCommands(registry);
+  registerStoreCommands(registry);
+}
+
+}  // namespace narcache::cli

@@ -1,0 +1,7 @@
+#include "commands.h"
+
+namespace narcache::cli {
+
+void registerFormatCommands(CommandRegistry&) {}
+
+}  // namespace narcache::cli

@@ -1,0 +1,7 @@
+#include "commands.h"
+
+namespace narcache::cli {
+
+void registerStoreCommands(CommandRegistry&) {}
+
+}  // namespace narcache::cli

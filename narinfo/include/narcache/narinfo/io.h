@@ -1,0 +1,113 @@
+#pragma once
+// Byte streams: the only I/O the formats layer knows. Every format (NAR, compression, hashing)
+// reads from a Source and writes to a Sink, so all of them run in constant memory whatever the
+// size of the data. Sources and Sinks are single-threaded objects; none is thread-safe.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "narcache/narinfo/error.h"
+
+namespace narcache {
+
+using Bytes = std::span<const std::byte>;
+using MutableBytes = std::span<std::byte>;
+
+inline Bytes asBytes(std::string_view s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+// A stream of bytes to read from.
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Reads up to out.size() bytes; returns how many were read, 0 only at end of stream.
+  virtual Result<std::size_t> read(MutableBytes out) = 0;
+  // Reads exactly out.size() bytes; a stream that ends early is an InvalidArgument error
+  // ("unexpected end of stream").
+  Status readExact(MutableBytes out);
+};
+
+// A stream of bytes to write to. `finish()` marks the end of the stream: sinks that frame or
+// compress flush their trailer there; writing after finish() is an error. Sinks that own
+// nothing at the end may leave finish() as a no-op.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual Status write(Bytes data) = 0;
+  virtual Status finish() { return {}; }
+};
+
+// Reads a file descriptor (not owned, not closed). Retries EINTR.
+class FdSource final : public Source {
+ public:
+  explicit FdSource(int fd) : fd_(fd) {}
+  Result<std::size_t> read(MutableBytes out) override;
+
+ private:
+  int fd_;
+};
+
+// Writes to a file descriptor (not owned, not closed). Retries EINTR and short writes;
+// ENOSPC comes back as ResourceExhausted.
+class FdSink final : public Sink {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  Status write(Bytes data) override;
+
+ private:
+  int fd_;
+};
+
+// Reads from memory that outlives it.
+class MemorySource final : public Source {
+ public:
+  explicit MemorySource(Bytes data) : data_(data) {}
+  explicit MemorySource(std::string_view data) : data_(asBytes(data)) {}
+  Result<std::size_t> read(MutableBytes out) override;
+
+ private:
+  Bytes data_;
+  std::size_t pos_ = 0;
+};
+
+// Appends everything to a string.
+class StringSink final : public Sink {
+ public:
+  Status write(Bytes data) override {
+    text.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return {};
+  }
+  std::string text;
+};
+
+// Counts bytes and discards them.
+class CountingSink final : public Sink {
+ public:
+  Status write(Bytes data) override {
+    count += data.size();
+    return {};
+  }
+  std::uint64_t count = 0;
+};
+
+// Writes everything to two sinks (neither owned); finish() finishes both.
+class TeeSink final : public Sink {
+ public:
+  TeeSink(Sink& a, Sink& b) : a_(a), b_(b) {}
+  Status write(Bytes data) override;
+  Status finish() override;
+
+ private:
+  Sink& a_;
+  Sink& b_;
+};
+
+// Copies a whole source into a sink in buffered chunks (does not call finish()).
+// Returns the number of bytes copied.
+Result<std::uint64_t> copyStream(Source& from, Sink& to);
+
+}  // namespace narcache
