@@ -36,11 +36,13 @@ Result<std::string> readTextFile(const std::string& path);
 
 void registerFormatCommands(CommandRegistry& registry);  // nar, hash, key, narinfo, (de)compress
 void registerStoreCommands(CommandRegistry& registry);   // store init, add, info, stats, verify,
-                                                          // import, export, serve
+                                                          // import, export
+void registerServeCommand(CommandRegistry& registry);    // serve
 
 inline void registerAll(CommandRegistry& registry) {
   registerFormatCommands(registry);
   registerStoreCommands(registry);
+  registerServeCommand(registry);
 }
 
 }  // namespace narcache::cli

@@ -1,0 +1,7 @@
+#include "commands.h"
+
+namespace narcache::cli {
+
+void registerServeCommand(CommandRegistry&) {}
+
+}  // namespace narcache::cli

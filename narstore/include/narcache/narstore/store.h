@@ -1,0 +1,163 @@
+#pragma once
+// Store: the narcache store — narinfos and their reference graph indexed in LMDB
+// (<root>/db/), compressed nar files under <root>/nar/, build logs under <root>/log/,
+// temporary files under <root>/tmp/.
+//
+// Invariants kept here (see docs/architecture.md):
+//  1. Closure: an item is *servable* only when it is valid and every item of its reference
+//     closure is valid. Adding an item whose references are not all present is refused
+//     (Conflict, listing the missing paths). Marking an item deleted makes every item whose
+//     closure contains it unservable ("incomplete") until it is added again.
+//  2. Integrity: an item is committed only after its nar file was verified against FileHash/
+//     FileSize and its decompressed NAR against NarHash/NarSize.
+//  4. Crash safety: files are written to tmp/, fsynced and renamed into nar/ before the narinfo
+//     is committed in one LMDB write transaction; a crash leaves at worst orphan files.
+// Identical compressed files are stored once (named by FileHash) and reference-counted.
+//
+// Thread-safety: a Store is safe for concurrent use from many threads (LMDB: one writer at a
+// time, readers on snapshots). One Store per root per process.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "narcache/narinfo/error.h"
+#include "narcache/narinfo/io.h"
+#include "narcache/narinfo/narinfo.h"
+
+namespace narcache::narstore {
+
+// Seconds since the Unix epoch; injectable so tests control time.
+using Clock = std::function<std::int64_t()>;
+std::int64_t systemClock();
+
+struct StoreOptions {
+  std::filesystem::path root;
+  // Store dir of the items (only used by Store::init; open() reads it from the database).
+  std::string store_dir = "/nix/store";
+  Clock clock = systemClock;
+};
+
+struct Tombstone {
+  std::int64_t when = 0;
+  std::string reason;
+  std::string by;  // "operator", "gc", "verify", a user name...
+};
+
+enum class ItemState {
+  kAvailable,   // valid and closure-complete: served
+  kIncomplete,  // valid, but something in its closure is deleted: not served
+  kDeleted,     // has a tombstone: not served
+  kMissing,     // never known
+};
+std::string_view itemStateName(ItemState state);  // "available", "incomplete", ...
+
+struct ItemStatus {
+  ItemState state = ItemState::kMissing;
+  std::optional<Tombstone> tombstone;       // kDeleted
+  std::vector<StorePath> missing;           // kIncomplete: deleted items in its closure
+};
+
+struct StoredItem {
+  NarInfo info;  // as stored: url "nar/<FileHash nix32>.nar<ext>", FileHash/FileSize set, Sigs kept
+  std::int64_t created = 0;
+  std::int64_t last_access = 0;  // 0 = never accessed (as last flushed)
+  std::string uploader;
+};
+
+struct AddOptions {
+  std::string uploader = "local";
+};
+
+struct AddResult {
+  bool added = false;  // false: an identical item (same NarHash) was already there
+  NarInfo info;        // the narinfo as stored
+};
+
+struct NarFile {
+  std::string name;  // "<nix32 FileHash>.nar<ext>"
+  std::uint64_t size = 0;
+  Hash hash;
+};
+
+struct StoreStats {
+  std::uint64_t items = 0;        // valid items (available or incomplete)
+  std::uint64_t tombstones = 0;
+  std::uint64_t nar_files = 0;
+  std::uint64_t nar_bytes = 0;    // sum of nar file sizes (each shared file once)
+  std::uint64_t nar_size = 0;     // sum of NarSize of valid items
+};
+
+class Store {
+ public:
+  // Creates a new store at options.root (the directory may exist but must hold no store).
+  static Result<std::unique_ptr<Store>> init(const StoreOptions& options);
+  // Opens an existing store; NotFound with a hint to run `narcache store init` otherwise.
+  static Result<std::unique_ptr<Store>> open(const StoreOptions& options);
+  virtual ~Store() = default;
+
+  virtual const std::string& storeDir() const = 0;
+  virtual const std::filesystem::path& root() const = 0;
+
+  // --- Adding ---------------------------------------------------------------------------
+  // Stores a compressed nar file uploaded under `file_name` ("<nix32 sha256>.nar<ext>", as Nix's
+  // `PUT /nar/...`): streams `body` to tmp/ while hashing, refuses it (Corruption) if its
+  // SHA-256 is not the one in the name, then fsyncs and renames it into nar/. Idempotent.
+  // The file is not served until a narinfo naming it is added.
+  virtual Result<NarFile> putNarFile(std::string_view file_name, Source& body) = 0;
+
+  // Commits a narinfo whose nar file was stored by putNarFile (info.url = "nar/<file_name>").
+  // Verifies FileHash/FileSize against the file and, decompressing it, NarHash/NarSize; checks
+  // the closure invariant; re-adding an item with the same NarHash is a no-op (added=false),
+  // with a different NarHash it is refused (Conflict). Signatures in `info` are kept.
+  virtual Result<AddResult> addNarInfo(const NarInfo& info, const AddOptions& options = {}) = 0;
+
+  // Both steps at once: `file` holds the compressed bytes in info.compression. FileHash,
+  // FileSize and URL of `info` may be absent; they are computed (and checked when present).
+  virtual Result<AddResult> add(const NarInfo& info, Source& file,
+                                const AddOptions& options = {}) = 0;
+
+  // --- Reading --------------------------------------------------------------------------
+  // The narinfo to serve for a hash part, or NotFound when the item is missing, deleted or
+  // incomplete (invariant 1). Never touches the disk beyond LMDB's mapped pages.
+  virtual Result<NarInfo> servable(std::string_view hash_part) const = 0;
+  virtual Result<StoredItem> get(std::string_view hash_part) const = 0;  // any valid item
+  virtual ItemStatus status(std::string_view hash_part) const = 0;
+  // The store-path "really available?" query for a batch (one read transaction).
+  virtual std::vector<ItemStatus> available(const std::vector<StorePath>& paths) const = 0;
+  virtual Result<std::vector<StorePath>> referrers(std::string_view hash_part) const = 0;
+  // Sum of NarSize over the item's closure, and the closure's size in items.
+  virtual Result<std::pair<std::uint64_t, std::uint64_t>> closureSize(
+      std::string_view hash_part) const = 0;
+  // The .ls listing JSON of a valid item (computed when it was added).
+  virtual Result<std::string> listing(std::string_view hash_part) const = 0;
+  // Path of a stored nar file by name, NotFound if absent or the name is not a nar file name
+  // (no path tricks: only "<nix32>.nar<ext>" is accepted).
+  virtual Result<std::filesystem::path> narFilePath(std::string_view file_name) const = 0;
+  // Visits every valid item in hash order (one read snapshot); stop by returning false.
+  virtual Status forEachItem(const std::function<bool(const StoredItem&)>& visit) const = 0;
+  virtual StoreStats stats() const = 0;  // O(1): counters kept in the database
+
+  // --- Logs -----------------------------------------------------------------------------
+  // Build logs by derivation base name ("<hash>-<name>.drv"); stored as uploaded (plain text).
+  virtual Status putLog(std::string_view drv_base_name, Source& body) = 0;
+  virtual Result<std::filesystem::path> logPath(std::string_view drv_base_name) const = 0;
+
+  // --- Access times ---------------------------------------------------------------------
+  // Records an access in memory (cheap, thread-safe); flushAccessTimes() writes all pending
+  // ones in one write transaction. The server calls it every few seconds and at shutdown.
+  virtual void recordAccess(std::string_view hash_part) = 0;
+  virtual Status flushAccessTimes() = 0;
+
+  // --- Deletion -------------------------------------------------------------------------
+  // Tombstones the item: it is no longer served, and every item whose closure contains it
+  // becomes incomplete. Adding it again (same NarHash) restores all of them.
+  virtual Status markDeleted(const StorePath& path, const Tombstone& why) = 0;
+};
+
+}  // namespace narcache::narstore
