@@ -61,6 +61,31 @@ Status TeeSink::finish() {
   return b_.finish();
 }
 
+BufferedSink::BufferedSink(Sink& out, std::size_t capacity) : out_(out), capacity_(capacity) {
+  buffer_.reserve(capacity);
+}
+
+Status BufferedSink::write(Bytes data) {
+  if (buffer_.size() + data.size() > capacity_) {
+    NARCACHE_TRY(flush());
+    if (data.size() >= capacity_) return out_.write(data);
+  }
+  buffer_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  return {};
+}
+
+Status BufferedSink::flush() {
+  if (buffer_.empty()) return {};
+  NARCACHE_TRY(out_.write(asBytes(buffer_)));
+  buffer_.clear();
+  return {};
+}
+
+Status BufferedSink::finish() {
+  NARCACHE_TRY(flush());
+  return out_.finish();
+}
+
 Result<std::uint64_t> copyStream(Source& from, Sink& to) {
   std::vector<std::byte> buf(256 * 1024);
   std::uint64_t total = 0;

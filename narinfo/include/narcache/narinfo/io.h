@@ -106,6 +106,22 @@ class TeeSink final : public Sink {
   Sink& b_;
 };
 
+// Gathers small writes into a buffer of `capacity` bytes before passing them to `out` (not
+// owned); writes larger than the buffer go straight through. finish() flushes and finishes `out`.
+// Destroying it without finish() or flush() drops what is buffered.
+class BufferedSink final : public Sink {
+ public:
+  explicit BufferedSink(Sink& out, std::size_t capacity = 1 << 20);
+  Status write(Bytes data) override;
+  Status flush();
+  Status finish() override;
+
+ private:
+  Sink& out_;
+  std::string buffer_;
+  std::size_t capacity_;
+};
+
 // Copies a whole source into a sink in buffered chunks (does not call finish()).
 // Returns the number of bytes copied.
 Result<std::uint64_t> copyStream(Source& from, Sink& to);
