@@ -1,0 +1,740 @@
+#include "narcache/narstore/server.h"
+
+#include <fcntl.h>
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <stop_token>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "body_pipe.h"
+#include "narcache/narinfo/encoding.h"
+#include "narcache/narinfo/store_path.h"
+#include "server_metrics.h"
+
+namespace narcache::narstore {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// The one place where an error code becomes an HTTP status.
+int httpStatus(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kAlreadyExists: return 409;
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kCorruption: return 422;  // body does not match its hash or size
+    case ErrorCode::kConflict: return 409;    // missing references, different NarHash
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kResourceExhausted: return 507;  // disk or map full
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kIoError: return 500;
+    case ErrorCode::kInternal: return 500;
+  }
+  return 500;
+}
+
+// Per-request state of the worker thread serving it. httplib serves a request start to end on
+// one thread, so the routing handlers set it and the logger (called after the response is
+// written) reads and resets it.
+struct RequestState {
+  Route route = Route::kOther;
+  bool started = false;
+  SteadyClock::time_point start;
+  std::string error;  // why the request failed, for the log line
+};
+thread_local RequestState t_request;
+
+// httplib::Server with a deeper listen backlog (the library's is 5, which drops SYNs when many
+// clients connect at once).
+class HttpServer final : public httplib::Server {
+ public:
+  void raiseBacklog(int backlog) {
+    int fd = svr_sock_;
+    if (fd >= 0) ::listen(fd, backlog);
+  }
+};
+
+bool isHashPart(std::string_view s) {
+  return s.size() == kStorePathHashLength && std::all_of(s.begin(), s.end(), isNix32Char);
+}
+
+// "<52 nix32 chars>.nar" plus an optional known compression extension.
+bool isNarFileName(std::string_view s) {
+  constexpr std::size_t kHashChars = 52;
+  if (s.size() < kHashChars + 4) return false;
+  if (!std::all_of(s.begin(), s.begin() + kHashChars, isNix32Char)) return false;
+  std::string_view ext = s.substr(kHashChars);
+  for (std::string_view ok :
+       {".nar", ".nar.zst", ".nar.xz", ".nar.bz2", ".nar.gz", ".nar.lz", ".nar.br", ".nar.lz4"}) {
+    if (ext == ok) return true;
+  }
+  return false;
+}
+
+bool isDrvBaseName(std::string_view s) {
+  return s.size() > 4 && s.ends_with(".drv") && StorePath::parseBaseName(s).has_value();
+}
+
+// Path tricks: ".." segments or NUL after percent-decoding (httplib decodes req.path).
+bool isSuspiciousPath(std::string_view path) {
+  if (path.empty() || path[0] != '/') return true;
+  if (path.find('\0') != std::string_view::npos) return true;
+  if (path.find("//") != std::string_view::npos) return true;
+  std::size_t pos = 0;
+  while (pos < path.size()) {
+    std::size_t next = path.find('/', pos + 1);
+    std::string_view segment =
+        path.substr(pos + 1, (next == std::string_view::npos ? path.size() : next) - pos - 1);
+    if (segment == ".." || segment == ".") return true;
+    if (next == std::string_view::npos) break;
+    pos = next;
+  }
+  return false;
+}
+
+Route classify(std::string_view method, std::string_view path) {
+  bool put = method == "PUT";
+  if (path == "/nix-cache-info") return put ? Route::kPutCacheInfo : Route::kCacheInfo;
+  if (path.starts_with("/nar/")) return put ? Route::kPutNar : Route::kNar;
+  if (path.starts_with("/log/")) return put ? Route::kPutLog : Route::kLog;
+  if (path.ends_with(".narinfo")) return put ? Route::kPutNarInfo : Route::kNarInfo;
+  if (path.ends_with(".ls")) return put ? Route::kPutListing : Route::kListing;
+  if (put) return Route::kOther;
+  if (path == "/metrics") return Route::kMetrics;
+  if (path == "/healthz") return Route::kHealth;
+  return Route::kOther;
+}
+
+void beginRequest(const httplib::Request& req) {
+  if (t_request.started) return;
+  t_request.started = true;
+  t_request.start = SteadyClock::now();
+  t_request.route = classify(req.method, req.path);
+  t_request.error.clear();
+}
+
+bool constantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return diff == 0;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Splits "host:port" / "[v6]:port".
+Result<std::pair<std::string, int>> parseListen(std::string_view listen) {
+  std::size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return fail(ErrorCode::kInvalidArgument,
+                "listen address '" + std::string(listen) + "': expected host:port");
+  }
+  std::string_view host = listen.substr(0, colon);
+  std::string_view port_text = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = -1;
+  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port < 0 || port > 65535) {
+    return fail(ErrorCode::kInvalidArgument,
+                "listen address '" + std::string(listen) + "': bad port");
+  }
+  return std::pair{std::string(host), port};
+}
+
+constexpr std::size_t kReadChunk = 256 * 1024;
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(Store& s, ServerOptions o) : store(s), options(std::move(o)) {}
+
+  Store& store;
+  ServerOptions options;
+  HttpServer http;
+  std::string host;
+  int port = 0;
+  ServerMetrics metrics;
+  std::string cache_info;
+  std::atomic<bool> stop_requested{false};
+
+  // Signed narinfo text per hash part, so that a lookup does not sign (Ed25519 costs more than
+  // the whole rest of a request). An entry is used only while the stored item still has the
+  // same NarHash, URL and signatures, so re-added or re-signed items are re-signed.
+  struct SignedNarInfo {
+    Hash nar_hash;
+    std::string url;
+    std::vector<std::string> sigs;
+    std::string text;
+  };
+  struct Shard {
+    std::mutex mutex;
+    std::unordered_map<std::string, SignedNarInfo> entries;  // guarded by mutex
+  };
+  static constexpr std::size_t kShards = 32;
+  static constexpr std::size_t kMaxEntriesPerShard = 8192;
+  std::array<Shard, kShards> shards;
+
+  void setup();
+  std::string signedNarInfo(const std::string& hash_part, const NarInfo& info);
+
+  // Responses.
+  void sendError(httplib::Response& res, const Error& error);
+  void sendStatus(httplib::Response& res, int status, std::string_view message);
+  void sendUnauthorized(httplib::Response& res);
+  bool authorized(const httplib::Request& req) const;
+
+  // GET and HEAD.
+  void handleGet(const httplib::Request& req, httplib::Response& res);
+  void serveNarInfo(std::string_view hash_part, httplib::Response& res);
+  void serveListing(std::string_view hash_part, httplib::Response& res);
+  void serveNar(std::string_view name, httplib::Response& res);
+  void serveLog(std::string_view name, httplib::Response& res);
+  void serveFile(const std::filesystem::path& path, const char* content_type,
+                 httplib::Response& res);
+
+  // PUT.
+  void handlePut(const httplib::Request& req, httplib::Response& res,
+                 const httplib::ContentReader& reader);
+  // Streams the body to `consume` running on another thread; returns its status (an IoError
+  // if the body was truncated).
+  Status streamBody(const httplib::ContentReader& reader,
+                    const std::function<Status(Source&)>& consume);
+  // Reads a small body whole; ResourceExhausted past `limit` bytes.
+  Result<std::string> readSmallBody(const httplib::ContentReader& reader, std::size_t limit);
+  Status drainBody(const httplib::ContentReader& reader);
+
+  void logRequest(const httplib::Request& req, const httplib::Response& res);
+};
+
+void Server::Impl::sendStatus(httplib::Response& res, int status, std::string_view message) {
+  res.status = status;
+  std::string body(message);
+  body += '\n';
+  res.set_content(body, "text/plain; charset=utf-8");
+  if (status == 404) res.set_header("Cache-Control", options.miss_cache_control);
+  if (status >= 400 && t_request.error.empty()) t_request.error = std::string(message);
+}
+
+void Server::Impl::sendError(httplib::Response& res, const Error& error) {
+  int status = httpStatus(error.code());
+  t_request.error = error.message();
+  // 4xx messages are written by our modules for clients ("references missing: ..."); 5xx
+  // details stay in the log.
+  sendStatus(
+      res, status,
+      status < 500 ? std::string_view(error.message()) : std::string_view("internal server error"));
+}
+
+void Server::Impl::sendUnauthorized(httplib::Response& res) {
+  res.set_header("WWW-Authenticate", "Basic realm=\"narcache\"");
+  // The body of a refused upload is not read: ask the client not to reuse the connection.
+  res.set_header("Connection", "close");
+  sendStatus(res, 401, "authentication required: use the upload token");
+}
+
+bool Server::Impl::authorized(const httplib::Request& req) const {
+  if (options.upload_token.empty()) return false;
+  std::string header = req.get_header_value("Authorization");
+  std::string_view value = trim(header);
+  if (value.starts_with("Bearer ")) {
+    return constantTimeEquals(trim(value.substr(7)), options.upload_token);
+  }
+  if (value.starts_with("Basic ")) {
+    auto decoded = base64Decode(trim(value.substr(6)));
+    if (!decoded) return false;
+    std::string_view credentials(reinterpret_cast<const char*>(decoded->data()), decoded->size());
+    std::size_t colon = credentials.find(':');
+    if (colon == std::string_view::npos) return false;
+    return constantTimeEquals(credentials.substr(colon + 1), options.upload_token);
+  }
+  return false;
+}
+
+std::string Server::Impl::signedNarInfo(const std::string& hash_part, const NarInfo& info) {
+  Shard& shard = shards[static_cast<unsigned char>(hash_part[0]) % kShards];
+  {
+    std::lock_guard lock(shard.mutex);
+    auto it = shard.entries.find(hash_part);
+    if (it != shard.entries.end() && it->second.nar_hash == info.nar_hash &&
+        it->second.url == info.url && it->second.sigs == info.sigs) {
+      metrics.recordNarInfoCache(true);
+      return it->second.text;
+    }
+  }
+  metrics.recordNarInfoCache(false);
+  NarInfo signed_info = info;
+  for (const SecretKey& key : options.secret_keys) signNarInfo(signed_info, key);
+  std::string text = signed_info.toString();
+  std::lock_guard lock(shard.mutex);
+  if (shard.entries.size() >= kMaxEntriesPerShard) shard.entries.clear();
+  shard.entries.insert_or_assign(hash_part,
+                                 SignedNarInfo{info.nar_hash, info.url, info.sigs, text});
+  return text;
+}
+
+void Server::Impl::handleGet(const httplib::Request& req, httplib::Response& res) {
+  std::string_view path = req.path;
+  switch (t_request.route) {
+    case Route::kCacheInfo:
+      res.set_content(cache_info, "text/x-nix-cache-info");
+      res.set_header("Cache-Control", options.narinfo_cache_control);
+      return;
+    case Route::kHealth:
+      res.set_content("ok\n", "text/plain; charset=utf-8");
+      res.set_header("Cache-Control", "no-store");
+      return;
+    case Route::kMetrics:
+      res.set_content(metrics.render(store.stats()), "text/plain; version=0.0.4");
+      res.set_header("Cache-Control", "no-store");
+      return;
+    case Route::kNarInfo:
+      if (path.size() == 1 + kStorePathHashLength + 8 && isHashPart(path.substr(1, 32))) {
+        return serveNarInfo(path.substr(1, 32), res);
+      }
+      break;
+    case Route::kListing:
+      if (path.size() == 1 + kStorePathHashLength + 3 && isHashPart(path.substr(1, 32))) {
+        return serveListing(path.substr(1, 32), res);
+      }
+      break;
+    case Route::kNar:
+      if (isNarFileName(path.substr(5))) return serveNar(path.substr(5), res);
+      break;
+    case Route::kLog:
+      if (isDrvBaseName(path.substr(5))) return serveLog(path.substr(5), res);
+      break;
+    default: break;
+  }
+  sendStatus(res, 404, "not found");
+}
+
+void Server::Impl::serveNarInfo(std::string_view hash_part, httplib::Response& res) {
+  auto info = store.servable(hash_part);
+  if (!info) return sendError(res, info.error());
+  store.recordAccess(hash_part);
+  res.set_content(signedNarInfo(std::string(hash_part), *info), "text/x-nix-narinfo");
+  res.set_header("Cache-Control", options.narinfo_cache_control);
+}
+
+void Server::Impl::serveListing(std::string_view hash_part, httplib::Response& res) {
+  auto info = store.servable(hash_part);
+  if (!info) return sendError(res, info.error());
+  auto listing = store.listing(hash_part);
+  if (!listing) return sendError(res, listing.error());
+  res.set_content(*listing, "application/json");
+  res.set_header("Cache-Control", options.narinfo_cache_control);
+}
+
+void Server::Impl::serveNar(std::string_view name, httplib::Response& res) {
+  auto path = store.narFilePath(name);
+  if (!path) return sendError(res, path.error());
+  if (!options.nar_redirect_prefix.empty()) {
+    res.set_header("X-Accel-Redirect", options.nar_redirect_prefix + std::string(name));
+    res.set_header("Cache-Control", options.nar_cache_control);
+    res.set_header("Content-Type", "application/x-nix-nar");
+    res.status = 200;
+    return;
+  }
+  serveFile(*path, "application/x-nix-nar", res);
+  res.set_header("Cache-Control", options.nar_cache_control);
+}
+
+void Server::Impl::serveLog(std::string_view name, httplib::Response& res) {
+  auto path = store.logPath(name);
+  if (!path) return sendError(res, path.error());
+  serveFile(*path, "text/plain; charset=utf-8", res);
+  res.set_header("Cache-Control", options.narinfo_cache_control);
+}
+
+// Streams a file in constant memory: httplib pulls `length` bytes at `offset` (the whole file,
+// or the requested Range) through the provider, which reads with pread into a per-thread buffer.
+void Server::Impl::serveFile(const std::filesystem::path& path, const char* content_type,
+                             httplib::Response& res) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    return sendError(res, Error(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
+                                path.string() + ": " + std::strerror(err)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return sendError(res, Error(ErrorCode::kNotFound, path.string() + ": not a regular file"));
+  }
+  res.set_content_provider(
+      static_cast<std::size_t>(st.st_size), content_type,
+      [this, fd, path](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+        thread_local std::vector<char> buffer(kReadChunk);
+        std::size_t want = std::min(length, buffer.size());
+        ssize_t n;
+        do {
+          n = ::pread(fd, buffer.data(), want, static_cast<off_t>(offset));
+        } while (n < 0 && errno == EINTR);
+        if (n <= 0) {
+          // The file shrank or vanished under us: abort the response (the client sees a
+          // short body, never wrong bytes).
+          spdlog::error("reading {} at {}: {}", path.string(), offset,
+                        n < 0 ? std::strerror(errno) : "unexpected end of file");
+          return false;
+        }
+        if (!sink.write(buffer.data(), static_cast<std::size_t>(n))) return false;
+        metrics.addBytesServed(static_cast<std::uint64_t>(n));
+        return true;
+      },
+      [fd](bool) { ::close(fd); });
+}
+
+Status Server::Impl::streamBody(const httplib::ContentReader& reader,
+                                const std::function<Status(Source&)>& consume) {
+  BodyPipe pipe;
+  Status result;
+  {
+    std::jthread consumer([&] {
+      BodyPipe::Reader source(pipe);
+      try {
+        result = consume(source);
+      } catch (const std::exception& e) {  // thread entry point: never let it escape
+        result = fail(ErrorCode::kInternal, std::string("upload: ") + e.what());
+      }
+      if (result) {
+        // Anything after the consumer's end of stream would be ignored: drain it.
+        std::array<std::byte, 4096> rest;
+        while (true) {
+          auto n = pipe.read(rest);
+          if (!n || *n == 0) break;
+        }
+      }
+      pipe.cancel();
+    });
+    bool complete = reader([&](const char* data, std::size_t size) {
+      metrics.addBytesReceived(size);
+      return pipe.push(data, size);
+    });
+    if (complete) {
+      pipe.close();
+    } else {
+      pipe.abort();
+    }
+  }  // joins the consumer
+  return result;
+}
+
+Result<std::string> Server::Impl::readSmallBody(const httplib::ContentReader& reader,
+                                                std::size_t limit) {
+  std::string body;
+  bool too_large = false;
+  bool complete = reader([&](const char* data, std::size_t size) {
+    metrics.addBytesReceived(size);
+    if (body.size() + size > limit) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, size);
+    return true;
+  });
+  if (too_large) {
+    return fail(ErrorCode::kResourceExhausted,
+                "request body larger than " + std::to_string(limit) + " bytes");
+  }
+  if (!complete) return fail(ErrorCode::kInvalidArgument, "request body truncated");
+  return body;
+}
+
+Status Server::Impl::drainBody(const httplib::ContentReader& reader) {
+  bool complete = reader([&](const char*, std::size_t size) {
+    metrics.addBytesReceived(size);
+    return true;
+  });
+  if (!complete) return fail(ErrorCode::kInvalidArgument, "request body truncated");
+  return {};
+}
+
+void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res,
+                             const httplib::ContentReader& reader) {
+  beginRequest(req);
+  Route route = t_request.route;
+  if (options.upload_token.empty()) {
+    res.set_header("Connection", "close");
+    metrics.recordUploadFailure(route);
+    return sendStatus(res, 403, "uploads are disabled on this server");
+  }
+  if (!authorized(req)) {
+    metrics.recordUploadFailure(route);
+    return sendUnauthorized(res);
+  }
+  std::string_view path = req.path;
+  Status status;
+  switch (route) {
+    case Route::kPutNar: {
+      std::string name(path.substr(5));
+      if (!isNarFileName(name)) {
+        status = fail(ErrorCode::kInvalidArgument, "not a nar file name: " + name);
+        break;
+      }
+      status = streamBody(reader, [&](Source& body) -> Status {
+        auto stored = store.putNarFile(name, body);
+        if (!stored) return fail(stored.error());
+        return {};
+      });
+      break;
+    }
+    case Route::kPutNarInfo: {
+      std::string_view hash_part = path.substr(1, std::min<std::size_t>(32, path.size() - 1));
+      if (path.size() != 1 + kStorePathHashLength + 8 || !isHashPart(hash_part)) {
+        status = fail(ErrorCode::kInvalidArgument, "not a narinfo path: " + std::string(path));
+        break;
+      }
+      auto body = readSmallBody(reader, options.max_narinfo_bytes);
+      if (!body) {
+        status = fail(body.error());
+        break;
+      }
+      std::string source = std::string(hash_part) + ".narinfo";
+      auto info = NarInfo::parse(*body, source, store.storeDir());
+      if (!info) {
+        status = fail(info.error());
+        break;
+      }
+      if (info->path.hashPart() != hash_part) {
+        status = fail(ErrorCode::kInvalidArgument,
+                      source + ": StorePath " + info->fullPath() + " does not match the URL");
+        break;
+      }
+      AddOptions add_options;
+      add_options.uploader = "http:" + req.remote_addr;
+      auto added = store.addNarInfo(*info, add_options);
+      if (!added) {
+        status = fail(added.error());
+        break;
+      }
+      if (added->added) {
+        spdlog::info("added {} (uploaded from {})", info->fullPath(), req.remote_addr);
+      }
+      break;
+    }
+    case Route::kPutLog: {
+      std::string name(path.substr(5));
+      if (!isDrvBaseName(name)) {
+        status = fail(ErrorCode::kInvalidArgument, "not a derivation name: " + name);
+        break;
+      }
+      status = streamBody(reader, [&](Source& body) { return store.putLog(name, body); });
+      break;
+    }
+    case Route::kPutListing:    // we compute listings ourselves
+    case Route::kPutCacheInfo:  // our nix-cache-info comes from the options
+      status = drainBody(reader);
+      break;
+    default:
+      res.set_header("Connection", "close");
+      metrics.recordUploadFailure(Route::kOther);
+      return sendStatus(res, 404, "no such upload route");
+  }
+  if (!status) {
+    metrics.recordUploadFailure(route);
+    res.set_header("Connection", "close");
+    return sendError(res, status.error());
+  }
+  res.status = 200;
+  res.set_content("ok\n", "text/plain; charset=utf-8");
+}
+
+void Server::Impl::logRequest(const httplib::Request& req, const httplib::Response& res) {
+  double seconds = -1;
+  if (t_request.started) {
+    seconds = std::chrono::duration<double>(SteadyClock::now() - t_request.start).count();
+  }
+  Route route = t_request.started ? t_request.route : Route::kOther;
+  metrics.recordRequest(route, res.status, seconds);
+  if (req.method != "HEAD" && !res.body.empty()) metrics.addBytesServed(res.body.size());
+  if (res.status >= 400) {
+    std::string_view path = req.path;
+    if (path.size() > 200) path = path.substr(0, 200);
+    std::string_view why = t_request.error.empty() ? std::string_view("malformed request")
+                                                   : std::string_view(t_request.error);
+    if (res.status >= 500) {
+      spdlog::error("{} {} {} -> {}: {}", req.remote_addr, req.method, path, res.status, why);
+    } else if (res.status == 404 && route != Route::kPutNar && route != Route::kPutNarInfo) {
+      spdlog::debug("{} {} {} -> 404: {}", req.remote_addr, req.method, path, why);
+    } else {
+      spdlog::warn("{} {} {} -> {}: {}", req.remote_addr, req.method, path, res.status, why);
+    }
+  }
+  t_request.started = false;
+  t_request.route = Route::kOther;
+  t_request.error.clear();
+}
+
+void Server::Impl::setup() {
+  cache_info = "StoreDir: " + store.storeDir() +
+               "\nWantMassQuery: " + (options.want_mass_query ? "1" : "0") +
+               "\nPriority: " + std::to_string(options.priority) + "\n";
+
+  unsigned threads = options.threads;
+  if (threads == 0) threads = std::max(64u, 8 * std::max(1u, std::thread::hardware_concurrency()));
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_tcp_nodelay(true);
+  http.set_keep_alive_max_count(options.keep_alive_max_requests);
+  http.set_keep_alive_timeout(options.keep_alive_timeout_seconds);
+  http.set_read_timeout(30, 0);
+  http.set_write_timeout(30, 0);
+
+  // Expect: 100-continue — refuse unauthenticated uploads before their body is sent, and let
+  // the rest go on at once (curl waits 1 s for the "100 Continue" otherwise).
+  http.set_expect_100_continue_handler(
+      [this](const httplib::Request& req, httplib::Response& res) -> int {
+        beginRequest(req);
+        if (req.method != "PUT") return 100;
+        if (options.upload_token.empty()) {
+          res.set_header("Connection", "close");
+          metrics.recordUploadFailure(t_request.route);
+          sendStatus(res, 403, "uploads are disabled on this server");
+          return 403;
+        }
+        if (!authorized(req)) {
+          metrics.recordUploadFailure(t_request.route);
+          sendUnauthorized(res);
+          return 401;
+        }
+        return 100;
+      });
+
+  // All GET/HEAD routing happens here, by hand (no std::regex on the hot path).
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    beginRequest(req);
+    if (isSuspiciousPath(req.path)) {
+      if (req.method == "PUT") res.set_header("Connection", "close");
+      sendStatus(res, 400, "bad path");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.method == "GET" || req.method == "HEAD") {
+      handleGet(req, res);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.method == "PUT") return httplib::Server::HandlerResponse::Unhandled;
+    res.set_header("Allow", "GET, HEAD, PUT");
+    sendStatus(res, 405, "method not allowed");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  http.Put(".*", [this](const httplib::Request& req, httplib::Response& res,
+                        const httplib::ContentReader& reader) { handlePut(req, res, reader); });
+
+  http.set_exception_handler(
+      [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown exception";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        spdlog::error("{} {} {}: exception: {}", req.remote_addr, req.method, req.path, what);
+        t_request.error = "exception (logged above)";
+        res.status = 500;
+        res.set_content("internal server error\n", "text/plain; charset=utf-8");
+      });
+  http.set_logger(
+      [this](const httplib::Request& req, const httplib::Response& res) { logRequest(req, res); });
+}
+
+Result<std::unique_ptr<Server>> Server::create(Store& store, ServerOptions options) {
+  auto listen = parseListen(options.listen);
+  if (!listen) return fail(listen.error());
+  auto impl = std::make_unique<Impl>(store, std::move(options));
+  impl->setup();
+  impl->host = listen->first;
+  if (listen->second == 0) {
+    impl->port = impl->http.bind_to_any_port(impl->host);
+    if (impl->port <= 0) {
+      return fail(ErrorCode::kUnavailable,
+                  "cannot bind " + impl->options.listen + ": " + std::strerror(errno));
+    }
+  } else {
+    if (!impl->http.bind_to_port(impl->host, listen->second)) {
+      return fail(ErrorCode::kUnavailable,
+                  "cannot bind " + impl->options.listen + ": " + std::strerror(errno));
+    }
+    impl->port = listen->second;
+  }
+  impl->http.raiseBacklog(1024);
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() {
+  stop();
+}
+
+int Server::port() const {
+  return impl_->port;
+}
+
+std::string Server::address() const {
+  bool v6 = impl_->host.find(':') != std::string::npos;
+  return (v6 ? "[" + impl_->host + "]" : impl_->host) + ":" + std::to_string(impl_->port);
+}
+
+Status Server::run() {
+  Impl& impl = *impl_;
+  // Access times recorded by narinfo hits are flushed in one write transaction every few
+  // seconds, and once more after the last request.
+  // It also re-sends a stop() that raced with the start of the accept loop (httplib ignores a
+  // stop() that comes before it runs).
+  std::jthread flusher([&impl](std::stop_token stop) {
+    std::mutex mutex;
+    std::condition_variable_any wake;
+    auto last_flush = SteadyClock::now();
+    while (!stop.stop_requested()) {
+      {
+        std::unique_lock lock(mutex);
+        wake.wait_for(lock, stop, std::chrono::milliseconds(100), [] { return false; });
+      }
+      if (impl.stop_requested.load() && impl.http.is_running()) impl.http.stop();
+      if (SteadyClock::now() - last_flush <
+          std::chrono::seconds(impl.options.access_flush_seconds)) {
+        continue;
+      }
+      last_flush = SteadyClock::now();
+      if (auto flushed = impl.store.flushAccessTimes(); !flushed) {
+        spdlog::error("flushing access times: {}", flushed.error().message());
+      }
+    }
+  });
+  bool ok = impl.http.listen_after_bind();
+  flusher.request_stop();
+  flusher.join();
+  Status flushed = impl.store.flushAccessTimes();
+  if (!ok && !impl.stop_requested.load()) {
+    return fail(ErrorCode::kUnavailable, "serving " + address() + " failed");
+  }
+  return flushed;
+}
+
+void Server::stop() {
+  impl_->stop_requested.store(true);
+  impl_->http.stop();
+}
+
+}  // namespace narcache::narstore
