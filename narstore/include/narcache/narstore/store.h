@@ -41,6 +41,9 @@ struct StoreOptions {
   // Store dir of the items (only used by Store::init; open() reads it from the database).
   std::string store_dir = "/nix/store";
   Clock clock = systemClock;
+  // Initial LMDB map size in bytes (0: 64 MiB). The map grows on demand whatever this is;
+  // tests set it tiny to exercise growth.
+  std::size_t initial_map_size = 0;
 };
 
 struct Tombstone {
@@ -59,8 +62,8 @@ std::string_view itemStateName(ItemState state);  // "available", "incomplete", 
 
 struct ItemStatus {
   ItemState state = ItemState::kMissing;
-  std::optional<Tombstone> tombstone;       // kDeleted
-  std::vector<StorePath> missing;           // kIncomplete: deleted items in its closure
+  std::optional<Tombstone> tombstone;  // kDeleted
+  std::vector<StorePath> missing;      // kIncomplete: deleted items in its closure
 };
 
 struct StoredItem {
@@ -86,11 +89,11 @@ struct NarFile {
 };
 
 struct StoreStats {
-  std::uint64_t items = 0;        // valid items (available or incomplete)
+  std::uint64_t items = 0;  // valid items (available or incomplete)
   std::uint64_t tombstones = 0;
   std::uint64_t nar_files = 0;
-  std::uint64_t nar_bytes = 0;    // sum of nar file sizes (each shared file once)
-  std::uint64_t nar_size = 0;     // sum of NarSize of valid items
+  std::uint64_t nar_bytes = 0;  // sum of nar file sizes (each shared file once)
+  std::uint64_t nar_size = 0;   // sum of NarSize of valid items
 };
 
 class Store {

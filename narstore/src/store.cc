@@ -1,0 +1,870 @@
+// LmdbStore: see store_impl.h for the tables and store.h for the contract.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <random>
+#include <set>
+#include <unordered_set>
+
+#include "narcache/narinfo/hash.h"
+#include "narcache/narinfo/nar.h"
+#include "store_impl.h"
+
+namespace narcache::narstore {
+namespace {
+
+constexpr std::size_t kDefaultMapSize = std::size_t{64} << 20;
+constexpr std::size_t kChunk = 1 << 20;
+
+std::string errnoMessage(const std::string& what, int err) {
+  return what + ": " + std::strerror(err);
+}
+
+Error ioError(const std::string& what, int err) {
+  return Error(err == ENOSPC || err == EDQUOT ? ErrorCode::kResourceExhausted : ErrorCode::kIoError,
+               errnoMessage(what, err));
+}
+
+// Runs `fn`, turning LMDB and other exceptions into Errors at the Store's public API.
+template <typename F>
+auto guard(F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
+  } catch (const std::bad_alloc&) {
+    return fail(ErrorCode::kResourceExhausted, "out of memory");
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kInternal, e.what());
+  }
+}
+
+Status fsyncDir(const std::filesystem::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return fail(ioError("open " + dir.string(), errno));
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return fail(ioError("fsync " + dir.string(), err));
+  return {};
+}
+
+// A Source that copies everything read through it into a Sink.
+class TeeSource final : public Source {
+ public:
+  TeeSource(Source& in, Sink& out) : in_(in), out_(out) {}
+  Result<std::size_t> read(MutableBytes out) override {
+    auto n = in_.read(out);
+    if (!n) return n;
+    NARCACHE_TRY(out_.write(Bytes(out.data(), *n)));
+    return n;
+  }
+
+ private:
+  Source& in_;
+  Sink& out_;
+};
+
+Status drain(Source& source) {
+  std::vector<std::byte> buf(64 * 1024);
+  for (;;) {
+    auto n = source.read(buf);
+    if (!n) return fail(n.error());
+    if (*n == 0) return {};
+  }
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+std::uint64_t counter(const lmdb::Txn& txn, lmdb::Dbi meta, std::string_view key) {
+  auto v = txn.get(meta, key);
+  return v ? decodeU64(*v) : 0;
+}
+
+void addCounter(lmdb::WriteTxn& txn, lmdb::Dbi meta, std::string_view key, std::int64_t delta) {
+  std::uint64_t v = counter(txn, meta, key);
+  v = delta < 0 && static_cast<std::uint64_t>(-delta) > v ? 0 : v + delta;
+  txn.put(meta, key, encodeU64(v));
+}
+
+// All values of a dupsort key.
+std::vector<std::string> dups(const lmdb::Txn& txn, lmdb::Dbi dbi, std::string_view key) {
+  std::vector<std::string> out;
+  lmdb::Cursor cursor(txn, dbi);
+  for (auto e = cursor.find(key); e; e = cursor.nextDup()) out.emplace_back(e->second);
+  return out;
+}
+
+// Every item that has `start` in its closure (excluding `start` itself), following referrers.
+std::vector<std::string> transitiveReferrers(const lmdb::Txn& txn, lmdb::Dbi referrers,
+                                             const std::string& start) {
+  std::unordered_set<std::string> seen{start};
+  std::vector<std::string> order;
+  std::deque<std::string> queue{start};
+  while (!queue.empty()) {
+    std::string h = std::move(queue.front());
+    queue.pop_front();
+    for (std::string& r : dups(txn, referrers, h)) {
+      if (seen.insert(r).second) {
+        order.push_back(r);
+        queue.push_back(std::move(r));
+      }
+    }
+  }
+  return order;
+}
+
+std::string missingList(const std::vector<std::string>& paths) {
+  std::string out;
+  for (const auto& p : paths) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
+
+}  // namespace
+
+std::int64_t systemClock() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string_view itemStateName(ItemState state) {
+  switch (state) {
+    case ItemState::kAvailable: return "available";
+    case ItemState::kIncomplete: return "incomplete";
+    case ItemState::kDeleted: return "deleted";
+    case ItemState::kMissing: return "missing";
+  }
+  return "unknown";
+}
+
+Result<std::unique_ptr<Store>> Store::init(const StoreOptions& options) {
+  auto s = LmdbStore::openStore(options, true);
+  if (!s) return fail(s.error());
+  return std::unique_ptr<Store>(std::move(*s));
+}
+
+Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
+  auto s = LmdbStore::openStore(options, false);
+  if (!s) return fail(s.error());
+  return std::unique_ptr<Store>(std::move(*s));
+}
+
+// --- Nar files --------------------------------------------------------------------------
+
+Result<NarFileCheck> checkNarFile(const std::filesystem::path& path, Compression compression,
+                                  bool want_listing) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    int err = errno;
+    if (err == ENOENT)
+      return fail(ErrorCode::kNotFound, "nar file " + path.string() + " is missing");
+    return fail(ioError("open " + path.string(), err));
+  }
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  FdSource raw(fd.get());
+  Hasher file_hasher;
+  TeeSource file_tee(raw, file_hasher);
+  auto decompressor = makeDecompressor(compression, file_tee);
+  if (!decompressor) return fail(decompressor.error());
+  Hasher nar_hasher;
+  TeeSource nar_tee(**decompressor, nar_hasher);
+  NarFileCheck check;
+  if (want_listing) {
+    auto listing = narListing(nar_tee);
+    if (!listing) return fail(listing.error().withContext("NAR"));
+    check.listing = std::move(*listing);
+  } else {
+    auto size = validateNar(nar_tee);
+    if (!size) return fail(size.error().withContext("NAR"));
+  }
+  NARCACHE_TRY(drain(nar_tee));
+  NARCACHE_TRY(drain(file_tee));
+  check.file_hash = file_hasher.digest();
+  check.file_size = file_hasher.size();
+  check.nar_hash = nar_hasher.digest();
+  check.nar_size = nar_hasher.size();
+  return check;
+}
+
+Result<LmdbStore::TmpFile> LmdbStore::writeTmp(Source& body) const {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  TmpFile tmp;
+  tmp.path = tmpDir() / (std::to_string(::getpid()) + "-" + std::to_string(tmp_counter_++) + "-" +
+                         std::to_string(rng() % 1000000000) + ".tmp");
+  Fd fd(::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (fd.get() < 0) return fail(ioError("create " + tmp.path.string(), errno));
+  auto cleanup = [&](Error e) {
+    std::error_code ec;
+    std::filesystem::remove(tmp.path, ec);
+    return fail(std::move(e));
+  };
+  Hasher hasher;
+  FdSink out(fd.get());
+  std::vector<std::byte> buf(kChunk);
+  for (;;) {
+    auto n = body.read(buf);
+    if (!n) return cleanup(n.error());
+    if (*n == 0) break;
+    Bytes chunk(buf.data(), *n);
+    if (auto w = hasher.write(chunk); !w) return cleanup(w.error());
+    if (auto w = out.write(chunk); !w) return cleanup(w.error().withContext(tmp.path.string()));
+  }
+  if (::fsync(fd.get()) != 0) return cleanup(ioError("fsync " + tmp.path.string(), errno));
+  if (::close(fd.release()) != 0) return cleanup(ioError("close " + tmp.path.string(), errno));
+  tmp.hash = hasher.digest();
+  tmp.size = hasher.size();
+  return tmp;
+}
+
+Result<bool> LmdbStore::installNarFile(const TmpFile& tmp, const std::string& name) const {
+  std::filesystem::path dest = narDir() / name;
+  bool created = true;
+  if (::link(tmp.path.c_str(), dest.c_str()) != 0) {
+    int err = errno;
+    if (err != EEXIST) {
+      ::unlink(tmp.path.c_str());
+      return fail(ioError("link " + dest.string(), err));
+    }
+    created = false;
+  }
+  ::unlink(tmp.path.c_str());
+  if (created) NARCACHE_TRY(fsyncDir(narDir()));
+  return created;
+}
+
+Result<NarFile> LmdbStore::putNarFile(std::string_view file_name, Source& body) {
+  return guard([&]() -> Result<NarFile> {
+    auto name = parseNarFileName(file_name);
+    if (!name) return fail(name.error());
+    auto tmp = writeTmp(body);
+    if (!tmp) return fail(tmp.error());
+    if (!(tmp->hash == name->hash)) {
+      ::unlink(tmp->path.c_str());
+      return fail(ErrorCode::kCorruption, "nar file " + std::string(file_name) +
+                                              ": content hashes to " + tmp->hash.toString() +
+                                              ", not to the hash in its name");
+    }
+    auto created = installNarFile(*tmp, std::string(file_name));
+    if (!created) return fail(created.error());
+    return NarFile{std::string(file_name), tmp->size, tmp->hash};
+  });
+}
+
+Result<bool> LmdbStore::removeUnreferencedNarFile(const std::string& name) {
+  return guard([&]() -> Result<bool> {
+    return env_->write<bool>([&](lmdb::WriteTxn& txn) -> Result<bool> {
+      if (txn.has(tables_.files, name)) return false;
+      std::filesystem::path p = narDir() / name;
+      if (::unlink(p.c_str()) != 0) {
+        if (errno == ENOENT) return false;
+        return fail(ioError("unlink " + p.string(), errno));
+      }
+      return true;
+    });
+  });
+}
+
+// --- Adding -----------------------------------------------------------------------------
+
+Result<NarInfo> LmdbStore::decodeNarInfo(const ItemRecord& record) const {
+  return NarInfo::parse(record.narinfo, record.base_name, store_dir_);
+}
+
+Result<AddResult> LmdbStore::addNarInfo(const NarInfo& info, const AddOptions& options) {
+  return guard([&]() -> Result<AddResult> {
+    const std::string& h = info.path.hashPart();
+    if (info.store_dir != store_dir_) {
+      return fail(ErrorCode::kInvalidArgument,
+                  info.fullPath() + ": not in the store dir " + store_dir_ + " of this cache");
+    }
+    auto method = parseCompression(info.compression);
+    if (!method) return fail(method.error().withContext(info.path.baseName()));
+    if (info.url.rfind("nar/", 0) != 0) {
+      return fail(ErrorCode::kInvalidArgument,
+                  info.path.baseName() + ": URL '" + info.url + "' is not nar/<file>");
+    }
+    std::string file_name = info.url.substr(4);
+    auto name = parseNarFileName(file_name);
+    if (!name) return fail(name.error().withContext(info.path.baseName()));
+    if (name->compression != *method) {
+      return fail(ErrorCode::kInvalidArgument,
+                  info.path.baseName() + ": URL '" + info.url +
+                      "' does not match Compression: " + info.compression);
+    }
+    // Cheap checks before reading the file: a re-add is a no-op.
+    {
+      lmdb::ReadTxn txn = env_->beginRead();
+      if (auto rec = txn.get(tables_.items, h)) {
+        auto record = ItemRecord::decode(*rec);
+        if (!record) return fail(ErrorCode::kCorruption, "item record of " + h + " is malformed");
+        auto stored = decodeNarInfo(*record);
+        if (!stored) return fail(stored.error());
+        if (stored->nar_hash == info.nar_hash) return AddResult{false, *stored};
+        return fail(ErrorCode::kConflict, info.fullPath() + " is already stored with NarHash " +
+                                              stored->nar_hash.toString() + ", not " +
+                                              info.nar_hash.toString());
+      }
+    }
+    auto check = checkNarFile(narDir() / file_name, *method, true);
+    if (!check) {
+      if (check.error().code() == ErrorCode::kNotFound) {
+        return fail(ErrorCode::kNotFound,
+                    info.path.baseName() + ": nar file " + file_name + " was not uploaded");
+      }
+      return fail(check.error().withContext(info.path.baseName() + ": nar file " + file_name));
+    }
+    auto mismatch = [&](const std::string& what, const std::string& expected,
+                        const std::string& got) {
+      return fail(ErrorCode::kCorruption, info.path.baseName() + ": " + what + " mismatch: " +
+                                              "expected " + expected + ", got " + got);
+    };
+    if (!(check->file_hash == name->hash)) {
+      return mismatch("nar file hash (name)", name->hash.toString(), check->file_hash.toString());
+    }
+    if (info.file_hash && !(*info.file_hash == check->file_hash)) {
+      return mismatch("FileHash", info.file_hash->toString(), check->file_hash.toString());
+    }
+    if (info.file_size && *info.file_size != check->file_size) {
+      return mismatch("FileSize", std::to_string(*info.file_size),
+                      std::to_string(check->file_size));
+    }
+    if (!(info.nar_hash == check->nar_hash)) {
+      return mismatch("NarHash", info.nar_hash.toString(), check->nar_hash.toString());
+    }
+    if (info.nar_size != check->nar_size) {
+      return mismatch("NarSize", std::to_string(info.nar_size), std::to_string(check->nar_size));
+    }
+    NarInfo stored = info;
+    stored.url = "nar/" + file_name;
+    stored.compression = std::string(compressionName(*method));
+    stored.file_hash = check->file_hash;
+    stored.file_size = check->file_size;
+    ItemRecord record;
+    record.created = clock_();
+    record.nar_size = stored.nar_size;
+    record.uploader = options.uploader;
+    record.base_name = stored.path.baseName();
+    record.narinfo = stored.toString();
+    return commitItem(stored, record, check->listing, file_name);
+  });
+}
+
+Result<AddResult> LmdbStore::commitItem(const NarInfo& stored, const ItemRecord& record,
+                                        const std::string& listing, const std::string& file_name) {
+  const std::string h = stored.path.hashPart();
+  const Tables& t = tables_;
+  return env_->write<AddResult>([&](lmdb::WriteTxn& txn) -> Result<AddResult> {
+    if (auto rec = txn.get(t.items, h)) {  // lost a race with an identical upload?
+      auto existing = ItemRecord::decode(*rec);
+      if (!existing) return fail(ErrorCode::kCorruption, "item record of " + h + " is malformed");
+      auto info = decodeNarInfo(*existing);
+      if (!info) return fail(info.error());
+      if (info->nar_hash == stored.nar_hash) return AddResult{false, *info};
+      return fail(ErrorCode::kConflict, stored.fullPath() + " is already stored with NarHash " +
+                                            info->nar_hash.toString());
+    }
+    // Invariant 1 (closure): every reference other than the item itself is a valid item.
+    std::vector<std::string> missing;
+    std::set<std::string> deleted_in_closure;
+    for (const StorePath& ref : stored.references) {
+      if (ref.hashPart() == h) continue;
+      if (!txn.has(t.items, ref.hashPart())) {
+        missing.push_back(ref.fullPath(store_dir_));
+        continue;
+      }
+      for (auto& d : dups(txn, t.incomplete, ref.hashPart())) deleted_in_closure.insert(d);
+    }
+    if (!missing.empty()) {
+      return fail(ErrorCode::kConflict,
+                  stored.fullPath() + ": missing references: " + missingList(missing));
+    }
+    // Nar files are only unlinked inside write transactions (removeUnreferencedNarFile), so
+    // the file checked before this transaction is still there if it exists now.
+    struct stat st;
+    if (::stat((narDir() / file_name).c_str(), &st) != 0) {
+      return fail(ErrorCode::kNotFound, stored.path.baseName() + ": nar file " + file_name +
+                                            " disappeared (removed concurrently); upload again");
+    }
+
+    txn.put(t.items, h, record.encode());
+    for (const StorePath& ref : stored.references) {
+      if (ref.hashPart() == h) continue;
+      txn.put(t.refs, h, ref.hashPart(), MDB_NODUPDATA);
+      txn.put(t.referrers, ref.hashPart(), h, MDB_NODUPDATA);
+    }
+    txn.put(t.listings, h, listing);
+    FileRecord file;
+    if (auto f = txn.get(t.files, file_name)) {
+      if (auto decoded = FileRecord::decode(*f)) file = *decoded;
+    } else {
+      file.size = *stored.file_size;
+      addCounter(txn, t.meta, Counters::kNarFiles, 1);
+      addCounter(txn, t.meta, Counters::kNarBytes, static_cast<std::int64_t>(file.size));
+    }
+    ++file.refcount;
+    txn.put(t.files, file_name, file.encode());
+    addCounter(txn, t.meta, Counters::kItems, 1);
+    addCounter(txn, t.meta, Counters::kNarSize, static_cast<std::int64_t>(stored.nar_size));
+    for (const auto& d : deleted_in_closure) txn.put(t.incomplete, h, d, MDB_NODUPDATA);
+
+    // Re-added after markDeleted: every item that has it in its closure loses it from its
+    // set of deleted items, and gains what is still deleted in its own closure.
+    if (txn.del(t.tombstones, h)) {
+      addCounter(txn, t.meta, Counters::kTombstones, -1);
+      for (const std::string& a : transitiveReferrers(txn, t.referrers, h)) {
+        txn.delDup(t.incomplete, a, h);
+        for (const auto& d : deleted_in_closure) txn.put(t.incomplete, a, d, MDB_NODUPDATA);
+      }
+    }
+    return AddResult{true, stored};
+  });
+}
+
+Result<AddResult> LmdbStore::add(const NarInfo& info, Source& file, const AddOptions& options) {
+  return guard([&]() -> Result<AddResult> {
+    auto method = parseCompression(info.compression);
+    if (!method) return fail(method.error().withContext(info.path.baseName()));
+    if (info.store_dir != store_dir_) {
+      return fail(ErrorCode::kInvalidArgument,
+                  info.fullPath() + ": not in the store dir " + store_dir_ + " of this cache");
+    }
+    auto tmp = writeTmp(file);
+    if (!tmp) return fail(tmp.error());
+    auto drop = [&](Error e) {
+      ::unlink(tmp->path.c_str());
+      return fail(std::move(e));
+    };
+    if (info.file_hash && !(*info.file_hash == tmp->hash)) {
+      return drop(Error(ErrorCode::kCorruption,
+                        info.path.baseName() + ": FileHash mismatch: expected " +
+                            info.file_hash->toString() + ", got " + tmp->hash.toString()));
+    }
+    if (info.file_size && *info.file_size != tmp->size) {
+      return drop(Error(ErrorCode::kCorruption, info.path.baseName() +
+                                                    ": FileSize mismatch: expected " +
+                                                    std::to_string(*info.file_size) + ", got " +
+                                                    std::to_string(tmp->size)));
+    }
+    std::string name = narFileName(tmp->hash, *method);
+    if (!info.url.empty() && info.url != "nar/" + name) {
+      return drop(Error(ErrorCode::kInvalidArgument, info.path.baseName() + ": URL '" + info.url +
+                                                         "' does not name the file nar/" + name));
+    }
+    auto created = installNarFile(*tmp, name);
+    if (!created) return fail(created.error());
+    NarInfo with_file = info;
+    with_file.url = "nar/" + name;
+    with_file.file_hash = tmp->hash;
+    with_file.file_size = tmp->size;
+    auto result = addNarInfo(with_file, options);
+    if (!result && *created) (void)removeUnreferencedNarFile(name);
+    return result;
+  });
+}
+
+// --- Reading ----------------------------------------------------------------------------
+
+ItemStatus LmdbStore::statusIn(const lmdb::Txn& txn, std::string_view hash_part) const {
+  ItemStatus status;
+  if (txn.has(tables_.items, hash_part)) {
+    auto missing = dups(txn, tables_.incomplete, hash_part);
+    if (missing.empty()) {
+      status.state = ItemState::kAvailable;
+      return status;
+    }
+    status.state = ItemState::kIncomplete;
+    for (const auto& d : missing) {
+      if (auto t = txn.get(tables_.tombstones, d)) {
+        if (auto rec = TombstoneRecord::decode(*t)) {
+          if (auto p = StorePath::parseBaseName(rec->base_name)) status.missing.push_back(*p);
+        }
+      }
+    }
+    std::sort(status.missing.begin(), status.missing.end());
+    return status;
+  }
+  if (auto t = txn.get(tables_.tombstones, hash_part)) {
+    status.state = ItemState::kDeleted;
+    if (auto rec = TombstoneRecord::decode(*t)) status.tombstone = rec->tombstone;
+  }
+  return status;
+}
+
+Result<NarInfo> LmdbStore::servable(std::string_view hash_part) const {
+  return guard([&]() -> Result<NarInfo> {
+    lmdb::ReadTxn txn = env_->beginRead();
+    auto rec = txn.get(tables_.items, hash_part);
+    if (!rec || txn.has(tables_.incomplete, hash_part)) {
+      return fail(ErrorCode::kNotFound, std::string(hash_part) + ".narinfo: not in the cache");
+    }
+    auto record = ItemRecord::decode(*rec);
+    if (!record) return fail(ErrorCode::kCorruption, "item record is malformed");
+    return decodeNarInfo(*record);
+  });
+}
+
+Result<StoredItem> LmdbStore::get(std::string_view hash_part) const {
+  return guard([&]() -> Result<StoredItem> {
+    lmdb::ReadTxn txn = env_->beginRead();
+    auto rec = txn.get(tables_.items, hash_part);
+    if (!rec) return fail(ErrorCode::kNotFound, std::string(hash_part) + ": no such item");
+    auto record = ItemRecord::decode(*rec);
+    if (!record) return fail(ErrorCode::kCorruption, "item record is malformed");
+    auto info = decodeNarInfo(*record);
+    if (!info) return fail(info.error());
+    StoredItem item{std::move(*info), record->created, 0, record->uploader};
+    if (auto a = txn.get(tables_.atime, hash_part)) {
+      item.last_access = static_cast<std::int64_t>(decodeU64(*a));
+    }
+    return item;
+  });
+}
+
+ItemStatus LmdbStore::status(std::string_view hash_part) const {
+  auto r = guard([&]() -> Result<ItemStatus> {
+    lmdb::ReadTxn txn = env_->beginRead();
+    return statusIn(txn, hash_part);
+  });
+  return r ? *r : ItemStatus{};
+}
+
+std::vector<ItemStatus> LmdbStore::available(const std::vector<StorePath>& paths) const {
+  auto r = guard([&]() -> Result<std::vector<ItemStatus>> {
+    lmdb::ReadTxn txn = env_->beginRead();
+    std::vector<ItemStatus> out;
+    out.reserve(paths.size());
+    for (const auto& p : paths) out.push_back(statusIn(txn, p.hashPart()));
+    return out;
+  });
+  return r ? *r : std::vector<ItemStatus>(paths.size());
+}
+
+Result<std::vector<StorePath>> LmdbStore::referrers(std::string_view hash_part) const {
+  return guard([&]() -> Result<std::vector<StorePath>> {
+    lmdb::ReadTxn txn = env_->beginRead();
+    if (!txn.has(tables_.items, hash_part) && !txn.has(tables_.tombstones, hash_part)) {
+      return fail(ErrorCode::kNotFound, std::string(hash_part) + ": no such item");
+    }
+    std::vector<StorePath> out;
+    for (const auto& r : dups(txn, tables_.referrers, hash_part)) {
+      auto rec = txn.get(tables_.items, r);
+      if (!rec) continue;
+      auto record = ItemRecord::decode(*rec);
+      if (!record) continue;
+      if (auto p = StorePath::parseBaseName(record->base_name)) out.push_back(*p);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  });
+}
+
+Result<std::pair<std::uint64_t, std::uint64_t>> LmdbStore::closureSize(
+    std::string_view hash_part) const {
+  return guard([&]() -> Result<std::pair<std::uint64_t, std::uint64_t>> {
+    lmdb::ReadTxn txn = env_->beginRead();
+    if (!txn.has(tables_.items, hash_part)) {
+      return fail(ErrorCode::kNotFound, std::string(hash_part) + ": no such item");
+    }
+    std::unordered_set<std::string> seen{std::string(hash_part)};
+    std::deque<std::string> queue{std::string(hash_part)};
+    std::uint64_t bytes = 0;
+    while (!queue.empty()) {
+      std::string h = std::move(queue.front());
+      queue.pop_front();
+      if (auto rec = txn.get(tables_.items, h)) {
+        if (auto record = ItemRecord::decode(*rec)) bytes += record->nar_size;
+      }
+      for (auto& r : dups(txn, tables_.refs, h)) {
+        if (seen.insert(r).second) queue.push_back(std::move(r));
+      }
+    }
+    return std::pair<std::uint64_t, std::uint64_t>{bytes, seen.size()};
+  });
+}
+
+Result<std::string> LmdbStore::listing(std::string_view hash_part) const {
+  return guard([&]() -> Result<std::string> {
+    lmdb::ReadTxn txn = env_->beginRead();
+    auto v = txn.get(tables_.listings, hash_part);
+    if (!v || !txn.has(tables_.items, hash_part)) {
+      return fail(ErrorCode::kNotFound, std::string(hash_part) + ".ls: not in the cache");
+    }
+    return std::string(*v);
+  });
+}
+
+Result<std::filesystem::path> LmdbStore::narFilePath(std::string_view file_name) const {
+  if (!parseNarFileName(file_name)) {
+    return fail(ErrorCode::kNotFound,
+                "nar/" + std::string(file_name.substr(0, 200)) + ": not a nar file name");
+  }
+  std::filesystem::path p = narDir() / std::string(file_name);
+  struct stat st;
+  if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return fail(ErrorCode::kNotFound, "nar/" + std::string(file_name) + ": not in the cache");
+  }
+  return p;
+}
+
+Status LmdbStore::forEachItem(const std::function<bool(const StoredItem&)>& visit) const {
+  return guard([&]() -> Status {
+    lmdb::ReadTxn txn = env_->beginRead();
+    lmdb::Cursor cursor(txn, tables_.items);
+    for (auto e = cursor.first(); e; e = cursor.next()) {
+      auto record = ItemRecord::decode(e->second);
+      if (!record) {
+        return fail(ErrorCode::kCorruption,
+                    "item record of " + std::string(e->first) + " is malformed");
+      }
+      auto info = decodeNarInfo(*record);
+      if (!info) return fail(info.error());
+      StoredItem item{std::move(*info), record->created, 0, record->uploader};
+      if (auto a = txn.get(tables_.atime, e->first)) {
+        item.last_access = static_cast<std::int64_t>(decodeU64(*a));
+      }
+      if (!visit(item)) break;
+    }
+    return {};
+  });
+}
+
+StoreStats LmdbStore::stats() const {
+  auto r = guard([&]() -> Result<StoreStats> {
+    lmdb::ReadTxn txn = env_->beginRead();
+    StoreStats s;
+    s.items = counter(txn, tables_.meta, Counters::kItems);
+    s.tombstones = counter(txn, tables_.meta, Counters::kTombstones);
+    s.nar_files = counter(txn, tables_.meta, Counters::kNarFiles);
+    s.nar_bytes = counter(txn, tables_.meta, Counters::kNarBytes);
+    s.nar_size = counter(txn, tables_.meta, Counters::kNarSize);
+    return s;
+  });
+  return r ? *r : StoreStats{};
+}
+
+// --- Logs -------------------------------------------------------------------------------
+
+namespace {
+Status validateLogName(std::string_view name) {
+  auto p = StorePath::parseBaseName(name);
+  if (!p || name.size() < 4 || name.substr(name.size() - 4) != ".drv") {
+    return fail(ErrorCode::kInvalidArgument,
+                "'" + std::string(name.substr(0, 200)) + "' is not a derivation base name");
+  }
+  return {};
+}
+}  // namespace
+
+Status LmdbStore::putLog(std::string_view drv_base_name, Source& body) {
+  return guard([&]() -> Status {
+    NARCACHE_TRY(validateLogName(drv_base_name));
+    auto tmp = writeTmp(body);
+    if (!tmp) return fail(tmp.error());
+    std::filesystem::path dest = logDir() / std::string(drv_base_name);
+    if (::rename(tmp->path.c_str(), dest.c_str()) != 0) {
+      int err = errno;
+      ::unlink(tmp->path.c_str());
+      return fail(ioError("rename " + dest.string(), err));
+    }
+    return fsyncDir(logDir());
+  });
+}
+
+Result<std::filesystem::path> LmdbStore::logPath(std::string_view drv_base_name) const {
+  if (auto v = validateLogName(drv_base_name); !v) {
+    return fail(ErrorCode::kNotFound, v.error().message());
+  }
+  std::filesystem::path p = logDir() / std::string(drv_base_name);
+  struct stat st;
+  if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return fail(ErrorCode::kNotFound, "log/" + std::string(drv_base_name) + ": no such log");
+  }
+  return p;
+}
+
+// --- Access times -----------------------------------------------------------------------
+
+void LmdbStore::recordAccess(std::string_view hash_part) {
+  if (hash_part.size() != kStorePathHashLength) return;
+  std::int64_t now = clock_();
+  auto pending = pending_access_.lock();
+  auto [it, inserted] = pending->try_emplace(std::string(hash_part), now);
+  if (!inserted && it->second < now) it->second = now;
+}
+
+Status LmdbStore::flushAccessTimes() {
+  std::unordered_map<std::string, std::int64_t> batch;
+  pending_access_.lock()->swap(batch);
+  if (batch.empty()) return {};
+  auto r = guard([&]() -> Status {
+    return env_->write<void>([&](lmdb::WriteTxn& txn) -> Status {
+      for (const auto& [h, when] : batch) {
+        if (!txn.has(tables_.items, h)) continue;
+        auto old = txn.get(tables_.atime, h);
+        if (old && static_cast<std::int64_t>(decodeU64(*old)) >= when) continue;
+        txn.put(tables_.atime, h, encodeU64(static_cast<std::uint64_t>(when)));
+      }
+      return {};
+    });
+  });
+  if (!r) {  // keep them for the next flush
+    auto pending = pending_access_.lock();
+    for (const auto& [h, when] : batch) {
+      auto [it, inserted] = pending->try_emplace(h, when);
+      if (!inserted && it->second < when) it->second = when;
+    }
+  }
+  return r;
+}
+
+// --- Deletion ---------------------------------------------------------------------------
+
+Status LmdbStore::markDeleted(const StorePath& path, const Tombstone& why) {
+  return guard([&]() -> Status {
+    const std::string h = path.hashPart();
+    const Tables& t = tables_;
+    return env_->write<void>([&](lmdb::WriteTxn& txn) -> Status {
+      auto rec = txn.get(t.items, h);
+      if (!rec) {
+        if (txn.has(t.tombstones, h)) return {};  // already deleted
+        return fail(ErrorCode::kNotFound, path.fullPath(store_dir_) + ": no such item");
+      }
+      auto record = ItemRecord::decode(*rec);
+      if (!record) return fail(ErrorCode::kCorruption, "item record of " + h + " is malformed");
+      auto info = decodeNarInfo(*record);
+      if (!info) return fail(info.error());
+
+      txn.del(t.items, h);
+      txn.del(t.refs, h);
+      for (const StorePath& ref : info->references) {
+        if (ref.hashPart() != h) txn.delDup(t.referrers, ref.hashPart(), h);
+      }
+      txn.del(t.listings, h);
+      txn.del(t.incomplete, h);
+      txn.del(t.atime, h);
+      addCounter(txn, t.meta, Counters::kItems, -1);
+      addCounter(txn, t.meta, Counters::kNarSize, -static_cast<std::int64_t>(info->nar_size));
+      // The nar file stays on disk (clients holding the narinfo may still fetch it); once no
+      // item uses it, it is an orphan that GC or `verify --repair` removes after a grace period.
+      std::string file_name = info->url.substr(info->url.rfind('/') + 1);
+      if (auto f = txn.get(t.files, file_name)) {
+        FileRecord file = FileRecord::decode(*f).value_or(FileRecord{});
+        if (file.refcount <= 1) {
+          txn.del(t.files, file_name);
+          addCounter(txn, t.meta, Counters::kNarFiles, -1);
+          addCounter(txn, t.meta, Counters::kNarBytes, -static_cast<std::int64_t>(file.size));
+        } else {
+          --file.refcount;
+          txn.put(t.files, file_name, file.encode());
+        }
+      }
+      TombstoneRecord tomb{why, path.baseName(), info->nar_hash.toString()};
+      if (tomb.tombstone.when == 0) tomb.tombstone.when = clock_();
+      txn.put(t.tombstones, h, tomb.encode());
+      addCounter(txn, t.meta, Counters::kTombstones, 1);
+      // Invariant 1: everything whose closure contains it becomes incomplete.
+      for (const std::string& a : transitiveReferrers(txn, t.referrers, h)) {
+        txn.put(t.incomplete, a, h, MDB_NODUPDATA);
+      }
+      return {};
+    });
+  });
+}
+
+// --- Opening ----------------------------------------------------------------------------
+
+Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& options, bool create) {
+  return guard([&]() -> Result<std::unique_ptr<LmdbStore>> {
+    std::unique_ptr<LmdbStore> store(new LmdbStore());
+    store->root_ = options.root;
+    store->clock_ = options.clock ? options.clock : Clock(systemClock);
+    std::filesystem::path db = options.root / "db";
+    std::error_code ec;
+    if (create) {
+      NARCACHE_TRY(validateStoreDir(options.store_dir));
+      for (const char* sub : {"db", "nar", "tmp", "log"}) {
+        std::filesystem::create_directories(options.root / sub, ec);
+        if (ec) {
+          return fail(ErrorCode::kIoError,
+                      "cannot create " + (options.root / sub).string() + ": " + ec.message());
+        }
+      }
+    } else if (!std::filesystem::exists(db / "data.mdb", ec)) {
+      return fail(ErrorCode::kNotFound, "no store at " + options.root.string() +
+                                            " (create one with `narcache store init --store " +
+                                            options.root.string() + "`)");
+    }
+    lmdb::EnvOptions env_options;
+    env_options.dir = db;
+    env_options.initial_map_size =
+        options.initial_map_size != 0 ? options.initial_map_size : kDefaultMapSize;
+    store->env_ = lmdb::Env::open(env_options);
+    lmdb::Env& env = *store->env_;
+    Tables& t = store->tables_;
+    constexpr unsigned kDupFixed = MDB_DUPSORT | MDB_DUPFIXED;
+    t.meta = env.openDbi("meta", 0, true);
+    t.items = env.openDbi("items", 0, true);
+    t.refs = env.openDbi("refs", kDupFixed, true);
+    t.referrers = env.openDbi("referrers", kDupFixed, true);
+    t.atime = env.openDbi("atime", 0, true);
+    t.tombstones = env.openDbi("tombstones", 0, true);
+    t.incomplete = env.openDbi("incomplete", kDupFixed, true);
+    t.files = env.openDbi("files", 0, true);
+    t.listings = env.openDbi("listings", 0, true);
+    t.roots = env.openDbi("roots", 0, true);
+
+    auto r = env.write<std::string>([&](lmdb::WriteTxn& txn) -> Result<std::string> {
+      auto version = txn.get(t.meta, "schema_version");
+      if (create) {
+        if (version) {
+          return fail(ErrorCode::kAlreadyExists,
+                      "a store already exists at " + options.root.string());
+        }
+        txn.put(t.meta, "schema_version", std::to_string(kSchemaVersion));
+        txn.put(t.meta, "store_dir", options.store_dir);
+        return options.store_dir;
+      }
+      if (!version) {
+        return fail(ErrorCode::kNotFound, "no store at " + options.root.string() +
+                                              " (create one with `narcache store init`)");
+      }
+      if (*version != std::to_string(kSchemaVersion)) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "store at " + options.root.string() + " has schema version " +
+                        std::string(*version) + "; this narcache knows version " +
+                        std::to_string(kSchemaVersion));
+      }
+      auto dir = txn.get(t.meta, "store_dir");
+      return dir ? std::string(*dir) : std::string(kDefaultStoreDir);
+    });
+    if (!r) return fail(r.error());
+    store->store_dir_ = *r;
+    for (const char* sub : {"nar", "tmp", "log"}) {
+      std::filesystem::create_directories(options.root / sub, ec);
+    }
+    return store;
+  });
+}
+
+}  // namespace narcache::narstore

@@ -1,0 +1,165 @@
+#pragma once
+// LmdbStore: the LMDB + directory implementation of Store (see store.h), and the record
+// encodings of its tables. Private to narstore; verify.cc and the import/export code use it.
+//
+// Tables (LMDB named databases in <root>/db/):
+//   meta        "schema_version", "store_dir", "count:*" -> u64 counters kept in every write
+//   items       hash part -> ItemRecord (created, NarSize, uploader, base name, narinfo text)
+//   refs        hash part -> hash parts it references (dupsort, fixed 32 bytes; no self-refs)
+//   referrers   hash part -> hash parts of valid items referencing it (dupsort, fixed 32)
+//   atime       hash part -> i64 last access (as flushed)
+//   tombstones  hash part -> TombstoneRecord
+//   incomplete  hash part -> hash parts of deleted items in its closure (dupsort, fixed 32);
+//               present exactly for valid items whose closure holds a deleted item
+//   files       nar file name -> FileRecord (refcount, size): how many valid items use it
+//   listings    hash part -> .ls JSON
+//   roots       name -> root record (filled by the GC module later)
+// Every invariant between the tables is kept inside the one write transaction that changes
+// them; verify.cc recomputes all of them from items.
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "guarded.h"
+#include "lmdb_env.h"
+#include "narcache/narinfo/compression.h"
+#include "narcache/narstore/store.h"
+
+namespace narcache::narstore {
+
+inline constexpr std::uint64_t kSchemaVersion = 1;
+
+struct ItemRecord {
+  std::int64_t created = 0;
+  std::uint64_t nar_size = 0;
+  std::string uploader;
+  std::string base_name;
+  std::string narinfo;  // NarInfo::toString() of the stored narinfo
+
+  std::string encode() const;
+  static std::optional<ItemRecord> decode(std::string_view data);
+};
+
+struct TombstoneRecord {
+  Tombstone tombstone;
+  std::string base_name;
+  std::string nar_hash;
+
+  std::string encode() const;
+  static std::optional<TombstoneRecord> decode(std::string_view data);
+};
+
+struct FileRecord {
+  std::uint64_t refcount = 0;
+  std::uint64_t size = 0;
+
+  std::string encode() const;
+  static std::optional<FileRecord> decode(std::string_view data);
+};
+
+std::string encodeU64(std::uint64_t v);
+std::uint64_t decodeU64(std::string_view data);  // 0 when malformed
+
+// "<52 nix32 chars>.nar<ext>": the only nar file names accepted anywhere.
+struct NarFileName {
+  Hash hash;
+  Compression compression;
+};
+Result<NarFileName> parseNarFileName(std::string_view name);
+std::string narFileName(const Hash& file_hash, Compression compression);
+
+// What reading a nar file back found.
+struct NarFileCheck {
+  Hash file_hash;
+  std::uint64_t file_size = 0;
+  Hash nar_hash;
+  std::uint64_t nar_size = 0;
+  std::string listing;  // .ls JSON (only when asked for)
+};
+// Reads the compressed file at `path`, hashing it, decompressing it and parsing the NAR.
+Result<NarFileCheck> checkNarFile(const std::filesystem::path& path, Compression compression,
+                                  bool want_listing);
+
+struct Counters {
+  static constexpr std::string_view kItems = "count:items";
+  static constexpr std::string_view kTombstones = "count:tombstones";
+  static constexpr std::string_view kNarFiles = "count:nar_files";
+  static constexpr std::string_view kNarBytes = "count:nar_bytes";
+  static constexpr std::string_view kNarSize = "count:nar_size";
+};
+
+class LmdbStore final : public Store {
+ public:
+  struct Tables {
+    lmdb::Dbi meta, items, refs, referrers, atime, tombstones, incomplete, files, listings, roots;
+  };
+
+  static Result<std::unique_ptr<LmdbStore>> openStore(const StoreOptions& options, bool create);
+
+  const std::string& storeDir() const override { return store_dir_; }
+  const std::filesystem::path& root() const override { return root_; }
+
+  Result<NarFile> putNarFile(std::string_view file_name, Source& body) override;
+  Result<AddResult> addNarInfo(const NarInfo& info, const AddOptions& options) override;
+  Result<AddResult> add(const NarInfo& info, Source& file, const AddOptions& options) override;
+
+  Result<NarInfo> servable(std::string_view hash_part) const override;
+  Result<StoredItem> get(std::string_view hash_part) const override;
+  ItemStatus status(std::string_view hash_part) const override;
+  std::vector<ItemStatus> available(const std::vector<StorePath>& paths) const override;
+  Result<std::vector<StorePath>> referrers(std::string_view hash_part) const override;
+  Result<std::pair<std::uint64_t, std::uint64_t>> closureSize(
+      std::string_view hash_part) const override;
+  Result<std::string> listing(std::string_view hash_part) const override;
+  Result<std::filesystem::path> narFilePath(std::string_view file_name) const override;
+  Status forEachItem(const std::function<bool(const StoredItem&)>& visit) const override;
+  StoreStats stats() const override;
+
+  Status putLog(std::string_view drv_base_name, Source& body) override;
+  Result<std::filesystem::path> logPath(std::string_view drv_base_name) const override;
+
+  void recordAccess(std::string_view hash_part) override;
+  Status flushAccessTimes() override;
+
+  Status markDeleted(const StorePath& path, const Tombstone& why) override;
+
+  // --- For verify and import/export (narstore-internal) ---------------------------------
+  lmdb::Env& env() const { return *env_; }
+  const Tables& tables() const { return tables_; }
+  std::int64_t now() const { return clock_(); }
+  std::filesystem::path narDir() const { return root_ / "nar"; }
+  std::filesystem::path tmpDir() const { return root_ / "tmp"; }
+  std::filesystem::path logDir() const { return root_ / "log"; }
+  // Unlinks nar/<name> when no valid item uses it (checked in a write transaction, so no
+  // concurrent commit can start using it meanwhile). Returns whether it was removed.
+  Result<bool> removeUnreferencedNarFile(const std::string& name);
+  Result<NarInfo> decodeNarInfo(const ItemRecord& record) const;
+
+ private:
+  LmdbStore() = default;
+  struct TmpFile {
+    std::filesystem::path path;
+    Hash hash;
+    std::uint64_t size = 0;
+  };
+  Result<TmpFile> writeTmp(Source& body) const;
+  // Links tmp into nar/<name> (no replace); returns whether this call created it.
+  Result<bool> installNarFile(const TmpFile& tmp, const std::string& name) const;
+  Result<AddResult> commitItem(const NarInfo& stored, const ItemRecord& record,
+                               const std::string& listing, const std::string& file_name);
+  ItemStatus statusIn(const lmdb::Txn& txn, std::string_view hash_part) const;
+
+  std::filesystem::path root_;
+  std::string store_dir_;
+  Clock clock_;
+  std::shared_ptr<lmdb::Env> env_;
+  Tables tables_;
+  mutable std::atomic<std::uint64_t> tmp_counter_{0};
+  Guarded<std::unordered_map<std::string, std::int64_t>> pending_access_;
+};
+
+}  // namespace narcache::narstore
