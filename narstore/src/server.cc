@@ -218,12 +218,14 @@ struct Server::Impl {
   void handlePut(const httplib::Request& req, httplib::Response& res,
                  const httplib::ContentReader& reader);
   // Streams the body to `consume` running on another thread; returns its status (an IoError
-  // if the body was truncated).
-  Status streamBody(const httplib::ContentReader& reader,
+  // if the body was truncated). `complete`: the whole body was read.
+  Status streamBody(const httplib::ContentReader& reader, bool& complete,
                     const std::function<Status(Source&)>& consume);
   // Reads a small body whole; ResourceExhausted past `limit` bytes.
   Result<std::string> readSmallBody(const httplib::ContentReader& reader, std::size_t limit);
   Status drainBody(const httplib::ContentReader& reader);
+  void discardBody(const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& reader);
 
   void logRequest(const httplib::Request& req, const httplib::Response& res);
 };
@@ -406,7 +408,7 @@ void Server::Impl::serveFile(const std::filesystem::path& path, const char* cont
       [fd](bool) { ::close(fd); });
 }
 
-Status Server::Impl::streamBody(const httplib::ContentReader& reader,
+Status Server::Impl::streamBody(const httplib::ContentReader& reader, bool& complete,
                                 const std::function<Status(Source&)>& consume) {
   BodyPipe pipe;
   Status result;
@@ -428,7 +430,7 @@ Status Server::Impl::streamBody(const httplib::ContentReader& reader,
       }
       pipe.cancel();
     });
-    bool complete = reader([&](const char* data, std::size_t size) {
+    complete = reader([&](const char* data, std::size_t size) {
       metrics.addBytesReceived(size);
       return pipe.push(data, size);
     });
@@ -471,29 +473,50 @@ Status Server::Impl::drainBody(const httplib::ContentReader& reader) {
   return {};
 }
 
+// Refuses an upload without storing its body. httplib would parse an unread body as the next
+// request on the connection, so a small body is read and dropped (the connection stays usable)
+// and a large one is left unread behind `Connection: close`.
+void Server::Impl::discardBody(const httplib::Request& req, httplib::Response& res,
+                               const httplib::ContentReader& reader) {
+  metrics.recordUploadFailure(t_request.route);
+  constexpr std::size_t kDrainLimit = 1 << 20;
+  std::string length_text = req.get_header_value("Content-Length");
+  std::size_t length = 0;
+  auto [ptr, ec] =
+      std::from_chars(length_text.data(), length_text.data() + length_text.size(), length);
+  bool known =
+      !length_text.empty() && ec == std::errc() && ptr == length_text.data() + length_text.size();
+  if (known && length <= kDrainLimit && drainBody(reader)) return;
+  res.set_header("Connection", "close");
+}
+
 void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res,
                              const httplib::ContentReader& reader) {
   beginRequest(req);
   Route route = t_request.route;
   if (options.upload_token.empty()) {
-    res.set_header("Connection", "close");
-    metrics.recordUploadFailure(route);
+    discardBody(req, res, reader);
     return sendStatus(res, 403, "uploads are disabled on this server");
   }
   if (!authorized(req)) {
-    metrics.recordUploadFailure(route);
+    discardBody(req, res, reader);
     return sendUnauthorized(res);
   }
   std::string_view path = req.path;
+  bool body_consumed = false;
+  if (isSuspiciousPath(path)) {
+    discardBody(req, res, reader);
+    return sendStatus(res, 400, "bad path");
+  }
   Status status;
   switch (route) {
     case Route::kPutNar: {
       std::string name(path.substr(5));
       if (!isNarFileName(name)) {
-        status = fail(ErrorCode::kInvalidArgument, "not a nar file name: " + name);
-        break;
+        discardBody(req, res, reader);
+        return sendError(res, Error(ErrorCode::kInvalidArgument, "not a nar file name: " + name));
       }
-      status = streamBody(reader, [&](Source& body) -> Status {
+      status = streamBody(reader, body_consumed, [&](Source& body) -> Status {
         auto stored = store.putNarFile(name, body);
         if (!stored) return fail(stored.error());
         return {};
@@ -503,14 +526,16 @@ void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res
     case Route::kPutNarInfo: {
       std::string_view hash_part = path.substr(1, std::min<std::size_t>(32, path.size() - 1));
       if (path.size() != 1 + kStorePathHashLength + 8 || !isHashPart(hash_part)) {
-        status = fail(ErrorCode::kInvalidArgument, "not a narinfo path: " + std::string(path));
-        break;
+        discardBody(req, res, reader);
+        return sendError(
+            res, Error(ErrorCode::kInvalidArgument, "not a narinfo path: " + std::string(path)));
       }
       auto body = readSmallBody(reader, options.max_narinfo_bytes);
       if (!body) {
         status = fail(body.error());
         break;
       }
+      body_consumed = true;
       std::string source = std::string(hash_part) + ".narinfo";
       auto info = NarInfo::parse(*body, source, store.storeDir());
       if (!info) {
@@ -537,24 +562,23 @@ void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res
     case Route::kPutLog: {
       std::string name(path.substr(5));
       if (!isDrvBaseName(name)) {
-        status = fail(ErrorCode::kInvalidArgument, "not a derivation name: " + name);
-        break;
+        discardBody(req, res, reader);
+        return sendError(res, Error(ErrorCode::kInvalidArgument, "not a derivation name: " + name));
       }
-      status = streamBody(reader, [&](Source& body) { return store.putLog(name, body); });
+      status =
+          streamBody(reader, body_consumed, [&](Source& body) { return store.putLog(name, body); });
       break;
     }
     case Route::kPutListing:    // we compute listings ourselves
     case Route::kPutCacheInfo:  // our nix-cache-info comes from the options
       status = drainBody(reader);
+      body_consumed = status.has_value();
       break;
-    default:
-      res.set_header("Connection", "close");
-      metrics.recordUploadFailure(Route::kOther);
-      return sendStatus(res, 404, "no such upload route");
+    default: discardBody(req, res, reader); return sendStatus(res, 404, "no such upload route");
   }
   if (!status) {
     metrics.recordUploadFailure(route);
-    res.set_header("Connection", "close");
+    if (!body_consumed) res.set_header("Connection", "close");
     return sendError(res, status.error());
   }
   res.status = 200;
@@ -611,11 +635,15 @@ void Server::Impl::setup() {
           res.set_header("Connection", "close");
           metrics.recordUploadFailure(t_request.route);
           sendStatus(res, 403, "uploads are disabled on this server");
+          // httplib writes this early answer without computing Content-Length; without it the
+          // client would read until the connection closes.
+          res.set_header("Content-Length", std::to_string(res.body.size()));
           return 403;
         }
         if (!authorized(req)) {
           metrics.recordUploadFailure(t_request.route);
           sendUnauthorized(res);
+          res.set_header("Content-Length", std::to_string(res.body.size()));
           return 401;
         }
         return 100;
@@ -624,8 +652,8 @@ void Server::Impl::setup() {
   // All GET/HEAD routing happens here, by hand (no std::regex on the hot path).
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     beginRequest(req);
+    if (req.method == "PUT") return httplib::Server::HandlerResponse::Unhandled;
     if (isSuspiciousPath(req.path)) {
-      if (req.method == "PUT") res.set_header("Connection", "close");
       sendStatus(res, 400, "bad path");
       return httplib::Server::HandlerResponse::Handled;
     }
@@ -633,8 +661,8 @@ void Server::Impl::setup() {
       handleGet(req, res);
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (req.method == "PUT") return httplib::Server::HandlerResponse::Unhandled;
     res.set_header("Allow", "GET, HEAD, PUT");
+    res.set_header("Connection", "close");  // any body is left unread
     sendStatus(res, 405, "method not allowed");
     return httplib::Server::HandlerResponse::Handled;
   });
