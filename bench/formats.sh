@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Formats benchmark: narcache vs Nix on the same >= 500 MB tree of ~20k files, in one run.
+#   nar dump   vs nix-store --dump      (to /dev/null)
+#   hash path  vs nix hash path
+#   nar restore vs nix-store --restore
+# Prints the best-of-N wall time of each, the speed ratio (Nix time / narcache time; > 1 means
+# narcache is faster) and narcache's peak RSS on a small and on the big tree (memory must be flat
+# in NAR size). Usage: bench/formats.sh BUILD_DIR [RUNS]
+set -euo pipefail
+build=${1:-build/default}
+runs=${2:-3}
+narcache=$(realpath "$build/cli/narcache")
+work=$(mktemp -d /tmp/narcache-bench.XXXXXX)
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+
+# Nix isolated from the host (see shared NIX-AS-JUDGE.md §1).
+export HOME=$work/home XDG_CACHE_HOME=$work/cache XDG_CONFIG_HOME=$work/config NIX_CONF_DIR=$work/conf
+mkdir -p "$HOME" "$XDG_CACHE_HOME" "$XDG_CONFIG_HOME" "$NIX_CONF_DIR"
+printf 'experimental-features = nix-command\nsubstituters =\n' > "$NIX_CONF_DIR/nix.conf"
+
+echo "generating tree in $work/tree ..." >&2
+python3 - "$work/tree" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rnd = random.Random(42)
+os.makedirs(root)
+for d in range(200):
+    dp = os.path.join(root, f"dir{d:03}")
+    os.makedirs(dp)
+    for f in range(100):
+        size = rnd.randint(100, 16 * 1024)
+        p = os.path.join(dp, f"file{f:03}")
+        with open(p, "wb") as fh:
+            fh.write(rnd.randbytes(size // 2) + b"x" * (size - size // 2))
+        if f % 10 == 0:
+            os.chmod(p, 0o755)
+    os.symlink("file000", os.path.join(dp, "link"))
+big = os.path.join(root, "big")
+os.makedirs(big)
+for i in range(150):
+    with open(os.path.join(big, f"mib{i:03}"), "wb") as fh:
+        fh.write(rnd.randbytes(1 << 20))
+for i in range(2):
+    with open(os.path.join(big, f"huge{i}"), "wb") as fh:
+        for _ in range(100):
+            fh.write(rnd.randbytes(1 << 20))
+PY
+mkdir -p "$work/small"; echo hello > "$work/small/f"
+nar_size=$("$narcache" nar dump "$work/tree" | wc -c)
+files=$(find "$work/tree" | wc -l)
+echo "tree: $files entries, NAR $((nar_size / 1000000)) MB" >&2
+
+# best_of CMD...: prints the best wall time in seconds over $runs runs.
+best_of() {
+  local best=""
+  for ((i = 0; i < runs; i++)); do
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@"
+    t1=$(date +%s.%N)
+    best=$(python3 -c "t=$t1-$t0; b='$best'; print(min(t, float(b)) if b else t)")
+  done
+  echo "$best"
+}
+dump_ours() { "$narcache" nar dump "$work/tree" > /dev/null; }
+dump_nix() { nix-store --dump "$work/tree" > /dev/null; }
+hash_ours() { "$narcache" hash path "$work/tree" > /dev/null; }
+hash_nix() { nix hash path "$work/tree" > /dev/null; }
+"$narcache" nar dump "$work/tree" > "$work/tree.nar"
+restore_ours() { rm -rf "$work/r1"; "$narcache" nar restore "$work/r1" < "$work/tree.nar"; }
+restore_nix() { rm -rf "$work/r2"; nix-store --restore "$work/r2" < "$work/tree.nar"; }
+
+# Warm the page cache once.
+dump_nix; dump_ours
+
+row() {  # name ours nix target
+  python3 -c "
+o, n, t = $2, $3, $4
+print(f'| $1 | {o:.3f} s | {n:.3f} s | {n/o:.2f}x | >= {t}x |')"
+}
+echo
+echo "| operation | narcache | Nix | speed ratio (Nix/narcache) | target |"
+echo "|---|---|---|---|---|"
+row "nar dump vs nix-store --dump" "$(best_of dump_ours)" "$(best_of dump_nix)" 1.0
+row "hash path vs nix hash path" "$(best_of hash_ours)" "$(best_of hash_nix)" 1.3
+row "nar restore vs nix-store --restore" "$(best_of restore_ours)" "$(best_of restore_nix)" 2.0
+
+rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
+echo
+echo "peak RSS of narcache nar dump: small tree $(rss "$narcache" nar dump "$work/small") KiB," \
+     "$((nar_size / 1000000)) MB tree $(rss "$narcache" nar dump "$work/tree") KiB"
+echo "peak RSS of narcache nar restore: $(rm -rf "$work/r3"; /usr/bin/time -f %M "$narcache" nar restore "$work/r3" < "$work/tree.nar" 2>&1 | tail -1) KiB"
