@@ -38,11 +38,13 @@ void registerFormatCommands(CommandRegistry& registry);  // nar, hash, key, nari
 void registerStoreCommands(CommandRegistry& registry);   // store init, add, info, stats, verify,
                                                           // import, export
 void registerServeCommand(CommandRegistry& registry);    // serve
+void registerDrvCommands(CommandRegistry& registry);      // drv show, drv create
 
 inline void registerAll(CommandRegistry& registry) {
   registerFormatCommands(registry);
   registerStoreCommands(registry);
   registerServeCommand(registry);
+  registerDrvCommands(registry);
 }
 
 }  // namespace narcache::cli

@@ -1,0 +1,7 @@
+#include "commands.h"
+
+namespace narcache::cli {
+
+void registerDrvCommands(CommandRegistry&) {}
+
+}  // namespace narcache::cli
