@@ -1,0 +1,351 @@
+// Import from and export to Nix binary caches: see binary_cache.h.
+
+#include "narcache/narstore/binary_cache.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+namespace narcache::narstore {
+namespace {
+
+class FileSource final : public Source {
+ public:
+  explicit FileSource(int fd) : fd_(fd), inner_(fd) {}
+  ~FileSource() override { ::close(fd_); }
+  Result<std::size_t> read(MutableBytes out) override { return inner_.read(out); }
+
+ private:
+  int fd_;
+  FdSource inner_;
+};
+
+Result<std::unique_ptr<Source>> openFile(const std::filesystem::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    return fail(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
+                p.string() + ": " + std::strerror(err));
+  }
+  return std::unique_ptr<Source>(new FileSource(fd));
+}
+
+Result<std::string> readAll(const std::filesystem::path& p) {
+  auto src = openFile(p);
+  if (!src) return fail(src.error());
+  StringSink sink;
+  auto n = copyStream(**src, sink);
+  if (!n) return fail(n.error().withContext(p.string()));
+  return std::move(sink.text);
+}
+
+bool validRelative(std::string_view rel) {
+  if (rel.empty() || rel.front() == '/') return false;
+  std::size_t start = 0;
+  while (start <= rel.size()) {
+    std::size_t end = rel.find('/', start);
+    if (end == std::string_view::npos) end = rel.size();
+    std::string_view part = rel.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+class FileCacheReader final : public BinaryCacheReader {
+ public:
+  explicit FileCacheReader(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  std::string describe() const override { return "file://" + dir_.string(); }
+  Result<std::string> cacheInfo() override { return readAll(dir_ / "nix-cache-info"); }
+  Result<std::vector<std::string>> listNarInfos() override {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+      std::string name = e.path().filename().string();
+      constexpr std::string_view kExt = ".narinfo";
+      if (name.size() == kStorePathHashLength + kExt.size() &&
+          name.compare(kStorePathHashLength, kExt.size(), kExt) == 0) {
+        out.push_back(name.substr(0, kStorePathHashLength));
+      }
+    }
+    if (ec) return fail(ErrorCode::kIoError, "listing " + dir_.string() + ": " + ec.message());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  Result<std::string> narInfo(std::string_view hash_part) override {
+    if (!validateHashPart(hash_part)) {
+      return fail(ErrorCode::kInvalidArgument, "not a hash part: " + std::string(hash_part));
+    }
+    return readAll(dir_ / (std::string(hash_part) + ".narinfo"));
+  }
+  Result<std::unique_ptr<Source>> open(std::string_view relative) override {
+    if (!validRelative(relative)) {
+      return fail(ErrorCode::kInvalidArgument, "bad path in cache: " + std::string(relative));
+    }
+    return openFile(dir_ / std::string(relative));
+  }
+  Result<std::vector<std::string>> listLogs() override {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ / "log", ec)) {
+      if (e.is_regular_file()) out.push_back(e.path().filename().string());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// Writes `write_body` to `dest` through a temporary file in the same directory, then renames.
+Status writeAtomically(const std::filesystem::path& dest,
+                       const std::function<Status(Sink&)>& write_body) {
+  std::filesystem::path tmp = dest;
+  tmp += ".tmp-" + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return fail(ErrorCode::kIoError, tmp.string() + ": " + std::strerror(errno));
+  FdSink sink(fd);
+  Status s = write_body(sink);
+  if (s && ::fsync(fd) != 0) {
+    s = fail(ErrorCode::kIoError, "fsync " + tmp.string() + ": " + std::strerror(errno));
+  }
+  ::close(fd);
+  if (s && ::rename(tmp.c_str(), dest.c_str()) != 0) {
+    s = fail(ErrorCode::kIoError, "rename " + dest.string() + ": " + std::strerror(errno));
+  }
+  if (!s) ::unlink(tmp.c_str());
+  return s;
+}
+
+Status writeText(const std::filesystem::path& dest, std::string_view text) {
+  return writeAtomically(dest, [&](Sink& sink) { return sink.write(asBytes(text)); });
+}
+
+Status copyFile(const std::filesystem::path& from, const std::filesystem::path& to) {
+  std::error_code ec;
+  if (std::filesystem::exists(to, ec)) return {};
+  if (::link(from.c_str(), to.c_str()) == 0 || errno == EEXIST) return {};
+  auto src = openFile(from);
+  if (!src) return fail(src.error());
+  return writeAtomically(to, [&](Sink& sink) -> Status {
+    auto n = copyStream(**src, sink);
+    if (!n) return fail(n.error());
+    return {};
+  });
+}
+
+bool isTty() {
+  return ::isatty(2) == 1;
+}
+
+}  // namespace
+
+std::string cacheInfoStoreDir(std::string_view cache_info) {
+  std::size_t pos = 0;
+  while (pos < cache_info.size()) {
+    std::size_t nl = cache_info.find('\n', pos);
+    if (nl == std::string_view::npos) nl = cache_info.size();
+    std::string_view line = cache_info.substr(pos, nl - pos);
+    constexpr std::string_view kKey = "StoreDir:";
+    if (line.substr(0, kKey.size()) == kKey) {
+      line.remove_prefix(kKey.size());
+      while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+      while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.remove_suffix(1);
+      return std::string(line);
+    }
+    pos = nl + 1;
+  }
+  return std::string(kDefaultStoreDir);
+}
+
+Result<std::unique_ptr<BinaryCacheReader>> openFileCache(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return fail(ErrorCode::kNotFound, "no binary cache at " + dir.string());
+  }
+  return std::unique_ptr<BinaryCacheReader>(new FileCacheReader(dir));
+}
+
+Result<std::unique_ptr<BinaryCacheReader>> openCacheUrl(std::string_view url) {
+  constexpr std::string_view kFile = "file://";
+  if (url.substr(0, kFile.size()) == kFile) {
+    std::string_view rest = url.substr(kFile.size());
+    rest = rest.substr(0, rest.find('?'));  // ignore Nix store parameters
+    return openFileCache(std::filesystem::path(std::string(rest)));
+  }
+  if (!url.empty() && url.front() == '/') return openFileCache(std::string(url));
+  return fail(ErrorCode::kInvalidArgument,
+              "unsupported binary cache URL '" + std::string(url) + "' (file:///dir is supported)");
+}
+
+Result<ImportReport> importCache(Store& store, BinaryCacheReader& cache,
+                                 const ImportOptions& options) {
+  ImportReport report;
+  std::string store_dir = store.storeDir();
+  if (auto info = cache.cacheInfo()) {
+    std::string dir = cacheInfoStoreDir(*info);
+    if (dir != store_dir) {
+      return fail(ErrorCode::kInvalidArgument, cache.describe() + " is for store dir " + dir +
+                                                   ", this store is for " + store_dir);
+    }
+  } else if (info.error().code() != ErrorCode::kNotFound) {
+    return fail(info.error());
+  }
+  auto hashes = cache.listNarInfos();
+  if (!hashes) return fail(hashes.error());
+
+  std::map<std::string, NarInfo> infos;
+  for (const auto& h : *hashes) {
+    auto text = cache.narInfo(h);
+    if (!text) {
+      report.errors.push_back(h + ".narinfo: " + text.error().message());
+      ++report.failed;
+      continue;
+    }
+    auto info = NarInfo::parse(*text, h + ".narinfo", store_dir);
+    if (!info) {
+      report.errors.push_back(info.error().message());
+      ++report.failed;
+      continue;
+    }
+    if (info->path.hashPart() != h) {
+      report.errors.push_back(h + ".narinfo: StorePath " + info->fullPath() +
+                              " does not match the file name");
+      ++report.failed;
+      continue;
+    }
+    infos.emplace(h, std::move(*info));
+  }
+
+  // Dependency order: references first (iterative post-order DFS; self-references ignored).
+  std::vector<std::string> order;
+  {
+    std::set<std::string> seen;
+    for (const auto& [root, unused] : infos) {
+      if (!seen.insert(root).second) continue;
+      std::vector<std::pair<std::string, std::size_t>> stack{{root, 0}};
+      while (!stack.empty()) {
+        auto& [h, next] = stack.back();
+        const auto& refs = infos.at(h).references;
+        if (next < refs.size()) {
+          const std::string& r = refs[next++].hashPart();
+          if (infos.count(r) != 0 && seen.insert(r).second) stack.emplace_back(r, 0);
+          continue;
+        }
+        order.push_back(h);
+        stack.pop_back();
+      }
+    }
+  }
+
+  std::size_t done = 0;
+  for (const auto& h : order) {
+    ++done;
+    if (options.progress) {
+      std::fprintf(stderr, "\rimport: %zu/%zu (%llu added)", done, order.size(),
+                   static_cast<unsigned long long>(report.added));
+    }
+    NarInfo info = infos.at(h);
+    ItemState state = store.status(h).state;
+    if (state == ItemState::kAvailable || state == ItemState::kIncomplete) {
+      ++report.skipped;
+      continue;
+    }
+    if (!options.trusted_keys.empty() && !hasValidSignature(info, options.trusted_keys)) {
+      report.errors.push_back(info.fullPath() + ": lacks a valid signature by a trusted key");
+      ++report.failed;
+      continue;
+    }
+    auto file = cache.open(info.url);
+    if (!file) {
+      report.errors.push_back(info.fullPath() + ": " + file.error().message());
+      ++report.failed;
+      continue;
+    }
+    info.url.clear();  // recomputed from the file's hash
+    auto added = store.add(info, **file, AddOptions{options.uploader});
+    if (!added) {
+      report.errors.push_back(added.error().message());
+      ++report.failed;
+      continue;
+    }
+    if (added->added) {
+      ++report.added;
+    } else {
+      ++report.skipped;
+    }
+  }
+  if (options.progress && !order.empty()) std::fputc('\n', stderr);
+
+  auto logs = cache.listLogs();
+  if (logs) {
+    for (const auto& name : *logs) {
+      if (store.logPath(name)) continue;
+      auto src = cache.open("log/" + name);
+      if (!src) continue;
+      if (auto s = store.putLog(name, **src); s) {
+        ++report.logs;
+      } else {
+        report.errors.push_back("log/" + name + ": " + s.error().message());
+      }
+    }
+  }
+  return report;
+}
+
+Result<ExportReport> exportCache(const Store& store, const std::filesystem::path& dir,
+                                 bool progress) {
+  ExportReport report;
+  std::error_code ec;
+  for (const auto& sub : {dir, dir / "nar", dir / "log"}) {
+    std::filesystem::create_directories(sub, ec);
+    if (ec) return fail(ErrorCode::kIoError, "cannot create " + sub.string() + ": " + ec.message());
+  }
+  NARCACHE_TRY(writeText(dir / "nix-cache-info", "StoreDir: " + store.storeDir() + "\n"));
+  // Hash parts first: the read snapshot is not held while copying files.
+  std::vector<std::string> hashes;
+  NARCACHE_TRY(store.forEachItem([&](const StoredItem& item) {
+    hashes.push_back(item.info.path.hashPart());
+    return true;
+  }));
+  std::set<std::string> files_done;
+  std::size_t done = 0;
+  for (const auto& h : hashes) {
+    ++done;
+    if (progress && isTty()) {
+      std::fprintf(stderr, "\rexport: %zu/%zu", done, hashes.size());
+    }
+    auto info = store.servable(h);
+    if (!info) {
+      ++report.skipped;
+      continue;
+    }
+    std::string file_name = info->url.substr(info->url.rfind('/') + 1);
+    if (files_done.insert(file_name).second) {
+      auto src = store.narFilePath(file_name);
+      if (!src) return fail(src.error().withContext(info->fullPath()));
+      NARCACHE_TRY(copyFile(*src, dir / "nar" / file_name));
+      ++report.nar_files;
+    }
+    if (auto ls = store.listing(h)) NARCACHE_TRY(writeText(dir / (h + ".ls"), *ls));
+    NARCACHE_TRY(writeText(dir / (h + ".narinfo"), info->toString()));
+    ++report.items;
+  }
+  if (progress && isTty() && !hashes.empty()) std::fputc('\n', stderr);
+  for (const auto& e : std::filesystem::directory_iterator(store.root() / "log", ec)) {
+    if (!e.is_regular_file()) continue;
+    NARCACHE_TRY(copyFile(e.path(), dir / "log" / e.path().filename()));
+    ++report.logs;
+  }
+  return report;
+}
+
+}  // namespace narcache::narstore

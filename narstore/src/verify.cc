@@ -1,0 +1,409 @@
+// verifyStore: see verify.h. One read snapshot of the tables, the file checks in parallel,
+// then repairs through the Store's own write paths.
+
+#include "narcache/narstore/verify.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "store_impl.h"
+
+namespace narcache::narstore {
+namespace {
+
+struct ItemFacts {
+  std::string base_name;
+  std::vector<std::string> refs;  // hash parts, self excluded
+  std::string file_name;
+  std::uint64_t nar_size = 0;
+  Hash nar_hash;
+  std::optional<Hash> file_hash;
+  std::optional<std::uint64_t> file_size;
+};
+
+struct FileJob {
+  std::string name;
+  Compression compression = Compression::kNone;
+  Hash name_hash;
+  std::vector<std::string> items;  // hash parts using it
+  // Results:
+  std::string error;  // empty: fine
+  std::uint64_t bytes = 0;
+};
+
+std::set<std::string> dupSet(const lmdb::Txn& txn, lmdb::Dbi dbi, std::string_view key) {
+  std::set<std::string> out;
+  lmdb::Cursor cursor(txn, dbi);
+  for (auto e = cursor.find(key); e; e = cursor.nextDup()) out.emplace(e->second);
+  return out;
+}
+
+std::string joinSet(const std::set<std::string>& s) {
+  std::string out;
+  for (const auto& x : s) out += (out.empty() ? "" : " ") + x;
+  return out.empty() ? "(none)" : out;
+}
+
+std::int64_t fileAge(const std::filesystem::path& p, std::int64_t now) {
+  struct stat st;
+  if (::lstat(p.c_str(), &st) != 0) return 0;
+  return now - st.st_mtime;
+}
+
+}  // namespace
+
+bool VerifyReport::consistent() const {
+  return std::all_of(problems.begin(), problems.end(),
+                     [](const VerifyProblem& p) { return p.repaired; });
+}
+
+Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options) {
+  auto* store = dynamic_cast<LmdbStore*>(&store_base);
+  if (store == nullptr) return fail(ErrorCode::kInvalidArgument, "verify: not an LMDB store");
+  const auto& t = store->tables();
+  VerifyReport report;
+  std::unordered_map<std::string, ItemFacts> items;
+  std::map<std::string, FileJob> files;
+  std::set<std::string> file_table;
+  auto problem = [&](std::string subject, std::string message) {
+    report.problems.push_back({std::move(subject), std::move(message), false});
+  };
+
+  try {
+    lmdb::ReadTxn txn = store->env().beginRead();
+    // Items and what their narinfos say.
+    {
+      lmdb::Cursor cursor(txn, t.items);
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        std::string h(e->first);
+        auto record = ItemRecord::decode(e->second);
+        if (!record) {
+          problem(h, "item record is malformed");
+          continue;
+        }
+        auto info = store->decodeNarInfo(*record);
+        if (!info) {
+          problem(record->base_name, "stored narinfo does not parse: " + info.error().message());
+          continue;
+        }
+        ItemFacts f;
+        f.base_name = record->base_name;
+        for (const auto& r : info->references) {
+          if (r.hashPart() != h) f.refs.push_back(r.hashPart());
+        }
+        f.file_name = info->url.substr(info->url.rfind('/') + 1);
+        f.nar_size = info->nar_size;
+        f.nar_hash = info->nar_hash;
+        f.file_hash = info->file_hash;
+        f.file_size = info->file_size;
+        if (info->path.hashPart() != h || record->nar_size != info->nar_size) {
+          problem(f.base_name, "item record header disagrees with its narinfo");
+        }
+        items.emplace(h, std::move(f));
+      }
+    }
+    report.items = items.size();
+    std::unordered_set<std::string> tombstoned;
+    {
+      lmdb::Cursor cursor(txn, t.tombstones);
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        tombstoned.emplace(e->first);
+        if (items.count(std::string(e->first)) != 0) {
+          problem(items[std::string(e->first)].base_name, "is both valid and tombstoned");
+        }
+      }
+    }
+    // Closure and the reference indexes.
+    std::map<std::string, std::set<std::string>> expected_referrers;
+    for (const auto& [h, f] : items) {
+      for (const auto& r : f.refs) {
+        if (items.count(r) == 0) {
+          problem(f.base_name, "reference " + r + " is not a valid item" +
+                                   (tombstoned.count(r) != 0 ? " (deleted)" : ""));
+        }
+        expected_referrers[r].insert(h);
+      }
+      std::set<std::string> want(f.refs.begin(), f.refs.end());
+      std::set<std::string> have = dupSet(txn, t.refs, h);
+      if (want != have) {
+        problem(f.base_name,
+                "refs index is {" + joinSet(have) + "}, narinfo says {" + joinSet(want) + "}");
+      }
+    }
+    {
+      lmdb::Cursor cursor(txn, t.referrers);
+      std::map<std::string, std::set<std::string>> have;
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        have[std::string(e->first)].emplace(e->second);
+      }
+      if (have != expected_referrers) {
+        for (const auto& [r, set] : have) {
+          auto it = expected_referrers.find(r);
+          if (it == expected_referrers.end() || it->second != set) {
+            problem(r, "referrers index is {" + joinSet(set) + "}, expected {" +
+                           (it == expected_referrers.end() ? "" : joinSet(it->second)) + "}");
+          }
+        }
+        for (const auto& [r, set] : expected_referrers) {
+          if (have.count(r) == 0) problem(r, "referrers index lacks {" + joinSet(set) + "}");
+        }
+      }
+    }
+    // Incomplete bookkeeping: the deleted items in each closure (memoised, iterative DFS).
+    {
+      std::unordered_map<std::string, std::set<std::string>> deleted_in;
+      std::unordered_set<std::string> in_progress;
+      for (const auto& [root, unused] : items) {
+        if (deleted_in.count(root) != 0) continue;
+        std::vector<std::pair<std::string, std::size_t>> stack{{root, 0}};
+        in_progress.insert(root);
+        while (!stack.empty()) {
+          auto& [h, next] = stack.back();
+          const ItemFacts& f = items.at(h);
+          if (next < f.refs.size()) {
+            const std::string& r = f.refs[next++];
+            if (items.count(r) != 0 && deleted_in.count(r) == 0 && in_progress.count(r) == 0) {
+              in_progress.insert(r);
+              stack.emplace_back(r, 0);
+            }
+            continue;
+          }
+          std::set<std::string> d;
+          for (const auto& r : f.refs) {
+            if (items.count(r) == 0) {
+              if (tombstoned.count(r) != 0) d.insert(r);
+            } else if (auto it = deleted_in.find(r); it != deleted_in.end()) {
+              d.insert(it->second.begin(), it->second.end());
+            }
+          }
+          in_progress.erase(h);
+          deleted_in[h] = std::move(d);
+          stack.pop_back();
+        }
+      }
+      std::set<std::string> incomplete_keys;
+      lmdb::Cursor cursor(txn, t.incomplete);
+      for (auto e = cursor.first(); e; e = cursor.nextNoDup()) incomplete_keys.emplace(e->first);
+      for (const auto& [h, d] : deleted_in) {
+        std::set<std::string> have = dupSet(txn, t.incomplete, h);
+        if (have != d) {
+          problem(items.at(h).base_name, "incomplete set is {" + joinSet(have) +
+                                             "}, deleted items in its closure are {" + joinSet(d) +
+                                             "}");
+        }
+      }
+      for (const auto& k : incomplete_keys) {
+        if (items.count(k) == 0) problem(k, "incomplete entry for an item that is not valid");
+      }
+    }
+    // Files, refcounts, listings and counters.
+    std::map<std::string, std::uint64_t> refcount;
+    std::uint64_t nar_size = 0;
+    for (const auto& [h, f] : items) {
+      ++refcount[f.file_name];
+      nar_size += f.nar_size;
+      if (!txn.has(t.listings, h)) problem(f.base_name, "has no listing");
+      auto name = parseNarFileName(f.file_name);
+      if (!name) {
+        problem(f.base_name, "URL does not name a nar file: " + f.file_name);
+        continue;
+      }
+      FileJob& job = files[f.file_name];
+      job.name = f.file_name;
+      job.compression = name->compression;
+      job.name_hash = name->hash;
+      job.items.push_back(h);
+    }
+    std::uint64_t nar_bytes = 0;
+    {
+      lmdb::Cursor cursor(txn, t.files);
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        std::string name(e->first);
+        file_table.insert(name);
+        auto rec = FileRecord::decode(e->second);
+        if (!rec) {
+          problem("nar/" + name, "file record is malformed");
+          continue;
+        }
+        nar_bytes += rec->size;
+        if (rec->refcount != refcount[name]) {
+          problem("nar/" + name, "refcount is " + std::to_string(rec->refcount) + ", " +
+                                     std::to_string(refcount[name]) + " items use it");
+        }
+      }
+      for (const auto& [name, n] : refcount) {
+        if (n != 0 && file_table.count(name) == 0) {
+          problem("nar/" + name, "used by " + std::to_string(n) + " items but has no file record");
+        }
+      }
+    }
+    {
+      lmdb::Cursor cursor(txn, t.listings);
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        if (items.count(std::string(e->first)) == 0) {
+          problem(std::string(e->first), "listing of an item that is not valid");
+        }
+      }
+    }
+    auto check_counter = [&](std::string_view key, std::uint64_t want) {
+      auto v = txn.get(t.meta, key);
+      std::uint64_t have = v ? decodeU64(*v) : 0;
+      if (have != want) {
+        problem(std::string(key),
+                "is " + std::to_string(have) + ", should be " + std::to_string(want));
+      }
+    };
+    check_counter(Counters::kItems, items.size());
+    check_counter(Counters::kTombstones, tombstoned.size());
+    check_counter(Counters::kNarFiles, file_table.size());
+    check_counter(Counters::kNarBytes, nar_bytes);
+    check_counter(Counters::kNarSize, nar_size);
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
+  }
+
+  // File checks in parallel.
+  std::vector<FileJob*> jobs;
+  for (auto& [name, job] : files) jobs.push_back(&job);
+  std::atomic<std::size_t> next{0};
+  std::atomic<std::size_t> done{0};
+  std::atomic<std::uint64_t> bytes{0};
+  unsigned threads =
+      options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min<unsigned>(threads, std::max<std::size_t>(1, jobs.size()));
+  {
+    std::vector<std::jthread> workers;
+    for (unsigned i = 0; i < threads; ++i) {
+      workers.emplace_back([&] {
+        try {
+          for (std::size_t k = next++; k < jobs.size(); k = next++) {
+            FileJob& job = *jobs[k];
+            auto check = checkNarFile(store->narDir() / job.name, job.compression, false);
+            if (!check) {
+              job.error = check.error().message();
+            } else {
+              job.bytes = check->file_size;
+              bytes += check->file_size;
+              std::string err;
+              if (!(check->file_hash == job.name_hash)) {
+                err = "content hashes to " + check->file_hash.toString() + ", not to its name";
+              }
+              for (const auto& h : job.items) {
+                const ItemFacts& f = items.at(h);
+                if (!err.empty()) break;
+                if (f.file_hash && !(*f.file_hash == check->file_hash)) {
+                  err = f.base_name + ": FileHash " + f.file_hash->toString() + " but file has " +
+                        check->file_hash.toString();
+                } else if (f.file_size && *f.file_size != check->file_size) {
+                  err = f.base_name + ": FileSize " + std::to_string(*f.file_size) +
+                        " but file has " + std::to_string(check->file_size) + " bytes";
+                } else if (!(f.nar_hash == check->nar_hash)) {
+                  err = f.base_name + ": NarHash " + f.nar_hash.toString() + " but NAR hashes to " +
+                        check->nar_hash.toString();
+                } else if (f.nar_size != check->nar_size) {
+                  err = f.base_name + ": NarSize " + std::to_string(f.nar_size) + " but NAR has " +
+                        std::to_string(check->nar_size) + " bytes";
+                }
+              }
+              job.error = err;
+            }
+            ++done;
+          }
+        } catch (const std::exception& e) {  // thread entry point
+          std::fprintf(stderr, "narcache: verify worker: %s\n", e.what());
+          next = jobs.size();
+        }
+      });
+    }
+    if (options.progress) {
+      while (done.load() < jobs.size()) {
+        std::fprintf(stderr, "\rverify: %zu/%zu nar files, %llu MB", done.load(), jobs.size(),
+                     static_cast<unsigned long long>(bytes.load() >> 20));
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        if (next.load() >= jobs.size() && done.load() >= jobs.size()) break;
+      }
+    }
+  }
+  if (options.progress) {
+    std::fprintf(stderr, "\rverify: %zu/%zu nar files, %llu MB\n", done.load(), jobs.size(),
+                 static_cast<unsigned long long>(bytes.load() >> 20));
+  }
+  report.nar_files = jobs.size();
+  report.bytes_read = bytes.load();
+
+  for (FileJob* job : jobs) {
+    if (job->error.empty()) continue;
+    for (const auto& h : job->items) {
+      const ItemFacts& f = items.at(h);
+      VerifyProblem p{f.base_name, "nar file " + job->name + ": " + job->error, false};
+      if (options.repair) {
+        auto path = StorePath::parseBaseName(f.base_name);
+        Tombstone why{store->now(), "verify: nar file " + job->name + ": " + job->error, "verify"};
+        if (path && store->markDeleted(*path, why)) p.repaired = true;
+      }
+      report.problems.push_back(std::move(p));
+    }
+    if (options.repair) (void)store->removeUnreferencedNarFile(job->name);
+  }
+
+  // Orphans: anything in tmp/, and nar/ files no valid item uses.
+  std::int64_t now = store->now();
+  auto consider = [&](const std::filesystem::path& p, const std::string& label, bool is_nar) {
+    bool old_enough = options.all_orphans || fileAge(p, now) >= options.orphan_grace_seconds;
+    if (options.repair && old_enough) {
+      bool removed = false;
+      if (is_nar) {
+        auto r = store->removeUnreferencedNarFile(p.filename().string());
+        removed = r && *r;
+        if (r && !*r && !std::filesystem::exists(p)) return;
+      } else {
+        std::error_code ec;
+        removed = std::filesystem::remove_all(p, ec) > 0;
+      }
+      if (removed) {
+        report.removed_orphans.push_back(label);
+        return;
+      }
+      if (is_nar) return;  // became referenced meanwhile
+    }
+    report.orphans.push_back(label);
+  };
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(store->tmpDir(), ec)) {
+    consider(e.path(), "tmp/" + e.path().filename().string(), false);
+  }
+  std::vector<std::filesystem::path> nar_entries;
+  for (const auto& e : std::filesystem::directory_iterator(store->narDir(), ec)) {
+    nar_entries.push_back(e.path());
+  }
+  std::sort(nar_entries.begin(), nar_entries.end());
+  for (const auto& p : nar_entries) {
+    std::string name = p.filename().string();
+    if (file_table.count(name) != 0) continue;
+    // Written after our snapshot by a concurrent upload? Then the table knows it now.
+    auto live = store->narFilePath(name);
+    if (live && parseNarFileName(name)) {
+      try {
+        lmdb::ReadTxn txn = store->env().beginRead();
+        if (txn.has(t.files, name)) continue;
+      } catch (const lmdb::Error& e) {
+        return fail(lmdb::toError(e));
+      }
+    }
+    consider(p, "nar/" + name, parseNarFileName(name).has_value());
+  }
+  return report;
+}
+
+}  // namespace narcache::narstore
