@@ -5,6 +5,7 @@
 // GB/s class: the scanner skips ahead over bytes that cannot be inside a hash part.
 // Single-threaded Sink.
 
+#include <cstdint>
 #include <set>
 #include <string>
 #include <unordered_set>
@@ -26,11 +27,20 @@ class RefScanner final : public Sink {
 
  private:
   RefScanner() = default;
-  void scan(const char* data, std::size_t size);
+  void scan(const unsigned char* data, std::size_t size);
+  void check(const unsigned char* window);
 
-  std::unordered_set<std::string> pending_;
+  // The candidates, 32 bytes each, back to back.
+  std::string candidates_;
+  // Bit i is set when some candidate's first 8 bytes hash to i: rejects most windows with one
+  // load from a table that stays in L1.
+  std::vector<std::uint64_t> filter_;
+  unsigned filter_shift_ = 0;  // 64 - log2(filter bits)
+  // Open addressing by the same hash: candidate index + 1, 0 for an empty slot.
+  std::vector<std::uint32_t> slots_;
+  unsigned slot_shift_ = 0;  // 64 - log2(slots)
   std::unordered_set<std::string> found_;
-  std::string tail_;  // last up-to-31 bytes of the previous write, for boundary matches
+  std::string tail_;  // last up-to-31 bytes written so far, for matches across writes
 };
 
 }  // namespace narcache
