@@ -33,8 +33,10 @@ class Hash {
  public:
   static constexpr std::size_t kMaxSize = 64;
 
-  // The zero hash of an algorithm.
-  explicit Hash(HashAlgo algo = HashAlgo::kSha256);
+  // The zero hash of an algorithm (sha256 by default). The default constructor is implicit so
+  // that aggregates holding a Hash (NarInfo) can be value-initialised with `{}`.
+  Hash() : Hash(HashAlgo::kSha256) {}
+  explicit Hash(HashAlgo algo);
   // Takes exactly hashSize(algo) bytes.
   static Result<Hash> fromBytes(HashAlgo algo, Bytes digest);
 
@@ -82,7 +84,9 @@ class Hasher final : public Sink {
 };
 
 Hash hashBytes(HashAlgo algo, Bytes data);
-inline Hash hashString(HashAlgo algo, std::string_view s) { return hashBytes(algo, asBytes(s)); }
+inline Hash hashString(HashAlgo algo, std::string_view s) {
+  return hashBytes(algo, asBytes(s));
+}
 
 // Nix's compressHash: XOR-folds a digest into `size` bytes (used for store path hashes, 20 bytes).
 std::vector<std::byte> compressHash(const Hash& hash, std::size_t size);

@@ -1,0 +1,274 @@
+// Tests of Hash, Hasher and compressHash. All expected digests below were computed with the real
+// Nix 2.8 tools (`nix hash file --type sha256|sha512 --base32|--base16|--base64|--sri`) on files
+// holding the given contents, or come from the golden narinfos that `nix copy` wrote
+// (tests/data/narinfo/).
+#include "narcache/narinfo/hash.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "narcache/narinfo/encoding.h"
+
+namespace narcache {
+namespace {
+
+struct Vector {
+  HashAlgo algo;
+  std::string input;
+  std::string nix32;
+  std::string base16;
+  std::string base64;
+};
+
+const std::vector<Vector>& vectors() {
+  static const std::vector<Vector> kVectors = {
+      {HashAlgo::kSha256, "", "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73",
+       "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+       "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="},
+      {HashAlgo::kSha256, "abc", "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",
+       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+       "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="},
+      {HashAlgo::kSha256, "hello world\n", "0ix4jahrkll5zg01wandq78jw3ab30q4nscph67rniqg5x7r0j59",
+       "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447",
+       "qUiQTy8PR5uPgZdpSzAYSw0u0cHNKh7A+4XSmaGSpEc="},
+      {HashAlgo::kSha256, std::string(100000, 'a'),
+       "1vl1zn1cqfr5mms21g07qq25h9p078gimvi5zifhi6y0ghnz473d",
+       "6d1cf22d7cc09b085dfc25ee1a1f3ae0265804c607bc2074ad253bcc82fd81ee",
+       "bRzyLXzAmwhd/CXuGh864CZYBMYHvCB0rSU7zIL9ge4="},
+      {HashAlgo::kSha512, "",
+       "0zdl9zrg8r3i9c1g90lgg9ip5ijzv3yhz91i0zzn3r8ap9ws784gkp9dk9j3aglhgf1amqb0pj21mh7h1nxcl18akqv"
+       "vf7ggqsy30yg",
+       "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877"
+       "e"
+       "ec2f63b931bd47417a81a538327af927da3e",
+       "z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg=="},
+      {HashAlgo::kSha512, "abc",
+       "2gs8k559z4rlahfx0y688s49m2vvszylcikrfinm30ly9rak69236nkam5ydvly1ai7xac99vxfc4ii84hawjbk876"
+       "blyk1jfhkbbyx",
+       "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3f"
+       "e"
+       "ebbd454d4423643ce80e2a9ac94fa54ca49f",
+       "3a81oZNherrMQXNJriBBMRLm+k6JqX6iCp7u5ktV05ohkpkqJ0/BqDa6PCOj/uu9RU1EI2Q86A4qmslPpUyknw=="},
+      {HashAlgo::kSha512, "hello world\n",
+       "29sad149plylk36i8zhqxm2nq4pz0982i5jpqg49vijzin8rpm89phpq0b9rqsq4m4pimbl6a8i2yk86007qqxfw75"
+       "bf1r4gylp8ffv",
+       "db3974a97f2407b7cae1ae637c0030687a11913274d578492558e39c16c017de84eacdc8c62fe34ee4e12b4b142"
+       "8"
+       "817f09b6a2760c3f8a664ceae94d2434a593",
+       "2zl0qX8kB7fK4a5jfAAwaHoRkTJ01XhJJVjjnBbAF96E6s3Ixi/jTuThK0sUKIF/Cbaidgw/imZM6ulNJDSlkw=="},
+      {HashAlgo::kSha512, std::string(100000, 'a'),
+       "07dap7vgss5bk8v178xas3a9ba9h3niggfar6r5sbdgs7dy837574ylxf5skm1xrvs54gq1h1ihxmvs10vqd8zbs5l"
+       "5iymyigqlyrn7",
+       "c7664ff18bbefa5868d1eba38637087ad70e6380013f52f4ce3dd4a98bebd49353ce40be1dfddad2259bacdc7bd"
+       "1"
+       "0e98d44a6a68d5d1091bcd55b47efb5cd50e",
+       "x2ZP8Yu++lho0eujhjcIetcOY4ABP1L0zj3UqYvr1JNTzkC+Hf3a0iWbrNx70Q6Y1EpqaNXRCRvNVbR++1zVDg=="},
+  };
+  return kVectors;
+}
+
+TEST(HashAlgo, NamesAndSizes) {
+  EXPECT_EQ(hashAlgoName(HashAlgo::kSha256), "sha256");
+  EXPECT_EQ(hashAlgoName(HashAlgo::kSha512), "sha512");
+  EXPECT_EQ(hashSize(HashAlgo::kSha256), 32u);
+  EXPECT_EQ(hashSize(HashAlgo::kSha512), 64u);
+  EXPECT_EQ(*parseHashAlgo("sha256"), HashAlgo::kSha256);
+  EXPECT_EQ(*parseHashAlgo("sha512"), HashAlgo::kSha512);
+  EXPECT_EQ(parseHashAlgo("md5").error().message(), "unknown hash algorithm 'md5'");
+  EXPECT_EQ(parseHashAlgo("SHA256").error().message(), "unknown hash algorithm 'SHA256'");
+}
+
+TEST(Hash, ZeroHash) {
+  Hash h;
+  EXPECT_EQ(h.algo(), HashAlgo::kSha256);
+  EXPECT_EQ(h.toString(), "sha256:" + std::string(52, '0'));
+  EXPECT_EQ(Hash(HashAlgo::kSha512).bytes().size(), 64u);
+}
+
+TEST(Hash, HashStringMatchesNix) {
+  for (const auto& v : vectors()) {
+    const Hash h = hashString(v.algo, v.input);
+    const std::string algo(hashAlgoName(v.algo));
+    EXPECT_EQ(h.toString(), algo + ":" + v.nix32);
+    EXPECT_EQ(h.toString(HashFormat::kNix32), algo + ":" + v.nix32);
+    EXPECT_EQ(h.toString(HashFormat::kBase16), algo + ":" + v.base16);
+    EXPECT_EQ(h.toString(HashFormat::kBase64), algo + ":" + v.base64);
+    EXPECT_EQ(h.toString(HashFormat::kSri), algo + "-" + v.base64);
+    EXPECT_EQ(h.digestString(HashFormat::kNix32), v.nix32);
+    EXPECT_EQ(h.digestString(HashFormat::kBase16), v.base16);
+    EXPECT_EQ(h.digestString(HashFormat::kSri), v.base64);
+  }
+}
+
+TEST(Hash, ParsesEveryForm) {
+  for (const auto& v : vectors()) {
+    const Hash expected = hashString(v.algo, v.input);
+    const std::string algo(hashAlgoName(v.algo));
+    for (const std::string& text : {algo + ":" + v.nix32, algo + ":" + v.base16,
+                                    algo + ":" + v.base64, algo + "-" + v.base64}) {
+      auto h = Hash::parse(text);
+      ASSERT_TRUE(h.has_value()) << text << ": " << h.error().message();
+      EXPECT_EQ(*h, expected) << text;
+      auto h2 = Hash::parseAs(text, v.algo);
+      ASSERT_TRUE(h2.has_value()) << text;
+      EXPECT_EQ(*h2, expected);
+    }
+    for (const std::string& bare : {v.nix32, v.base16, v.base64}) {
+      auto h = Hash::parseAs(bare, v.algo);
+      ASSERT_TRUE(h.has_value()) << bare << ": " << h.error().message();
+      EXPECT_EQ(*h, expected);
+    }
+  }
+  // Upper-case base16 is accepted.
+  EXPECT_EQ(*Hash::parse("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"),
+            hashString(HashAlgo::kSha256, "abc"));
+}
+
+TEST(Hash, FromBytes) {
+  const Hash abc = hashString(HashAlgo::kSha256, "abc");
+  EXPECT_EQ(*Hash::fromBytes(HashAlgo::kSha256, abc.bytes()), abc);
+  auto r = Hash::fromBytes(HashAlgo::kSha512, abc.bytes());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().message(), "sha512 digest must be 64 bytes, got 32");
+}
+
+TEST(Hash, EqualityIncludesAlgorithm) {
+  EXPECT_FALSE(Hash(HashAlgo::kSha256) == Hash(HashAlgo::kSha512));
+  EXPECT_FALSE(hashString(HashAlgo::kSha256, "a") == hashString(HashAlgo::kSha256, "b"));
+}
+
+struct BadHash {
+  std::string text;
+  std::string error;
+};
+
+TEST(Hash, ParseRejectsMalformed) {
+  const std::string nix32 = "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
+  const BadHash cases[] = {
+      {"", "hash '' does not include a type"},
+      {nix32, "hash '" + nix32 + "' does not include a type"},
+      {"md5:" + nix32, "hash 'md5:" + nix32 + "': unknown hash algorithm 'md5'"},
+      {"sha256:", "hash 'sha256:' has wrong length for hash type 'sha256'"},
+      {"sha256:abc", "hash 'sha256:abc' has wrong length for hash type 'sha256'"},
+      {"sha512:" + nix32, "hash 'sha512:" + nix32 + "' has wrong length for hash type 'sha512'"},
+      {"sha256:e" + nix32.substr(1), "invalid hash 'sha256:e" + nix32.substr(1) +
+                                         "': invalid nix32 character 'e' in 'e" + nix32.substr(1) +
+                                         "'"},
+      {"sha256:z" + nix32.substr(1), "invalid hash 'sha256:z" + nix32.substr(1) +
+                                         "': nix32 string 'z" + nix32.substr(1) +
+                                         "' has non-zero padding bits"},
+      {"sha256:" + std::string(63, 'a') + "g", "invalid hash 'sha256:" + std::string(63, 'a') +
+                                                   "g': invalid base16 character 'g' in '" +
+                                                   std::string(63, 'a') + "g'"},
+      {"sha256:" + std::string(43, '!') + "=", "invalid hash 'sha256:" + std::string(43, '!') +
+                                                   "=': invalid base64 string '" +
+                                                   std::string(43, '!') + "='"},
+      // SRI requires base64, even when the length would fit nix32 or base16.
+      {"sha256-" + nix32, "hash 'sha256-" + nix32 + "' has wrong length for hash type 'sha256'"},
+  };
+  for (const auto& c : cases) {
+    auto r = Hash::parse(c.text);
+    ASSERT_FALSE(r.has_value()) << c.text;
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(r.error().message(), c.error);
+  }
+}
+
+TEST(Hash, ParseAsRejectsOtherAlgorithm) {
+  const std::string text = hashString(HashAlgo::kSha512, "abc").toString();
+  auto r = Hash::parseAs(text, HashAlgo::kSha256);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().message(), "hash '" + text + "' should have type 'sha256'");
+  auto bare = Hash::parseAs("abc", HashAlgo::kSha256);
+  ASSERT_FALSE(bare.has_value());
+  EXPECT_EQ(bare.error().message(), "hash 'abc' has wrong length for hash type 'sha256'");
+}
+
+TEST(Hasher, StreamingMatchesOneShotForAnyChunking) {
+  for (const auto& v : vectors()) {
+    for (std::size_t chunk : {1u, 3u, 63u, 64u, 65u, 4096u, 1000000u}) {
+      Hasher hasher(v.algo);
+      for (std::size_t pos = 0; pos < v.input.size(); pos += chunk) {
+        ASSERT_TRUE(hasher.write(asBytes(std::string_view(v.input).substr(pos, chunk))));
+      }
+      EXPECT_EQ(hasher.size(), v.input.size());
+      EXPECT_EQ(hasher.digest().digestString(HashFormat::kNix32), v.nix32) << chunk;
+    }
+  }
+}
+
+TEST(Hasher, DigestIsIdempotentAndWriteAfterDigestFails) {
+  Hasher hasher;
+  ASSERT_TRUE(hasher.write(asBytes("abc")));
+  const Hash first = hasher.digest();
+  EXPECT_EQ(hasher.digest(), first);
+  EXPECT_EQ(first, hashString(HashAlgo::kSha256, "abc"));
+  auto w = hasher.write(asBytes("more"));
+  ASSERT_FALSE(w.has_value());
+  EXPECT_EQ(w.error().message(), "Hasher::write after digest()");
+  EXPECT_EQ(hasher.size(), 3u);
+}
+
+TEST(Hasher, IsASink) {
+  Hasher hasher(HashAlgo::kSha512);
+  Sink& sink = hasher;
+  ASSERT_TRUE(sink.write(asBytes("ab")));
+  ASSERT_TRUE(sink.write(asBytes("c")));
+  ASSERT_TRUE(sink.finish());
+  EXPECT_EQ(hasher.digest(), hashString(HashAlgo::kSha512, "abc"));
+}
+
+// Store path hash of a text file as Nix computes it for builtins.toFile:
+// nix32(compressHash(sha256("text[:<refs>]:sha256:<hex content hash>:/nix/store:<name>"), 20)).
+std::string textPathHash(std::string_view contents, std::string_view refs, std::string_view name) {
+  std::string s = "text";
+  if (!refs.empty()) {
+    s += ':';
+    s += refs;
+  }
+  s += ":sha256:" + hashString(HashAlgo::kSha256, contents).digestString(HashFormat::kBase16);
+  s += ":/nix/store:";
+  s += name;
+  return nix32Encode(compressHash(hashString(HashAlgo::kSha256, s), 20));
+}
+
+// The golden narinfos come from `builtins.toFile "c" "hello from c\n"` and
+// `builtins.toFile "b" "b refers to ${c}\n"` (see tests/data/narinfo/generate.sh).
+TEST(CompressHash, ReproducesNixStorePathsOfTextFiles) {
+  EXPECT_EQ(textPathHash("hello from c\n", "", "c"), "j795g678kjankjp5z4b4vbcmswxbhy37");
+  EXPECT_EQ(textPathHash("b refers to /nix/store/j795g678kjankjp5z4b4vbcmswxbhy37-c\n",
+                         "/nix/store/j795g678kjankjp5z4b4vbcmswxbhy37-c", "b"),
+            "3irrsxlq4p72fya43mrflj7ipqwxbrag");
+  // And their CA lines ("CA: text:sha256:<nix32>") are the content hashes.
+  EXPECT_EQ(hashString(HashAlgo::kSha256, "hello from c\n").toString(),
+            "sha256:1713f43psipcfjklxyansps8b8zfqjdrhx25prydvh6iad3x0585");
+}
+
+// `nix-store --add-fixed sha256 flat.txt` of "a flat file\n" gave
+// /nix/store/fqddrrjpj35vbiwgh5i51x3vndaspgr5-flat.txt with CA fixed:sha256:1rjd5yd8....
+TEST(CompressHash, ReproducesNixStorePathOfFixedOutput) {
+  const Hash content = hashString(HashAlgo::kSha256, "a flat file\n");
+  EXPECT_EQ(content.toString(), "sha256:1rjd5yd8mk3hq6drzr3pa2gaprr7adbkwsxmqqachrlbzcca0v17");
+  const Hash inner = hashString(
+      HashAlgo::kSha256, "fixed:out:sha256:" + content.digestString(HashFormat::kBase16) + ":");
+  const std::string s =
+      "output:out:sha256:" + inner.digestString(HashFormat::kBase16) + ":/nix/store:flat.txt";
+  EXPECT_EQ(nix32Encode(compressHash(hashString(HashAlgo::kSha256, s), 20)),
+            "fqddrrjpj35vbiwgh5i51x3vndaspgr5");
+}
+
+TEST(CompressHash, XorFolds) {
+  auto digest = base16Decode("0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20");
+  const Hash h = *Hash::fromBytes(HashAlgo::kSha256, *digest);
+  // 32 bytes into 20: byte i ^= byte i+20 for i < 12.
+  auto folded = compressHash(h, 20);
+  ASSERT_EQ(folded.size(), 20u);
+  EXPECT_EQ(base16Encode(folded), "1414141c1c1c1c141414142c0d0e0f1011121314");
+  EXPECT_EQ(compressHash(h, 32), std::vector<std::byte>(h.bytes().begin(), h.bytes().end()));
+  EXPECT_TRUE(compressHash(h, 0).empty());
+}
+
+}  // namespace
+}  // namespace narcache
