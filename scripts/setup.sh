@@ -12,7 +12,7 @@ packages=(
   libssl-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libexpected-dev
   libgtest-dev libgmock-dev
   # test judge and tools used by tests and benchmarks
-  nix-bin curl python3 xz-utils zstd
+  nix-bin curl python3 xz-utils zstd bzip2 gzip lzip
 )
 if [[ "${NARCACHE_SETUP_BENCH:-0}" == 1 ]]; then
   packages+=(nginx wrk hyperfine time)
