@@ -11,6 +11,7 @@
 #include <deque>
 #include <random>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "narcache/narinfo/hash.h"
@@ -132,6 +133,52 @@ std::vector<std::string> transitiveReferrers(const lmdb::Txn& txn, lmdb::Dbi ref
     }
   }
   return order;
+}
+
+// Recomputes the incomplete sets of `affected` (all other items' sets are right): for each,
+// the union over its references of {r} for a deleted r, else r's own set. Post-order DFS over
+// references restricted to `affected`, so a reference's set is final before its referrers'.
+void recomputeIncomplete(lmdb::WriteTxn& txn, const LmdbStore::Tables& t,
+                         const std::vector<std::string>& affected_list) {
+  std::unordered_set<std::string> affected(affected_list.begin(), affected_list.end());
+  std::unordered_map<std::string, std::set<std::string>> done;
+  for (const std::string& root : affected_list) {
+    if (done.count(root) != 0) continue;
+    std::unordered_set<std::string> on_stack{root};
+    std::vector<std::pair<std::string, std::vector<std::string>>> stack;
+    stack.emplace_back(root, dups(txn, t.refs, root));
+    while (!stack.empty()) {
+      auto& top = stack.back();
+      bool pushed = false;
+      for (const auto& r : top.second) {
+        if (affected.count(r) != 0 && done.count(r) == 0 && on_stack.count(r) == 0) {
+          std::string next = r;  // copied: emplace_back may move what `r` refers to
+          on_stack.insert(next);
+          std::vector<std::string> refs = dups(txn, t.refs, next);
+          stack.emplace_back(std::move(next), std::move(refs));
+          pushed = true;
+          break;
+        }
+      }
+      if (pushed) continue;
+      std::set<std::string> deleted;
+      for (const auto& r : stack.back().second) {
+        if (!txn.has(t.items, r)) {
+          if (txn.has(t.tombstones, r)) deleted.insert(r);
+        } else if (auto it = done.find(r); it != done.end()) {
+          deleted.insert(it->second.begin(), it->second.end());
+        } else {
+          for (auto& d : dups(txn, t.incomplete, r)) deleted.insert(std::move(d));
+        }
+      }
+      std::string h = stack.back().first;
+      on_stack.erase(h);
+      stack.pop_back();
+      txn.del(t.incomplete, h);
+      for (const auto& d : deleted) txn.put(t.incomplete, h, d, MDB_NODUPDATA);
+      done.emplace(std::move(h), std::move(deleted));
+    }
+  }
 }
 
 std::string missingList(const std::vector<std::string>& paths) {
@@ -428,14 +475,12 @@ Result<AddResult> LmdbStore::commitItem(const NarInfo& stored, const ItemRecord&
     addCounter(txn, t.meta, Counters::kNarSize, static_cast<std::int64_t>(stored.nar_size));
     for (const auto& d : deleted_in_closure) txn.put(t.incomplete, h, d, MDB_NODUPDATA);
 
-    // Re-added after markDeleted: every item that has it in its closure loses it from its
-    // set of deleted items, and gains what is still deleted in its own closure.
+    // Re-added after markDeleted: the items that have it in their closure get their sets of
+    // deleted items recomputed (references first). Adding and removing single entries is not
+    // enough: an item deleted in between (its edges gone) may have carried other deletions.
     if (txn.del(t.tombstones, h)) {
       addCounter(txn, t.meta, Counters::kTombstones, -1);
-      for (const std::string& a : transitiveReferrers(txn, t.referrers, h)) {
-        txn.delDup(t.incomplete, a, h);
-        for (const auto& d : deleted_in_closure) txn.put(t.incomplete, a, d, MDB_NODUPDATA);
-      }
+      recomputeIncomplete(txn, t, transitiveReferrers(txn, t.referrers, h));
     }
     return AddResult{true, stored};
   });
