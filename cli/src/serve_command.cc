@@ -4,6 +4,7 @@
 // thread, which then stops the server: no new connections, in-flight requests finish, access
 // times are flushed, exit code 0.
 #include <pthread.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -44,8 +45,9 @@ std::string defaultStore() {
 }
 
 int serve(const ServeArgs& args) {
-  auto level = spdlog::level::from_str(args.log_level);
-  spdlog::set_level(level);
+  // Logs go to stderr (with the startup lines), one line per event.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("narcache-serve"));
+  spdlog::set_level(spdlog::level::from_str(args.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
   narstore::ServerOptions options;
