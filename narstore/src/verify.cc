@@ -128,9 +128,10 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
     std::map<std::string, std::set<std::string>> expected_referrers;
     for (const auto& [h, f] : items) {
       for (const auto& r : f.refs) {
-        if (items.count(r) == 0) {
-          problem(f.base_name, "reference " + r + " is not a valid item" +
-                                   (tombstoned.count(r) != 0 ? " (deleted)" : ""));
+        // A deleted reference is allowed (the item is then incomplete, checked below); an
+        // unknown one breaks the closure invariant.
+        if (items.count(r) == 0 && tombstoned.count(r) == 0) {
+          problem(f.base_name, "reference " + r + " is neither valid nor deleted");
         }
         expected_referrers[r].insert(h);
       }

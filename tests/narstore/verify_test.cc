@@ -1,0 +1,119 @@
+#include "narcache/narstore/verify.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include "helpers.h"
+#include "support/support.h"
+
+namespace narcache::narstore {
+namespace {
+
+using testing::addItem;
+using testing::initStore;
+using testing::listDir;
+using testing::makeItem;
+
+std::string problems(const VerifyReport& r) {
+  std::string out;
+  for (const auto& p : r.problems) out += p.subject + ": " + p.message + "\n";
+  return out;
+}
+
+TEST(VerifyTest, CleanStoreIsConsistent) {
+  test::TempDir dir;
+  auto store = initStore(dir / "s");
+  auto c = makeItem("c", "c");
+  auto b = makeItem("b", "b", {c.info.path});
+  auto a = makeItem("a", "a", {b.info.path, c.info.path});
+  auto dup = makeItem("dup", "c");
+  for (auto* i : {&c, &b, &a, &dup}) ASSERT_TRUE(addItem(*store, *i));
+  ASSERT_TRUE(store->markDeleted(c.info.path, {1, "x", "operator"}));
+  auto report = verifyStore(*store, {.threads = 2});
+  ASSERT_TRUE(report) << report.error().message();
+  EXPECT_TRUE(report->consistent()) << problems(*report);
+  EXPECT_TRUE(report->problems.empty()) << problems(*report);
+  EXPECT_EQ(report->items, 3u);
+  EXPECT_EQ(report->nar_files, 3u);
+  EXPECT_TRUE(report->orphans.empty());
+}
+
+TEST(VerifyTest, CorruptAndMissingFilesAreFoundAndRepairedByMarkingDeleted) {
+  test::TempDir dir;
+  auto store = initStore(dir / "s");
+  auto c = makeItem("c", std::string(50000, 'c'));
+  auto b = makeItem("b", "b", {c.info.path});
+  auto gone = makeItem("gone", "gone");
+  auto fine = makeItem("fine", "fine");
+  for (auto* i : {&c, &b, &gone, &fine}) ASSERT_TRUE(addItem(*store, *i));
+  // Flip a byte of c's file, remove gone's file.
+  auto cpath = dir / "s" / c.info.url;
+  std::string bytes = test::readFile(cpath);
+  bytes[bytes.size() / 2] ^= 1;
+  ::chmod(cpath.c_str(), 0644);
+  test::writeFile(cpath, bytes);
+  std::filesystem::remove(dir / "s" / gone.info.url);
+
+  auto report = verifyStore(*store, {.threads = 2});
+  ASSERT_TRUE(report);
+  EXPECT_FALSE(report->consistent());
+  ASSERT_EQ(report->problems.size(), 2u) << problems(*report);
+
+  auto repaired = verifyStore(*store, {.repair = true, .threads = 2});
+  ASSERT_TRUE(repaired);
+  EXPECT_TRUE(repaired->consistent()) << problems(*repaired);
+  auto sc = store->status(c.info.path.hashPart());
+  EXPECT_EQ(sc.state, ItemState::kDeleted);
+  ASSERT_TRUE(sc.tombstone);
+  EXPECT_EQ(sc.tombstone->by, "verify");
+  EXPECT_NE(sc.tombstone->reason.find("nar file"), std::string::npos);
+  EXPECT_EQ(store->status(gone.info.path.hashPart()).state, ItemState::kDeleted);
+  EXPECT_EQ(store->status(b.info.path.hashPart()).state, ItemState::kIncomplete);
+  EXPECT_EQ(store->status(fine.info.path.hashPart()).state, ItemState::kAvailable);
+  EXPECT_FALSE(std::filesystem::exists(cpath));  // corrupt file removed with its last user
+
+  auto after = verifyStore(*store);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->problems.empty()) << problems(*after);
+  // Re-adding the good bytes restores c and b.
+  ASSERT_TRUE(addItem(*store, c));
+  EXPECT_EQ(store->status(b.info.path.hashPart()).state, ItemState::kAvailable);
+  EXPECT_TRUE(verifyStore(*store)->problems.empty());
+}
+
+TEST(VerifyTest, OrphansAreReportedAndRemovedByRepair) {
+  test::TempDir dir;
+  std::int64_t now = 1'000'000'000'000;  // far future: every file counts as old
+  StoreOptions options;
+  options.clock = [&] { return now; };
+  auto store = initStore(dir / "s", options);
+  auto kept = makeItem("kept", "kept");
+  ASSERT_TRUE(addItem(*store, kept));
+  auto orphan = makeItem("orphan", "orphan");
+  test::writeFile(dir / "s" / orphan.info.url, orphan.file);
+  test::writeFile(dir / "s" / "tmp" / "123-0-1.tmp", "half written");
+  test::writeFile(dir / "s" / "nar" / "junk", "junk");
+
+  auto report = verifyStore(*store);
+  ASSERT_TRUE(report);
+  EXPECT_TRUE(report->consistent());
+  EXPECT_EQ(report->orphans.size(), 3u);
+
+  // Young orphans survive a plain repair...
+  now = systemClock();
+  auto young = verifyStore(*store, {.repair = true});
+  ASSERT_TRUE(young);
+  EXPECT_EQ(young->orphans.size(), 3u);
+  // ...old ones (or all, when told) do not.
+  auto all = verifyStore(*store, {.repair = true, .all_orphans = true});
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->removed_orphans.size(), 3u);
+  EXPECT_TRUE(all->orphans.empty());
+  EXPECT_TRUE(listDir(dir / "s" / "tmp").empty());
+  EXPECT_EQ(listDir(dir / "s" / "nar"), std::vector<std::string>{kept.info.url.substr(4)});
+  EXPECT_TRUE(store->servable(kept.info.path.hashPart()));
+}
+
+}  // namespace
+}  // namespace narcache::narstore
