@@ -1,0 +1,101 @@
+// The store commands of the narcache binary, including a kill -9 in the middle of adds.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <thread>
+
+#include "helpers.h"
+#include "support/support.h"
+
+namespace narcache::narstore {
+namespace {
+
+using testing::makeItem;
+
+void writeItem(const test::TempDir& dir, const testing::TestItem& item, const std::string& name) {
+  test::writeFile(dir / (name + ".narinfo"), item.info.toString());
+  test::writeFile(dir / (name + ".nar"), item.file);
+}
+
+TEST(StoreCliTest, InitAddInfoStatsVerify) {
+  test::TempDir dir;
+  std::string store = (dir / "s").string();
+  auto init = test::narcache({"store", "init", "--store", store});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  auto c = makeItem("c", "c");
+  auto b = makeItem("b", "b", {c.info.path});
+  writeItem(dir, c, "c");
+  writeItem(dir, b, "b");
+  auto refused = test::narcache({"add", "--store", store, "--narinfo", (dir / "b.narinfo").string(),
+                                 "--nar", (dir / "b.nar").string()});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("missing references: " + c.info.fullPath()), std::string::npos)
+      << refused.err;
+  for (const char* n : {"c", "b"}) {
+    auto r = test::narcache({"add", "--store", store, "--narinfo",
+                             (dir / (std::string(n) + ".narinfo")).string(), "--nar",
+                             (dir / (std::string(n) + ".nar")).string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  test::RunOptions env_store;
+  env_store.env["NARCACHE_STORE"] = store;
+  auto info = test::narcache({"info", c.info.fullPath(), b.info.path.hashPart()}, env_store);
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("state: available"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("referrers:\n  " + b.info.fullPath()), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("closure: 2 items"), std::string::npos) << info.out;
+  auto stats = test::narcache({"stats", "--store", store});
+  ASSERT_EQ(stats.exit_code, 0);
+  EXPECT_NE(stats.out.find("items: 2\n"), std::string::npos) << stats.out;
+  auto verify = test::narcache({"verify", "--store", store});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  EXPECT_NE(verify.out.find("consistent"), std::string::npos);
+}
+
+TEST(StoreCliTest, KillDuringAddsLeavesAConsistentStore) {
+  test::TempDir dir;
+  std::string store = (dir / "s").string();
+  ASSERT_EQ(test::narcache({"store", "init", "--store", store}).exit_code, 0);
+  // A chain of items, each a few MB (so an add takes a while), added one process at a time and
+  // killed with SIGKILL after a varying delay.
+  std::vector<testing::TestItem> items;
+  std::string big(4 << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
+  for (int i = 0; i < 8; ++i) {
+    std::vector<StorePath> refs;
+    if (i > 0) refs.push_back(items.back().info.path);
+    items.push_back(makeItem("chain" + std::to_string(i), std::to_string(i) + big, refs));
+    writeItem(dir, items.back(), "i" + std::to_string(i));
+  }
+  int killed = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<std::string> argv = {
+        NARCACHE_BIN, "add",
+        "--store",    store,
+        "--narinfo",  (dir / ("i" + std::to_string(i) + ".narinfo")).string(),
+        "--nar",      (dir / ("i" + std::to_string(i) + ".nar")).string()};
+    {
+      test::BackgroundProcess p(argv);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5 + 15 * (i % 4)));
+      if (p.stop(SIGKILL) == 128 + SIGKILL) ++killed;
+    }
+    auto verify = test::narcache({"verify", "--store", store});
+    EXPECT_EQ(verify.exit_code, 0) << "after kill " << i << ":\n" << verify.out << verify.err;
+    // Finish the add properly (resumes where the killed one stopped).
+    auto r = test::narcache({"add", "--store", store, "--narinfo",
+                             (dir / ("i" + std::to_string(i) + ".narinfo")).string(), "--nar",
+                             (dir / ("i" + std::to_string(i) + ".nar")).string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  EXPECT_GT(killed, 0);
+  auto repair = test::narcache({"verify", "--store", store, "--repair", "--all-orphans"});
+  EXPECT_EQ(repair.exit_code, 0) << repair.out << repair.err;
+  auto verify = test::narcache({"verify", "--store", store});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  EXPECT_NE(verify.out.find("8 items"), std::string::npos) << verify.out;
+  EXPECT_NE(verify.out.find(", 0 orphans"), std::string::npos) << verify.out;
+}
+
+}  // namespace
+}  // namespace narcache::narstore
