@@ -221,7 +221,7 @@ struct Server::Impl {
   // if the body was truncated). `complete`: the whole body was read.
   Status streamBody(const httplib::ContentReader& reader, bool& complete,
                     const std::function<Status(Source&)>& consume);
-  // Reads a small body whole; ResourceExhausted past `limit` bytes.
+  // Reads a small body whole; InvalidArgument past `limit` bytes.
   Result<std::string> readSmallBody(const httplib::ContentReader& reader, std::size_t limit);
   Status drainBody(const httplib::ContentReader& reader);
   void discardBody(const httplib::Request& req, httplib::Response& res,
@@ -457,7 +457,8 @@ Result<std::string> Server::Impl::readSmallBody(const httplib::ContentReader& re
     return true;
   });
   if (too_large) {
-    return fail(ErrorCode::kResourceExhausted,
+    // A client error (400), not a full disk (507, which ResourceExhausted maps to).
+    return fail(ErrorCode::kInvalidArgument,
                 "request body larger than " + std::to_string(limit) + " bytes");
   }
   if (!complete) return fail(ErrorCode::kInvalidArgument, "request body truncated");

@@ -641,18 +641,22 @@ TEST_F(ServeNixTest, KillDuringUploadStormThenRestartIsConsistent) {
 
   // Four concurrent `nix copy` processes, each with its share of the paths.
   std::vector<std::thread> copiers;
+  std::vector<int> exit_codes(4, -1);
   for (int i = 0; i < 4; ++i) {
     copiers.emplace_back([&, i] {
       std::vector<std::string> mine;
       for (std::size_t j = static_cast<std::size_t>(i); j < paths.size(); j += 4) {
         mine.push_back(paths[j]);
       }
-      copyTo(s1, *served, mine);  // fails when the server dies; that is the point
+      // Fails when the server dies: that is the point.
+      exit_codes[static_cast<std::size_t>(i)] = copyTo(s1, *served, mine).exit_code;
     });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   served->stop(SIGKILL);
   for (auto& t : copiers) t.join();
+  // The kill interrupted the storm (otherwise this test would test nothing).
+  EXPECT_NE(std::count(exit_codes.begin(), exit_codes.end(), 0), 4);
   expectVerifyClean(tmp_ / "store");
 
   // Restarted, the server takes the rest; the store ends complete and consistent.
