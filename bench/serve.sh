@@ -245,6 +245,8 @@ all $NARINFOS narinfos; each run ${DURATION} s. "proxy" is nginx in front of nar
 | \`nix copy --to http://narcache\` (verified, indexed, signed on the way out) | $(printf '%.2f' "$INGEST_NC") |
 | \`nix copy --to file://…?compression=zstd\` | $(printf '%.2f' "$INGEST_FILE") |
 | **speed ratio narcache/file** | **${RINGEST}×** |
+
+$(grep -v '^<!--' "$ROOT/bench/serve-notes.md" 2>/dev/null)
 EOF
 )
 python3 - "$ROOT/docs/benchmarks.md" "$SECTION" <<'EOF'
