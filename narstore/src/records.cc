@@ -97,6 +97,43 @@ std::optional<TombstoneRecord> TombstoneRecord::decode(std::string_view data) {
   return r;
 }
 
+std::string GcMetaRecord::encode() const {
+  return encodeU64(static_cast<std::uint64_t>(created)) + encodeU64(nar_size) + file_name;
+}
+
+std::optional<GcMetaRecord> GcMetaRecord::decode(std::string_view data) {
+  if (data.size() < 16) return std::nullopt;
+  return GcMetaRecord{static_cast<std::int64_t>(decodeU64(data.substr(0, 8))),
+                      decodeU64(data.substr(8, 8)), std::string(data.substr(16))};
+}
+
+std::string RootRecord::encode() const {
+  std::string out = "1\n" + std::to_string(created) + "\n" +
+                    (expires ? std::to_string(*expires) : std::string("-")) + "\n";
+  for (const auto& b : base_names) out += b + "\n";
+  return out;
+}
+
+std::optional<RootRecord> RootRecord::decode(std::string_view data) {
+  RootRecord r;
+  auto version = takeLine(data);
+  auto created = takeLine(data);
+  auto expires = takeLine(data);
+  if (!expires || *version != "1") return std::nullopt;
+  auto c = parseNumber<std::int64_t>(*created);
+  if (!c) return std::nullopt;
+  r.created = *c;
+  if (*expires != "-") {
+    auto e = parseNumber<std::int64_t>(*expires);
+    if (!e) return std::nullopt;
+    r.expires = *e;
+  }
+  while (auto line = takeLine(data)) {
+    if (!line->empty()) r.base_names.emplace_back(*line);
+  }
+  return r;
+}
+
 std::string FileRecord::encode() const {
   return encodeU64(refcount) + encodeU64(size);
 }

@@ -28,25 +28,6 @@ std::string errnoMessage(const std::string& what, int err) {
   return what + ": " + std::strerror(err);
 }
 
-Error ioError(const std::string& what, int err) {
-  return Error(err == ENOSPC || err == EDQUOT ? ErrorCode::kResourceExhausted : ErrorCode::kIoError,
-               errnoMessage(what, err));
-}
-
-// Runs `fn`, turning LMDB and other exceptions into Errors at the Store's public API.
-template <typename F>
-auto guard(F&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const lmdb::Error& e) {
-    return fail(lmdb::toError(e));
-  } catch (const std::bad_alloc&) {
-    return fail(ErrorCode::kResourceExhausted, "out of memory");
-  } catch (const std::exception& e) {
-    return fail(ErrorCode::kInternal, e.what());
-  }
-}
-
 Status fsyncDir(const std::filesystem::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return fail(ioError("open " + dir.string(), errno));
@@ -96,25 +77,6 @@ class Fd {
  private:
   int fd_;
 };
-
-std::uint64_t counter(const lmdb::Txn& txn, lmdb::Dbi meta, std::string_view key) {
-  auto v = txn.get(meta, key);
-  return v ? decodeU64(*v) : 0;
-}
-
-void addCounter(lmdb::WriteTxn& txn, lmdb::Dbi meta, std::string_view key, std::int64_t delta) {
-  std::uint64_t v = counter(txn, meta, key);
-  v = delta < 0 && static_cast<std::uint64_t>(-delta) > v ? 0 : v + delta;
-  txn.put(meta, key, encodeU64(v));
-}
-
-// All values of a dupsort key.
-std::vector<std::string> dups(const lmdb::Txn& txn, lmdb::Dbi dbi, std::string_view key) {
-  std::vector<std::string> out;
-  lmdb::Cursor cursor(txn, dbi);
-  for (auto e = cursor.find(key); e; e = cursor.nextDup()) out.emplace_back(e->second);
-  return out;
-}
 
 // Every item that has `start` in its closure (excluding `start` itself), following referrers.
 std::vector<std::string> transitiveReferrers(const lmdb::Txn& txn, lmdb::Dbi referrers,
@@ -188,6 +150,29 @@ std::string missingList(const std::vector<std::string>& paths) {
 }
 
 }  // namespace
+
+std::uint64_t counter(const lmdb::Txn& txn, lmdb::Dbi meta, std::string_view key) {
+  auto v = txn.get(meta, key);
+  return v ? decodeU64(*v) : 0;
+}
+
+void addCounter(lmdb::WriteTxn& txn, lmdb::Dbi meta, std::string_view key, std::int64_t delta) {
+  std::uint64_t v = counter(txn, meta, key);
+  v = delta < 0 && static_cast<std::uint64_t>(-delta) > v ? 0 : v + delta;
+  txn.put(meta, key, encodeU64(v));
+}
+
+std::vector<std::string> dups(const lmdb::Txn& txn, lmdb::Dbi dbi, std::string_view key) {
+  std::vector<std::string> out;
+  lmdb::Cursor cursor(txn, dbi);
+  for (auto e = cursor.find(key); e; e = cursor.nextDup()) out.emplace_back(e->second);
+  return out;
+}
+
+Error ioError(const std::string& what, int err) {
+  return Error(err == ENOSPC || err == EDQUOT ? ErrorCode::kResourceExhausted : ErrorCode::kIoError,
+               errnoMessage(what, err));
+}
 
 std::int64_t systemClock() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -284,16 +269,25 @@ Result<LmdbStore::TmpFile> LmdbStore::writeTmp(Source& body) const {
   return tmp;
 }
 
-Result<bool> LmdbStore::installNarFile(const TmpFile& tmp, const std::string& name) const {
+Result<bool> LmdbStore::installNarFile(const TmpFile& tmp, const std::string& name) {
   std::filesystem::path dest = narDir() / name;
   bool created = true;
-  if (::link(tmp.path.c_str(), dest.c_str()) != 0) {
+  for (int attempt = 0;; ++attempt) {
+    if (::link(tmp.path.c_str(), dest.c_str()) == 0) break;
     int err = errno;
-    if (err != EEXIST) {
+    if (err != EEXIST || attempt == 3) {
       ::unlink(tmp.path.c_str());
       return fail(ioError("link " + dest.string(), err));
     }
-    created = false;
+    // Already there: maybe unreferenced and awaiting its unlink. Uploading it again cancels
+    // that (in a write transaction, serialised with the collector's unlinks); if the collector
+    // unlinked it just before, link ours again.
+    cancelPendingUnlink(name);
+    struct stat st;
+    if (::stat(dest.c_str(), &st) == 0) {
+      created = false;
+      break;
+    }
   }
   ::unlink(tmp.path.c_str());
   if (created) NARCACHE_TRY(fsyncDir(narDir()));
@@ -322,6 +316,7 @@ Result<bool> LmdbStore::removeUnreferencedNarFile(const std::string& name) {
   return guard([&]() -> Result<bool> {
     return env_->write<bool>([&](lmdb::WriteTxn& txn) -> Result<bool> {
       if (txn.has(tables_.files, name)) return false;
+      txn.del(tables_.pending_unlink, name);
       std::filesystem::path p = narDir() / name;
       if (::unlink(p.c_str()) != 0) {
         if (errno == ENOENT) return false;
@@ -419,9 +414,17 @@ Result<AddResult> LmdbStore::addNarInfo(const NarInfo& info, const AddOptions& o
 
 Result<AddResult> LmdbStore::commitItem(const NarInfo& stored, const ItemRecord& record,
                                         const std::string& listing, const std::string& file_name) {
+  return env_->write<AddResult>([&](lmdb::WriteTxn& txn) -> Result<AddResult> {
+    return commitInTxn(txn, stored, record, listing, file_name, true);
+  });
+}
+
+Result<AddResult> LmdbStore::commitInTxn(lmdb::WriteTxn& txn, const NarInfo& stored,
+                                         const ItemRecord& record, const std::string& listing,
+                                         const std::string& file_name, bool check_file) {
   const std::string h = stored.path.hashPart();
   const Tables& t = tables_;
-  return env_->write<AddResult>([&](lmdb::WriteTxn& txn) -> Result<AddResult> {
+  {
     if (auto rec = txn.get(t.items, h)) {  // lost a race with an identical upload?
       auto existing = ItemRecord::decode(*rec);
       if (!existing) return fail(ErrorCode::kCorruption, "item record of " + h + " is malformed");
@@ -449,7 +452,7 @@ Result<AddResult> LmdbStore::commitItem(const NarInfo& stored, const ItemRecord&
     // Nar files are only unlinked inside write transactions (removeUnreferencedNarFile), so
     // the file checked before this transaction is still there if it exists now.
     struct stat st;
-    if (::stat((narDir() / file_name).c_str(), &st) != 0) {
+    if (check_file && ::stat((narDir() / file_name).c_str(), &st) != 0) {
       return fail(ErrorCode::kNotFound, stored.path.baseName() + ": nar file " + file_name +
                                             " disappeared (removed concurrently); upload again");
     }
@@ -468,9 +471,11 @@ Result<AddResult> LmdbStore::commitItem(const NarInfo& stored, const ItemRecord&
       file.size = *stored.file_size;
       addCounter(txn, t.meta, Counters::kNarFiles, 1);
       addCounter(txn, t.meta, Counters::kNarBytes, static_cast<std::int64_t>(file.size));
+      txn.del(t.pending_unlink, file_name);  // used again: no longer awaiting its unlink
     }
     ++file.refcount;
     txn.put(t.files, file_name, file.encode());
+    txn.put(t.gcmeta, h, GcMetaRecord{record.created, stored.nar_size, file_name}.encode());
     addCounter(txn, t.meta, Counters::kItems, 1);
     addCounter(txn, t.meta, Counters::kNarSize, static_cast<std::int64_t>(stored.nar_size));
     for (const auto& d : deleted_in_closure) txn.put(t.incomplete, h, d, MDB_NODUPDATA);
@@ -483,7 +488,7 @@ Result<AddResult> LmdbStore::commitItem(const NarInfo& stored, const ItemRecord&
       recomputeIncomplete(txn, t, transitiveReferrers(txn, t.referrers, h));
     }
     return AddResult{true, stored};
-  });
+  }
 }
 
 Result<AddResult> LmdbStore::add(const NarInfo& info, Source& file, const AddOptions& options) {
@@ -800,30 +805,8 @@ Status LmdbStore::markDeleted(const StorePath& path, const Tombstone& why) {
       auto info = decodeNarInfo(*record);
       if (!info) return fail(info.error());
 
-      txn.del(t.items, h);
-      txn.del(t.refs, h);
-      for (const StorePath& ref : info->references) {
-        if (ref.hashPart() != h) txn.delDup(t.referrers, ref.hashPart(), h);
-      }
-      txn.del(t.listings, h);
-      txn.del(t.incomplete, h);
-      txn.del(t.atime, h);
-      addCounter(txn, t.meta, Counters::kItems, -1);
-      addCounter(txn, t.meta, Counters::kNarSize, -static_cast<std::int64_t>(info->nar_size));
-      // The nar file stays on disk (clients holding the narinfo may still fetch it); once no
-      // item uses it, it is an orphan that GC or `verify --repair` removes after a grace period.
-      std::string file_name = info->url.substr(info->url.rfind('/') + 1);
-      if (auto f = txn.get(t.files, file_name)) {
-        FileRecord file = FileRecord::decode(*f).value_or(FileRecord{});
-        if (file.refcount <= 1) {
-          txn.del(t.files, file_name);
-          addCounter(txn, t.meta, Counters::kNarFiles, -1);
-          addCounter(txn, t.meta, Counters::kNarBytes, -static_cast<std::int64_t>(file.size));
-        } else {
-          --file.refcount;
-          txn.put(t.files, file_name, file.encode());
-        }
-      }
+      // Its referrers' entries (referrers[h]) stay: they are who becomes incomplete.
+      removeItemRows(txn, h, *info);
       TombstoneRecord tomb{why, path.baseName(), info->nar_hash.toString()};
       if (tomb.tombstone.when == 0) tomb.tombstone.when = clock_();
       txn.put(t.tombstones, h, tomb.encode());
@@ -835,6 +818,38 @@ Status LmdbStore::markDeleted(const StorePath& path, const Tombstone& why) {
       return {};
     });
   });
+}
+
+std::optional<std::uint64_t> LmdbStore::removeItemRows(lmdb::WriteTxn& txn, const std::string& h,
+                                                       const NarInfo& info) {
+  const Tables& t = tables_;
+  txn.del(t.items, h);
+  txn.del(t.refs, h);
+  for (const StorePath& ref : info.references) {
+    if (ref.hashPart() != h) txn.delDup(t.referrers, ref.hashPart(), h);
+  }
+  txn.del(t.listings, h);
+  txn.del(t.incomplete, h);
+  txn.del(t.atime, h);
+  txn.del(t.gcmeta, h);
+  addCounter(txn, t.meta, Counters::kItems, -1);
+  addCounter(txn, t.meta, Counters::kNarSize, -static_cast<std::int64_t>(info.nar_size));
+  // The nar file stays on disk (clients holding the narinfo may still fetch it); once no item
+  // uses it, it waits in pending_unlink for the collector's nar grace period.
+  std::string file_name = info.url.substr(info.url.rfind('/') + 1);
+  if (auto f = txn.get(t.files, file_name)) {
+    FileRecord file = FileRecord::decode(*f).value_or(FileRecord{});
+    if (file.refcount <= 1) {
+      txn.del(t.files, file_name);
+      addCounter(txn, t.meta, Counters::kNarFiles, -1);
+      addCounter(txn, t.meta, Counters::kNarBytes, -static_cast<std::int64_t>(file.size));
+      txn.put(t.pending_unlink, file_name, encodeU64(static_cast<std::uint64_t>(clock_())));
+      return file.size;
+    }
+    --file.refcount;
+    txn.put(t.files, file_name, file.encode());
+  }
+  return std::nullopt;
 }
 
 // --- Opening ----------------------------------------------------------------------------
@@ -878,6 +893,8 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& opti
     t.files = env.openDbi("files", 0, true);
     t.listings = env.openDbi("listings", 0, true);
     t.roots = env.openDbi("roots", 0, true);
+    t.gcmeta = env.openDbi("gcmeta", 0, true);
+    t.pending_unlink = env.openDbi("pending_unlink", 0, true);
 
     auto r = env.write<std::string>([&](lmdb::WriteTxn& txn) -> Result<std::string> {
       auto version = txn.get(t.meta, "schema_version");
@@ -888,6 +905,7 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& opti
         }
         txn.put(t.meta, "schema_version", std::to_string(kSchemaVersion));
         txn.put(t.meta, "store_dir", options.store_dir);
+        txn.put(t.meta, Counters::kGcMetaFeature, "1");
         return options.store_dir;
       }
       if (!version) {
@@ -905,6 +923,7 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& opti
     });
     if (!r) return fail(r.error());
     store->store_dir_ = *r;
+    NARCACHE_TRY(store->migrateGcMeta());
     for (const char* sub : {"nar", "tmp", "log"}) {
       std::filesystem::create_directories(options.root / sub, ec);
     }

@@ -13,7 +13,14 @@
 //               present exactly for valid items whose closure holds a deleted item
 //   files       nar file name -> FileRecord (refcount, size): how many valid items use it
 //   listings    hash part -> .ls JSON
-//   roots       name -> root record (filled by the GC module later)
+//   roots       name -> RootRecord (GC roots: paths and optional expiry)
+//   gcmeta      hash part -> GcMetaRecord (created, NarSize, nar file name): exactly the valid
+//               items; a compact copy of what the GC graph scan needs, so that planning never
+//               reads narinfo texts
+//   pending_unlink  nar file name -> i64 time it lost its last user; exactly the names absent
+//               from `files` that await unlinking (cancelled by a new upload or commit)
+//   meta "gc:roots_generation" counts addRoot calls (plans made before a new root are stale);
+//   meta "feature:gcmeta" is set once gcmeta was filled (older stores are migrated at open)
 // Every invariant between the tables is kept inside the one write transaction that changes
 // them; verify.cc recomputes all of them from items.
 
@@ -23,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "guarded.h"
 #include "lmdb_env.h"
@@ -51,6 +59,24 @@ struct TombstoneRecord {
 
   std::string encode() const;
   static std::optional<TombstoneRecord> decode(std::string_view data);
+};
+
+struct GcMetaRecord {
+  std::int64_t created = 0;
+  std::uint64_t nar_size = 0;
+  std::string file_name;
+
+  std::string encode() const;
+  static std::optional<GcMetaRecord> decode(std::string_view data);
+};
+
+struct RootRecord {
+  std::int64_t created = 0;
+  std::optional<std::int64_t> expires;
+  std::vector<std::string> base_names;
+
+  std::string encode() const;
+  static std::optional<RootRecord> decode(std::string_view data);
 };
 
 struct FileRecord {
@@ -90,12 +116,38 @@ struct Counters {
   static constexpr std::string_view kNarFiles = "count:nar_files";
   static constexpr std::string_view kNarBytes = "count:nar_bytes";
   static constexpr std::string_view kNarSize = "count:nar_size";
+  static constexpr std::string_view kRootsGeneration = "gc:roots_generation";
+  static constexpr std::string_view kGcMetaFeature = "feature:gcmeta";
 };
+
+// --- Helpers shared by the store's source files -----------------------------------------
+
+// Runs `fn`, turning LMDB and other exceptions into Errors at the Store's public API.
+template <typename F>
+auto guard(F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
+  } catch (const std::bad_alloc&) {
+    return fail(ErrorCode::kResourceExhausted, "out of memory");
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kInternal, e.what());
+  }
+}
+
+std::uint64_t counter(const lmdb::Txn& txn, lmdb::Dbi meta, std::string_view key);
+void addCounter(lmdb::WriteTxn& txn, lmdb::Dbi meta, std::string_view key, std::int64_t delta);
+// All values of a dupsort key.
+std::vector<std::string> dups(const lmdb::Txn& txn, lmdb::Dbi dbi, std::string_view key);
+// errno -> IoError (ResourceExhausted for a full disk or quota) with context.
+Error ioError(const std::string& what, int err);
 
 class LmdbStore final : public Store {
  public:
   struct Tables {
-    lmdb::Dbi meta, items, refs, referrers, atime, tombstones, incomplete, files, listings, roots;
+    lmdb::Dbi meta, items, refs, referrers, atime, tombstones, incomplete, files, listings, roots,
+        gcmeta, pending_unlink;
   };
 
   static Result<std::unique_ptr<LmdbStore>> openStore(const StoreOptions& options, bool create);
@@ -127,6 +179,19 @@ class LmdbStore final : public Store {
 
   Status markDeleted(const StorePath& path, const Tombstone& why) override;
 
+  Status addRoot(const Root& root) override;
+  Result<std::vector<Root>> listRoots() const override;
+  Status removeRoot(std::string_view name) override;
+  Result<StoreGraph> scanGraph() const override;
+  Result<GcBatchResult> deleteUnreachable(const std::vector<GcCandidate>& batch,
+                                          std::uint64_t roots_generation) override;
+  Result<UnlinkResult> unlinkNarFiles(std::int64_t grace_seconds, std::size_t max_files) override;
+
+  // Commits trusted narinfos (FileHash/FileSize set, URL nar/<file>) without reading their
+  // files, many per write transaction; the closure invariant is still checked. For benchmarks
+  // and tests (see bulk_load.h).
+  Result<std::uint64_t> addTrusted(const std::vector<NarInfo>& infos, std::int64_t created);
+
   // --- For verify and import/export (narstore-internal) ---------------------------------
   lmdb::Env& env() const { return *env_; }
   const Tables& tables() const { return tables_; }
@@ -148,9 +213,21 @@ class LmdbStore final : public Store {
   };
   Result<TmpFile> writeTmp(Source& body) const;
   // Links tmp into nar/<name> (no replace); returns whether this call created it.
-  Result<bool> installNarFile(const TmpFile& tmp, const std::string& name) const;
+  Result<bool> installNarFile(const TmpFile& tmp, const std::string& name);
+  Status migrateGcMeta();  // fills gcmeta for stores made before it existed
   Result<AddResult> commitItem(const NarInfo& stored, const ItemRecord& record,
                                const std::string& listing, const std::string& file_name);
+  // The body of commitItem inside a given write transaction (check_file: stat the nar file).
+  Result<AddResult> commitInTxn(lmdb::WriteTxn& txn, const NarInfo& stored,
+                                const ItemRecord& record, const std::string& listing,
+                                const std::string& file_name, bool check_file);
+  // Removes a valid item's rows (items, refs, referrers entries, listing, incomplete, atime,
+  // gcmeta), its counters and one use of its nar file (pending_unlink when it was the last).
+  // Returns the size of its nar file when that lost its last user (nullopt: still used).
+  std::optional<std::uint64_t> removeItemRows(lmdb::WriteTxn& txn, const std::string& h,
+                                              const NarInfo& info);
+  // Marks a file as re-uploaded: cancels a pending unlink (putNarFile, add).
+  void cancelPendingUnlink(const std::string& name);
   ItemStatus statusIn(const lmdb::Txn& txn, std::string_view hash_part) const;
 
   std::filesystem::path root_;

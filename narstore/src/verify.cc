@@ -26,6 +26,7 @@ struct ItemFacts {
   std::string base_name;
   std::vector<std::string> refs;  // hash parts, self excluded
   std::string file_name;
+  std::int64_t created = 0;
   std::uint64_t nar_size = 0;
   Hash nar_hash;
   std::optional<Hash> file_hash;
@@ -76,6 +77,7 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
   std::unordered_map<std::string, ItemFacts> items;
   std::map<std::string, FileJob> files;
   std::set<std::string> file_table;
+  std::map<std::string, std::int64_t> pending_unlink;  // name -> unreferenced since
   auto problem = [&](std::string subject, std::string message) {
     report.problems.push_back({std::move(subject), std::move(message), false});
   };
@@ -103,6 +105,7 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
           if (r.hashPart() != h) f.refs.push_back(r.hashPart());
         }
         f.file_name = info->url.substr(info->url.rfind('/') + 1);
+        f.created = record->created;
         f.nar_size = info->nar_size;
         f.nar_hash = info->nar_hash;
         f.file_hash = info->file_hash;
@@ -257,6 +260,40 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
         }
       }
     }
+    // The compact GC table mirrors the items exactly.
+    {
+      lmdb::Cursor cursor(txn, t.gcmeta);
+      std::size_t seen = 0;
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        auto it = items.find(std::string(e->first));
+        if (it == items.end()) {
+          problem(std::string(e->first), "gcmeta entry for an item that is not valid");
+          continue;
+        }
+        ++seen;
+        auto m = GcMetaRecord::decode(e->second);
+        if (!m || m->created != it->second.created || m->nar_size != it->second.nar_size ||
+            m->file_name != it->second.file_name) {
+          problem(it->second.base_name, "gcmeta entry disagrees with the item");
+        }
+      }
+      if (seen != items.size()) {
+        for (const auto& [h, f] : items) {
+          if (!txn.has(t.gcmeta, h)) problem(f.base_name, "has no gcmeta entry");
+        }
+      }
+    }
+    // Files awaiting their unlink are used by no item.
+    {
+      lmdb::Cursor cursor(txn, t.pending_unlink);
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        std::string name(e->first);
+        pending_unlink[name] = static_cast<std::int64_t>(decodeU64(e->second));
+        if (file_table.count(name) != 0) {
+          problem("nar/" + name, "awaits its unlink but items use it");
+        }
+      }
+    }
     auto check_counter = [&](std::string_view key, std::uint64_t want) {
       auto v = txn.get(t.meta, key);
       std::uint64_t have = v ? decodeU64(*v) : 0;
@@ -361,7 +398,14 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
   // Orphans: anything in tmp/, and nar/ files no valid item uses.
   std::int64_t now = store->now();
   auto consider = [&](const std::filesystem::path& p, const std::string& label, bool is_nar) {
-    bool old_enough = options.all_orphans || fileAge(p, now) >= options.orphan_grace_seconds;
+    // A nar file awaiting GC's unlink is as old as the time it lost its last user.
+    std::int64_t age = fileAge(p, now);
+    if (is_nar) {
+      if (auto it = pending_unlink.find(p.filename().string()); it != pending_unlink.end()) {
+        age = now - it->second;
+      }
+    }
+    bool old_enough = options.all_orphans || age >= options.orphan_grace_seconds;
     if (options.repair && old_enough) {
       bool removed = false;
       if (is_nar) {

@@ -96,6 +96,64 @@ struct StoreStats {
   std::uint64_t nar_size = 0;   // sum of NarSize of valid items
 };
 
+// A named pin of store paths: GC keeps the whole closure of each path while the root is
+// unexpired (Cuirass-style root TTL). Expired roots are kept (and listed as expired) until
+// removed, but no longer count.
+struct Root {
+  std::string name;
+  std::vector<StorePath> paths;
+  std::int64_t created = 0;
+  std::optional<std::int64_t> expires;  // absent: never expires
+  bool expired(std::int64_t now) const { return expires && *expires <= now; }
+};
+
+// A compact snapshot of the reference graph and what GC needs per item, read in one read
+// transaction (Store::scanGraph). Items are numbered 0..size()-1 in hash order; nar files
+// 0..files()-1 in name order. References are in CSR form: item i references
+// ref_targets[ref_offsets[i] .. ref_offsets[i+1]) (indices; self-references excluded).
+struct StoreGraph {
+  std::int64_t scanned_at = 0;             // the store's clock when the snapshot was taken
+  std::uint64_t roots_generation = 0;      // see Store::deleteUnreachable
+  std::string hashes;                      // size() x 32 chars: item i's hash part at 32*i
+  std::vector<std::int64_t> created;       // per item
+  std::vector<std::int64_t> last_access;   // per item, as flushed (0: never)
+  std::vector<std::uint64_t> nar_size;     // per item
+  std::vector<std::uint32_t> file;         // per item: index of its nar file
+  std::vector<std::uint64_t> ref_offsets;  // size()+1 entries
+  std::vector<std::uint32_t> ref_targets;
+  std::vector<std::uint64_t> file_size;      // per nar file
+  std::vector<std::uint32_t> file_refcount;  // per nar file: valid items using it
+  std::vector<Root> roots;                   // every root, expired ones too
+
+  std::size_t size() const { return created.size(); }
+  std::string_view hashPart(std::size_t i) const {
+    return std::string_view(hashes).substr(32 * i, 32);
+  }
+  // Index of an item by hash part (binary search), or nullopt.
+  std::optional<std::uint32_t> find(std::string_view hash_part) const;
+};
+
+// One item the collector wants to delete, as the plan saw it.
+struct GcCandidate {
+  std::string hash_part;
+  std::int64_t created = 0;      // as scanned: a re-added item (other created) is not deleted
+  std::int64_t last_access = 0;  // as scanned: a later access keeps the item
+};
+
+struct GcBatchResult {
+  std::vector<std::string> deleted;      // hash parts removed
+  std::vector<std::string> kept;         // hash parts the re-check kept (accessed, referenced...)
+  std::uint64_t nar_size = 0;            // NarSize of the deleted items
+  std::uint64_t files_unreferenced = 0;  // nar files that lost their last user
+  std::uint64_t file_bytes = 0;          // their sizes (unlinked later, see unlinkNarFiles)
+};
+
+struct UnlinkResult {
+  std::uint64_t files = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t pending = 0;  // still waiting for their grace period
+};
+
 class Store {
  public:
   // Creates a new store at options.root (the directory may exist but must hold no store).
@@ -160,7 +218,41 @@ class Store {
   // --- Deletion -------------------------------------------------------------------------
   // Tombstones the item: it is no longer served, and every item whose closure contains it
   // becomes incomplete. Adding it again (same NarHash) restores all of them.
+  // A nar file that loses its last user (markDeleted, deleteUnreachable) is recorded as
+  // "unreferenced since <now>" (table pending_unlink) and unlinked later by unlinkNarFiles.
   virtual Status markDeleted(const StorePath& path, const Tombstone& why) = 0;
+
+  // --- Roots (garbage collection) -------------------------------------------------------
+  // Adds or replaces the root `root.name` (a non-empty name without '/' or whitespace). Every
+  // path must be a valid item (NotFound otherwise, naming it). created is set to now when 0.
+  virtual Status addRoot(const Root& root) = 0;
+  virtual Result<std::vector<Root>> listRoots() const = 0;  // by name
+  virtual Status removeRoot(std::string_view name) = 0;     // NotFound when absent
+
+  // --- Garbage collection primitives ------------------------------------------------------
+  // The whole graph in one read transaction (see StoreGraph): reads the compact per-item GC
+  // table, the refs table, atimes, files and roots; never the narinfo texts.
+  virtual Result<StoreGraph> scanGraph() const = 0;
+
+  // Deletes, in ONE write transaction, those of `batch` that are still unreachable (invariant
+  // 3). Re-checked inside the transaction for each candidate: it is a valid item with the
+  // scanned `created`; it was not accessed after `last_access` (flushed atimes and this
+  // process's pending ones); and every current referrer is itself deleted in this same
+  // transaction (a fixpoint over the batch, so a referrer that fails its re-check keeps what
+  // it references). Roots: when a root was added after the scan (`roots_generation` differs)
+  // nothing is deleted and Conflict comes back: plan again.
+  // A deleted item simply disappears (state "missing"): GC writes no tombstone, because
+  // nothing live referenced it, so no closure becomes incomplete. Its nar file's refcount is
+  // decremented; a file that loses its last user is recorded in pending_unlink.
+  // Callers order batches referrers-first; an item whose referrer is in a later batch is kept.
+  virtual Result<GcBatchResult> deleteUnreachable(const std::vector<GcCandidate>& batch,
+                                                  std::uint64_t roots_generation) = 0;
+
+  // Unlinks nar files that have had no user for at least `grace_seconds` (pending_unlink), at
+  // most `max_files` per call, each in a write transaction that re-checks that no item uses it.
+  // A file uploaded again meanwhile (putNarFile) or committed again is no longer pending.
+  virtual Result<UnlinkResult> unlinkNarFiles(std::int64_t grace_seconds,
+                                              std::size_t max_files) = 0;
 };
 
 }  // namespace narcache::narstore

@@ -7,11 +7,12 @@
 // parallel on `threads` threads); every reference of a valid item is valid (closure); the refs /
 // referrers indexes are exact inverses of the narinfos' References; the incomplete bookkeeping
 // equals the deleted items in each closure; file refcounts and the stats counters are right; no
-// tombstoned item is valid; every valid item has a listing. Orphans (files in tmp/, files in
-// nar/ no valid item uses) are reported apart: a crash legitimately leaves them.
-// Repair: marks items whose nar file is missing or corrupt deleted (by "verify", with the
-// reason) and removes their corrupt file; removes orphans older than `orphan_grace_seconds`
-// (or all of them with `all_orphans`).
+// tombstoned item is valid; every valid item has a listing; the compact GC table (gcmeta)
+// mirrors the items; no file awaiting GC's unlink is used by an item. Orphans (files in tmp/, files
+// in nar/ no valid item uses) are reported apart: a crash legitimately leaves them. Repair: marks
+// items whose nar file is missing or corrupt deleted (by "verify", with the reason) and removes
+// their corrupt file; removes orphans older than `orphan_grace_seconds` (or all of them with
+// `all_orphans`); a nar file awaiting GC's unlink counts as old as the time it lost its last user.
 // Runs against a live store (the server may keep serving and accepting uploads).
 // Progress goes to stderr only when `progress` is set (the CLI sets it on a TTY).
 
