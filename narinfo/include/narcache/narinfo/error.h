@@ -8,9 +8,8 @@
 
 #include <string>
 #include <string_view>
-#include <utility>
-
 #include <tl/expected.hpp>
+#include <utility>
 
 namespace narcache {
 
@@ -54,15 +53,21 @@ using Status = Result<void>;
 inline tl::unexpected<Error> fail(ErrorCode code, std::string message) {
   return tl::unexpected<Error>(Error(code, std::move(message)));
 }
-inline tl::unexpected<Error> fail(Error error) { return tl::unexpected<Error>(std::move(error)); }
+inline tl::unexpected<Error> fail(Error error) {
+  return tl::unexpected<Error>(std::move(error));
+}
 
 }  // namespace narcache
 
 // Propagates an error: `NARCACHE_TRY(status_expr);` returns the Error from the enclosing function.
-#define NARCACHE_TRY(expr)                                          \
-  do {                                                              \
-    auto&& narcache_try_result_ = (expr);                           \
-    if (!narcache_try_result_) {                                    \
-      return ::narcache::fail(std::move(narcache_try_result_).error()); \
-    }                                                               \
+// The temporary is named after the line so that nested uses (in a lambda) do not shadow it.
+#define NARCACHE_TRY_CONCAT_(a, b) a##b
+#define NARCACHE_TRY_NAME_(line) NARCACHE_TRY_CONCAT_(narcache_try_result_, line)
+#define NARCACHE_TRY(expr) NARCACHE_TRY_IMPL_(expr, NARCACHE_TRY_NAME_(__LINE__))
+#define NARCACHE_TRY_IMPL_(expr, name)                  \
+  do {                                                  \
+    auto&& name = (expr);                               \
+    if (!name) {                                        \
+      return ::narcache::fail(std::move(name).error()); \
+    }                                                   \
   } while (0)
