@@ -39,12 +39,14 @@ void registerStoreCommands(CommandRegistry& registry);   // store init, add, inf
                                                           // import, export
 void registerServeCommand(CommandRegistry& registry);    // serve
 void registerDrvCommands(CommandRegistry& registry);      // drv show, drv create
+void registerGcCommands(CommandRegistry& registry);  // roots, gc, mark-deleted, available
 
 inline void registerAll(CommandRegistry& registry) {
   registerFormatCommands(registry);
   registerStoreCommands(registry);
   registerServeCommand(registry);
   registerDrvCommands(registry);
+  registerGcCommands(registry);
 }
 
 }  // namespace narcache::cli
