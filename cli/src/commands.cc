@@ -41,4 +41,19 @@ Result<std::string> readTextFile(const std::string& path) {
   return ss.str();
 }
 
+Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& args) {
+  std::vector<PublicKey> keys;
+  for (const auto& arg : args) {
+    auto key = PublicKey::parse(arg);
+    if (!key) {
+      auto text = readTextFile(arg);
+      if (!text) return fail(key.error().withContext("--trusted-key '" + arg + "'"));
+      key = PublicKey::parse(*text);
+      if (!key) return fail(key.error().withContext(arg));
+    }
+    keys.push_back(*key);
+  }
+  return keys;
+}
+
 }  // namespace narcache::cli

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "narcache/narinfo/error.h"
+#include "narcache/narinfo/signature.h"
 
 namespace narcache::cli {
 
@@ -33,6 +34,9 @@ int reportError(const Error& error);
 
 // Reads a whole (small) file: keys, tokens, narinfos.
 Result<std::string> readTextFile(const std::string& path);
+
+// --trusted-key values: each a public key "name:base64" or a file holding one.
+Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& args);
 
 void registerFormatCommands(CommandRegistry& registry);  // nar, hash, key, narinfo, (de)compress
 void registerStoreCommands(CommandRegistry& registry);   // store init, add, info, stats, verify,

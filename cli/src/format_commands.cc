@@ -38,22 +38,6 @@ int printOut(const std::string& text) {
   return 0;
 }
 
-Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& args) {
-  std::vector<PublicKey> keys;
-  for (const auto& arg : args) {
-    // A key is "name:base64"; anything else is taken as a file holding one.
-    auto key = PublicKey::parse(arg);
-    if (!key) {
-      auto text = readTextFile(arg);
-      if (!text) return fail(key.error().withContext("--trusted-key '" + arg + "'"));
-      key = PublicKey::parse(*text);
-      if (!key) return fail(key.error().withContext(arg));
-    }
-    keys.push_back(*key);
-  }
-  return keys;
-}
-
 Result<SecretKey> loadSecretKey(const std::string& path) {
   auto text = readTextFile(path);
   if (!text) return fail(text.error());

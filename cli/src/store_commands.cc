@@ -58,21 +58,6 @@ Result<std::unique_ptr<Source>> openInput(const std::string& path) {
   return std::unique_ptr<Source>(new OwnedFdSource(fd));
 }
 
-Result<std::vector<PublicKey>> parseKeys(const std::vector<std::string>& args) {
-  std::vector<PublicKey> keys;
-  for (const auto& arg : args) {
-    auto key = PublicKey::parse(arg);  // "name:base64", or a file holding one
-    if (!key) {
-      auto text = readTextFile(arg);
-      if (!text) return fail(key.error().withContext("--trusted-key '" + arg + "'"));
-      key = PublicKey::parse(*text);
-      if (!key) return fail(key.error().withContext(arg));
-    }
-    keys.push_back(*key);
-  }
-  return keys;
-}
-
 // A full store path, a base name or a hash part -> hash part.
 Result<std::string> hashPartOf(const std::string& arg, const std::string& store_dir) {
   if (!arg.empty() && arg.front() == '/') {
@@ -264,17 +249,22 @@ void registerStoreCommands(CommandRegistry& registry) {
     auto a = std::make_shared<Args>();
     CLI::App* cmd = app.add_subcommand("import", "Copy a Nix binary cache into the store");
     addStoreOption(cmd, a->root);
-    cmd->add_option("SOURCE", a->url, "file:///dir")->required();
+    cmd->add_option("SOURCE", a->url, "file:///dir, http://host:port or https://host")
+        ->required();
+    cmd->add_option("PATHS", a->paths,
+                    "Store paths whose closures to copy (default: the whole cache; needed for "
+                    "HTTP caches, which cannot be listed)");
     cmd->add_option("--trusted-key", a->keys, "Public key (name:base64 or a file); repeatable");
     registry.add(cmd, [a] {
       auto store = openStore(a->root);
       if (!store) return reportError(store.error());
-      auto keys = parseKeys(a->keys);
+      auto keys = parseTrustedKeys(a->keys);
       if (!keys) return reportError(keys.error());
       auto cache = narstore::openCacheUrl(a->url);
       if (!cache) return reportError(cache.error());
       narstore::ImportOptions options;
       options.trusted_keys = *keys;
+      options.paths = a->paths;
       options.progress = ::isatty(STDERR_FILENO) == 1;
       auto report = narstore::importCache(**store, **cache, options);
       if (!report) return reportError(report.error());

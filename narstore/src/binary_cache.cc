@@ -1,6 +1,7 @@
 // Import from and export to Nix binary caches: see binary_cache.h.
 
 #include "narcache/narstore/binary_cache.h"
+#include "narcache/narstore/http_cache.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -182,8 +183,15 @@ Result<std::unique_ptr<BinaryCacheReader>> openCacheUrl(std::string_view url) {
     return openFileCache(std::filesystem::path(std::string(rest)));
   }
   if (!url.empty() && url.front() == '/') return openFileCache(std::string(url));
-  return fail(ErrorCode::kInvalidArgument,
-              "unsupported binary cache URL '" + std::string(url) + "' (file:///dir is supported)");
+  if (url.starts_with("http://") || url.starts_with("https://")) {
+    HttpCacheOptions options;
+    options.url = std::string(url);
+    auto http = HttpCache::open(std::move(options));
+    if (!http) return fail(http.error());
+    return std::unique_ptr<BinaryCacheReader>(std::move(*http));
+  }
+  return fail(ErrorCode::kInvalidArgument, "unsupported binary cache URL '" + std::string(url) +
+                                               "' (use file:///dir, http:// or https://)");
 }
 
 Result<ImportReport> importCache(Store& store, BinaryCacheReader& cache,
@@ -199,11 +207,28 @@ Result<ImportReport> importCache(Store& store, BinaryCacheReader& cache,
   } else if (info.error().code() != ErrorCode::kNotFound) {
     return fail(info.error());
   }
-  auto hashes = cache.listNarInfos();
-  if (!hashes) return fail(hashes.error());
+  // The narinfos to copy: the whole cache when it can be listed, else (or when paths are
+  // given) the closures of the given paths, discovered by following References.
+  std::vector<std::string> pending;
+  const bool closures = !options.paths.empty();
+  if (closures) {
+    for (const auto& p : options.paths) {
+      std::string_view base = std::string_view(p).substr(p.rfind('/') + 1);
+      auto path = StorePath::parseBaseName(base.size() == 32 ? std::string(base) + "-x" : base);
+      if (!path) return fail(path.error().withContext("import"));
+      pending.push_back(path->hashPart());
+    }
+  } else {
+    auto hashes = cache.listNarInfos();
+    if (!hashes) return fail(hashes.error());
+    pending = std::move(*hashes);
+  }
 
   std::map<std::string, NarInfo> infos;
-  for (const auto& h : *hashes) {
+  std::set<std::string> requested(pending.begin(), pending.end());
+  while (!pending.empty()) {
+    std::string h = std::move(pending.back());
+    pending.pop_back();
     auto text = cache.narInfo(h);
     if (!text) {
       report.errors.push_back(h + ".narinfo: " + text.error().message());
@@ -221,6 +246,11 @@ Result<ImportReport> importCache(Store& store, BinaryCacheReader& cache,
                               " does not match the file name");
       ++report.failed;
       continue;
+    }
+    if (closures) {
+      for (const auto& ref : info->references) {
+        if (requested.insert(ref.hashPart()).second) pending.push_back(ref.hashPart());
+      }
     }
     infos.emplace(h, std::move(*info));
   }

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/served_store.h"
 #include "support/support.h"
 
 namespace narcache::test {
@@ -111,50 +112,7 @@ std::string rawExchange(int port, const std::string& bytes, bool close_early) {
   return reply;
 }
 
-// A store served by `narcache serve` on an ephemeral port, with a signing key and a token.
-class Served {
- public:
-  explicit Served(const fs::path& root, std::vector<std::string> extra = {}) : root_(root) {
-    if (!fs::exists(root_ / "db")) {
-      auto init = narcache({"store", "init", "--store", root_.string()});
-      EXPECT_EQ(init.exit_code, 0) << init.err;
-    }
-    extra_ = std::move(extra);
-    start();
-  }
-
-  void start() {
-    std::vector<std::string> args = {NARCACHE_BIN, "serve",       "--store",     root_.string(),
-                                     "--listen",   "127.0.0.1:0", "--log-level", "debug"};
-    args.insert(args.end(), extra_.begin(), extra_.end());
-    process_ = std::make_unique<BackgroundProcess>(args);
-    auto deadline = steady_clock::now() + std::chrono::seconds(10);
-    while (steady_clock::now() < deadline) {
-      std::string err = process_->err();
-      std::size_t at = err.find("on http://127.0.0.1:");
-      if (at != std::string::npos) {
-        port_ = std::atoi(err.c_str() + at + std::string("on http://127.0.0.1:").size());
-        if (port_ > 0) return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ADD_FAILURE() << "narcache serve did not start: " << process_->err();
-  }
-
-  int stop(int sig) { return process_->stop(sig); }
-  std::string log() const { return process_->err(); }
-  int port() const { return port_; }
-  std::string url(const std::string& path = "") const {
-    return "http://127.0.0.1:" + std::to_string(port_) + path;
-  }
-  const fs::path& root() const { return root_; }
-
- private:
-  fs::path root_;
-  std::vector<std::string> extra_;
-  std::unique_ptr<BackgroundProcess> process_;
-  int port_ = 0;
-};
+using Served = ServedStore;
 
 const char* kToken = "s3cret-upload-token";
 

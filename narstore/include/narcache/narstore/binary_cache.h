@@ -44,7 +44,7 @@ class BinaryCacheReader {
 };
 
 Result<std::unique_ptr<BinaryCacheReader>> openFileCache(const std::filesystem::path& dir);
-// "file:///dir" (or a plain absolute path); other schemes are InvalidArgument for now.
+// "file:///dir" (or a plain absolute path), "http://host[:port]" or "https://…" (an HttpCache).
 Result<std::unique_ptr<BinaryCacheReader>> openCacheUrl(std::string_view url);
 
 // "StoreDir: /nix/store\n..." -> "/nix/store" (default when the field is absent).
@@ -52,6 +52,9 @@ std::string cacheInfoStoreDir(std::string_view cache_info);
 
 struct ImportOptions {
   std::vector<PublicKey> trusted_keys;  // empty: signatures are not checked
+  // Store paths (full, base names or hash parts) whose closures to copy; empty: the whole cache
+  // (which must be listable: file:// caches are, HTTP caches are not).
+  std::vector<std::string> paths;
   std::string uploader = "import";
   bool progress = false;  // "\rimport: n/m" on stderr
 };

@@ -1,0 +1,264 @@
+#include "narcache/narstore/http_cache.h"
+
+#include <fcntl.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "body_pipe.h"
+
+namespace narcache::narstore {
+namespace {
+
+struct Endpoint {
+  std::string origin;  // "http://host:port"
+  std::string prefix;  // path prefix without trailing '/', may be empty
+};
+
+Result<Endpoint> parseUrl(std::string_view url) {
+  std::string_view rest;
+  if (url.starts_with("http://")) {
+    rest = url.substr(7);
+  } else if (url.starts_with("https://")) {
+    rest = url.substr(8);
+  } else {
+    return fail(ErrorCode::kInvalidArgument,
+                "not an http:// or https:// URL: '" + std::string(url) + "'");
+  }
+  rest = rest.substr(0, rest.find('?'));  // Nix store parameters do not concern the server
+  auto slash = rest.find('/');
+  std::string_view host = rest.substr(0, slash);
+  if (host.empty())
+    return fail(ErrorCode::kInvalidArgument, "URL without a host: '" + std::string(url) + "'");
+  Endpoint e;
+  e.origin = std::string(url.substr(0, url.size() - rest.size())) + std::string(host);
+  if (slash != std::string_view::npos) e.prefix = std::string(rest.substr(slash));
+  while (!e.prefix.empty() && e.prefix.back() == '/') e.prefix.pop_back();
+  return e;
+}
+
+std::unique_ptr<httplib::Client> makeClient(const Endpoint& endpoint, int timeout_seconds) {
+  auto client = std::make_unique<httplib::Client>(endpoint.origin);
+  client->set_connection_timeout(timeout_seconds, 0);
+  client->set_read_timeout(timeout_seconds, 0);
+  client->set_write_timeout(timeout_seconds, 0);
+  client->set_keep_alive(true);
+  client->set_tcp_nodelay(true);
+  client->set_follow_location(true);
+  return client;
+}
+
+// Maps an HTTP answer (or its absence) to a Status; `retry` tells whether trying again may help.
+Status checkResponse(const httplib::Result& res, const std::string& what, bool& retry) {
+  retry = false;
+  if (!res) {
+    retry = true;
+    return fail(ErrorCode::kUnavailable, what + ": " + httplib::to_string(res.error()));
+  }
+  int status = res->status;
+  if (status >= 200 && status < 300) return {};
+  std::string body = res->body.substr(0, 200);
+  while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.pop_back();
+  std::string message =
+      what + ": HTTP " + std::to_string(status) + (body.empty() ? "" : " (" + body + ")");
+  if (status == 404) return fail(ErrorCode::kNotFound, message);
+  if (status == 401 || status == 403) return fail(ErrorCode::kPermissionDenied, message);
+  if (status == 409) return fail(ErrorCode::kConflict, message);
+  if (status >= 500 || status == 429 || status == 408) {
+    retry = true;
+    return fail(ErrorCode::kUnavailable, message);
+  }
+  return fail(ErrorCode::kInvalidArgument, message);
+}
+
+// A download streamed through a BodyPipe by a thread running the request.
+class HttpStream final : public Source {
+ public:
+  HttpStream(std::unique_ptr<httplib::Client> client, std::string path, std::string what)
+      : client_(std::move(client)), what_(std::move(what)) {
+    thread_ = std::jthread([this, path = std::move(path)] {
+      auto res = client_->Get(
+          path,
+          [this](const httplib::Response& r) {
+            status_ = r.status;
+            return true;
+          },
+          [this](const char* data, std::size_t size) {
+            if (status_ < 200 || status_ >= 300) {
+              error_body_.append(data, std::min<std::size_t>(size, 200));
+              return true;
+            }
+            return pipe_.push(data, size);
+          });
+      if (!res) {
+        transport_error_ = httplib::to_string(res.error());
+        pipe_.abort();
+      } else {
+        pipe_.close();
+      }
+    });
+  }
+  ~HttpStream() override {
+    pipe_.cancel();
+    thread_ = {};  // joins
+  }
+
+  Result<std::size_t> read(MutableBytes out) override {
+    auto n = pipe_.read(out);
+    if (n && *n == 0 && (status_ < 200 || status_ >= 300)) {
+      thread_ = {};
+      return fail(status_ == 404 ? ErrorCode::kNotFound : ErrorCode::kUnavailable,
+                  what_ + ": HTTP " + std::to_string(status_));
+    }
+    if (!n) {
+      thread_ = {};
+      return fail(ErrorCode::kUnavailable,
+                  what_ + ": download interrupted" +
+                      (transport_error_.empty() ? "" : ": " + transport_error_));
+    }
+    return n;
+  }
+
+ private:
+  std::unique_ptr<httplib::Client> client_;
+  std::string what_;
+  BodyPipe pipe_;
+  int status_ = 0;  // written by the request thread before any push() / close()
+  std::string error_body_;
+  std::string transport_error_;
+  std::jthread thread_;
+};
+
+}  // namespace
+
+struct HttpCache::Impl {
+  HttpCacheOptions options;
+  Endpoint endpoint;
+  std::unique_ptr<httplib::Client> client;
+
+  std::string path(std::string_view relative) const {
+    return endpoint.prefix + "/" + std::string(relative);
+  }
+
+  // Runs `request` until it succeeds, fails for good, or attempts run out.
+  template <typename F>
+  Result<std::string> withRetries(const std::string& what, F&& request) {
+    auto backoff = options.first_backoff;
+    Status last = {};
+    for (int attempt = 1; attempt <= std::max(1, options.attempts); ++attempt) {
+      httplib::Result res = request();
+      bool retry = false;
+      last = checkResponse(res, what, retry);
+      if (last) return std::move(res->body);
+      if (!retry) break;
+      if (attempt < options.attempts) {
+        std::this_thread::sleep_for(backoff);
+        backoff *= 2;
+      }
+    }
+    return fail(last.error());
+  }
+
+  httplib::Headers authHeaders() const {
+    httplib::Headers h;
+    if (!options.token.empty()) h.emplace("Authorization", "Bearer " + options.token);
+    return h;
+  }
+};
+
+HttpCache::HttpCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpCache::~HttpCache() = default;
+
+Result<std::unique_ptr<HttpCache>> HttpCache::open(HttpCacheOptions options) {
+  auto endpoint = parseUrl(options.url);
+  if (!endpoint) return fail(endpoint.error());
+  auto impl = std::make_unique<Impl>();
+  impl->client = makeClient(*endpoint, options.timeout_seconds);
+  impl->endpoint = std::move(*endpoint);
+  impl->options = std::move(options);
+  return std::unique_ptr<HttpCache>(new HttpCache(std::move(impl)));
+}
+
+std::string HttpCache::describe() const {
+  return impl_->options.url;
+}
+
+Result<std::string> HttpCache::cacheInfo() {
+  return impl_->withRetries(describe() + "/nix-cache-info",
+                            [&] { return impl_->client->Get(impl_->path("nix-cache-info")); });
+}
+
+Result<std::vector<std::string>> HttpCache::listNarInfos() {
+  return fail(ErrorCode::kUnavailable,
+              describe() + " is an HTTP cache and cannot be listed; name the store paths to copy");
+}
+
+Result<std::string> HttpCache::narInfo(std::string_view hash_part) {
+  std::string rel = std::string(hash_part) + ".narinfo";
+  return impl_->withRetries(describe() + "/" + rel,
+                            [&] { return impl_->client->Get(impl_->path(rel)); });
+}
+
+Result<std::unique_ptr<Source>> HttpCache::open(std::string_view relative) {
+  if (relative.find("..") != std::string_view::npos) {
+    return fail(ErrorCode::kInvalidArgument, "bad cache path '" + std::string(relative) + "'");
+  }
+  // One connection per stream, so the cache can answer other requests meanwhile.
+  return std::unique_ptr<Source>(std::make_unique<HttpStream>(
+      makeClient(impl_->endpoint, impl_->options.timeout_seconds), impl_->path(relative),
+      describe() + "/" + std::string(relative)));
+}
+
+Result<std::vector<std::string>> HttpCache::listLogs() {
+  return std::vector<std::string>{};
+}
+
+Status HttpCache::putFile(std::string_view relative, const std::filesystem::path& file,
+                          std::string_view content_type) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(file, ec);
+  if (ec) return fail(ErrorCode::kIoError, "cannot read " + file.string() + ": " + ec.message());
+  std::string what = "PUT " + describe() + "/" + std::string(relative);
+  auto body = impl_->withRetries(what, [&]() -> httplib::Result {
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return httplib::Result(nullptr, httplib::Error::Read);
+    std::vector<char> buf(256 * 1024);
+    auto res = impl_->client->Put(
+        impl_->path(relative), impl_->authHeaders(), size,
+        [&](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+          std::size_t want = std::min(length, buf.size());
+          ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(offset));
+          if (n <= 0) return false;
+          return sink.write(buf.data(), static_cast<std::size_t>(n));
+        },
+        std::string(content_type));
+    ::close(fd);
+    return res;
+  });
+  if (!body) return fail(body.error());
+  return {};
+}
+
+Status HttpCache::putNarInfo(const NarInfo& info) {
+  std::string rel = info.path.hashPart() + ".narinfo";
+  std::string text = info.toString();
+  auto body = impl_->withRetries("PUT " + describe() + "/" + rel, [&] {
+    return impl_->client->Put(impl_->path(rel), impl_->authHeaders(), text, "text/x-nix-narinfo");
+  });
+  if (!body) return fail(body.error());
+  return {};
+}
+
+Status HttpCache::putLog(std::string_view drv_base_name, std::string_view text) {
+  std::string rel = "log/" + std::string(drv_base_name);
+  std::string copy(text);
+  auto body = impl_->withRetries("PUT " + describe() + "/" + rel, [&] {
+    return impl_->client->Put(impl_->path(rel), impl_->authHeaders(), copy,
+                              "text/plain; charset=utf-8");
+  });
+  if (!body) return fail(body.error());
+  return {};
+}
+
+}  // namespace narcache::narstore
