@@ -1,0 +1,341 @@
+// GC against a real store: roots, the graph scan, the collector and its re-checks, delayed nar
+// unlinking, mark-deleted interplay; verify stays consistent throughout.
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "gc_helpers.h"
+#include "narcache/gc/gc.h"
+#include "narcache/narstore/verify.h"
+
+namespace narcache::gc {
+namespace {
+
+using narstore::ItemState;
+using narstore::Store;
+using narstore::testing::addItem;
+using narstore::testing::initStore;
+using narstore::testing::listDir;
+using narstore::testing::makeItem;
+using narstore::testing::TestItem;
+using testing::brokenClosures;
+using testing::ManualClock;
+using testing::pathFor;
+
+constexpr std::int64_t kDay = 86400;
+
+struct Fixture {
+  test::TempDir dir;
+  ManualClock clock;
+  std::unique_ptr<Store> store;
+  Fixture() {
+    narstore::StoreOptions options;
+    options.clock = clock.clock();
+    store = initStore(dir / "s", options);
+  }
+  void add(const TestItem& item) {
+    auto r = addItem(*store, item);
+    ASSERT_TRUE(r) << r.error().message();
+  }
+  void expectConsistent() {
+    auto report = narstore::verifyStore(*store, {.threads = 1});
+    ASSERT_TRUE(report) << report.error().message();
+    std::string problems;
+    for (const auto& p : report->problems) problems += p.subject + ": " + p.message + "\n";
+    EXPECT_TRUE(report->consistent()) << problems;
+    EXPECT_TRUE(brokenClosures(*store).empty());
+  }
+  bool valid(const TestItem& item) { return store->get(item.info.path.hashPart()).has_value(); }
+};
+
+Policy ttl(std::int64_t seconds, std::int64_t nar_grace = 3600) {
+  Policy p;
+  p.ttl_seconds = seconds;
+  p.grace_seconds = 3600;
+  p.nar_grace_seconds = nar_grace;
+  return p;
+}
+
+TEST(RootsTest, AddListRemoveValidateAndExpire) {
+  Fixture f;
+  auto a = makeItem("a", "a");
+  f.add(a);
+  EXPECT_EQ(f.store->addRoot({"bad name", {a.info.path}, 0, {}}).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(f.store->addRoot({"x/y", {a.info.path}, 0, {}}).error().code(),
+            ErrorCode::kInvalidArgument);
+  auto missing = f.store->addRoot({"r", {a.info.path, pathFor("nope")}, 0, {}});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(missing.error().message().find("nope"), std::string::npos);
+  std::int64_t now = f.clock.now->load();
+  ASSERT_TRUE(f.store->addRoot({"r", {a.info.path}, 0, now + kDay}));
+  ASSERT_TRUE(f.store->addRoot({"forever", {a.info.path}, 0, {}}));
+  auto roots = f.store->listRoots();
+  ASSERT_TRUE(roots);
+  ASSERT_EQ(roots->size(), 2u);
+  EXPECT_EQ((*roots)[0].name, "forever");
+  EXPECT_FALSE((*roots)[0].expires);
+  EXPECT_EQ((*roots)[1].name, "r");
+  EXPECT_EQ((*roots)[1].created, now);
+  EXPECT_EQ((*roots)[1].paths, std::vector<StorePath>{a.info.path});
+  EXPECT_FALSE((*roots)[1].expired(now));
+  EXPECT_TRUE((*roots)[1].expired(now + kDay));
+  ASSERT_TRUE(f.store->removeRoot("forever"));
+  EXPECT_EQ(f.store->removeRoot("forever").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(f.store->listRoots()->size(), 1u);
+}
+
+TEST(ScanTest, GraphHasItemsRefsFilesAndAtimes) {
+  Fixture f;
+  auto c = makeItem("c", "same");
+  auto b = makeItem("b", "b", {c.info.path});
+  auto a = makeItem("a", "same", {b.info.path, c.info.path});
+  a.info.references.push_back(a.info.path);  // self-reference
+  std::sort(a.info.references.begin(), a.info.references.end());
+  for (auto* i : {&c, &b, &a}) f.add(*i);
+  f.store->recordAccess(b.info.path.hashPart());
+  ASSERT_TRUE(f.store->flushAccessTimes());
+  auto g = f.store->scanGraph();
+  ASSERT_TRUE(g) << g.error().message();
+  ASSERT_EQ(g->size(), 3u);
+  EXPECT_EQ(g->file_size.size(), 2u);  // a and c share a file
+  auto ia = *g->find(a.info.path.hashPart());
+  auto ib = *g->find(b.info.path.hashPart());
+  auto ic = *g->find(c.info.path.hashPart());
+  EXPECT_EQ(g->file[ia], g->file[ic]);
+  EXPECT_EQ(g->file_refcount[g->file[ia]], 2u);
+  std::set<std::uint32_t> refs_a(g->ref_targets.begin() + g->ref_offsets[ia],
+                                 g->ref_targets.begin() + g->ref_offsets[ia + 1]);
+  EXPECT_EQ(refs_a, (std::set<std::uint32_t>{ib, ic}));  // no self edge
+  EXPECT_EQ(g->ref_offsets[ic + 1] - g->ref_offsets[ic], 0u);
+  EXPECT_EQ(g->last_access[ib], f.clock.now->load());
+  EXPECT_EQ(g->last_access[ia], 0);
+  EXPECT_EQ(g->created[ia], f.clock.now->load());
+}
+
+TEST(CollectTest, DeletesWhatIsNotLiveKeepsClosuresAndUnlinksAfterNarGrace) {
+  Fixture f;
+  auto lib = makeItem("lib", "lib");
+  auto app = makeItem("app", "app", {lib.info.path});
+  auto used_dep = makeItem("used-dep", "used-dep");
+  auto used = makeItem("used", "used", {used_dep.info.path});
+  auto junk_dep = makeItem("junk-dep", "junk-dep");
+  auto junk = makeItem("junk", "junk", {junk_dep.info.path});
+  auto self = makeItem("self", "self");
+  self.info.references = {self.info.path};
+  for (auto* i : {&lib, &app, &used_dep, &used, &junk_dep, &junk, &self}) f.add(*i);
+  ASSERT_TRUE(f.store->addRoot({"release", {app.info.path}, 0, {}}));
+  f.clock.advance(40 * kDay);
+  f.store->recordAccess(used.info.path.hashPart());
+  ASSERT_TRUE(f.store->flushAccessTimes());
+
+  auto plan = planCollection(*f.store, ttl(30 * kDay));
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_EQ(plan->summary.delete_items, 3u);
+  EXPECT_EQ(plan->summary.kept_root, 2u);
+  EXPECT_EQ(plan->summary.kept_recent, 1u);
+  EXPECT_EQ(plan->summary.kept_referenced, 1u);
+  auto files_before = listDir(f.dir / "s" / "nar").size();
+  CollectOptions one_by_one;
+  one_by_one.batch_size = 1;
+  auto report = collect(*f.store, *plan, one_by_one);
+  ASSERT_TRUE(report) << report.error().message();
+  EXPECT_EQ(report->deleted_items, 3u);
+  EXPECT_EQ(report->files_unreferenced, 3u);
+  EXPECT_EQ(report->unlinked_files, 0u);  // nar grace not over
+  EXPECT_EQ(report->pending_files, 3u);
+  EXPECT_FALSE(f.valid(junk));
+  EXPECT_FALSE(f.valid(junk_dep));
+  EXPECT_FALSE(f.valid(self));
+  EXPECT_EQ(f.store->status(junk.info.path.hashPart()).state, ItemState::kMissing);
+  for (auto* i : {&lib, &app, &used, &used_dep})
+    EXPECT_TRUE(f.valid(*i)) << i->info.path.baseName();
+  EXPECT_EQ(listDir(f.dir / "s" / "nar").size(), files_before);  // still fetchable
+  EXPECT_EQ(f.store->stats().items, 4u);
+  f.expectConsistent();
+
+  f.clock.advance(3601);
+  auto later = f.store->unlinkNarFiles(3600, 100);
+  ASSERT_TRUE(later);
+  EXPECT_EQ(later->files, 3u);
+  EXPECT_EQ(listDir(f.dir / "s" / "nar").size(), files_before - 3);
+  f.expectConsistent();
+}
+
+TEST(CollectTest, RecheckKeepsWhatChangedSincePlanning) {
+  Fixture f;
+  auto base = makeItem("base", "base");
+  auto accessed = makeItem("accessed", "accessed");
+  auto pending = makeItem("pending", "pending");
+  auto plain = makeItem("plain", "plain");
+  for (auto* i : {&base, &accessed, &pending, &plain}) f.add(*i);
+  f.clock.advance(40 * kDay);
+  auto plan = planCollection(*f.store, ttl(30 * kDay));
+  ASSERT_TRUE(plan);
+  ASSERT_EQ(plan->deletions.size(), 4u);
+  // After planning: an upload references base, accessed is used (flushed), pending is used
+  // (not flushed yet).
+  f.add(makeItem("new", "new", {base.info.path}));
+  f.clock.advance(1);
+  f.store->recordAccess(accessed.info.path.hashPart());
+  ASSERT_TRUE(f.store->flushAccessTimes());
+  f.store->recordAccess(pending.info.path.hashPart());
+  auto batch = f.store->deleteUnreachable(plan->deletions, plan->roots_generation);
+  ASSERT_TRUE(batch) << batch.error().message();
+  EXPECT_EQ(batch->deleted, std::vector<std::string>{plain.info.path.hashPart()});
+  EXPECT_EQ(batch->kept.size(), 3u);
+  for (auto* i : {&base, &accessed, &pending}) EXPECT_TRUE(f.valid(*i));
+  f.expectConsistent();
+}
+
+TEST(CollectTest, ReferrerInALaterBatchOrKeptByRecheckKeepsItsReferences) {
+  Fixture f;
+  auto dep = makeItem("dep", "dep");
+  auto top = makeItem("top", "top", {dep.info.path});
+  f.add(dep);
+  f.add(top);
+  f.clock.advance(40 * kDay);
+  auto plan = planCollection(*f.store, ttl(30 * kDay));
+  ASSERT_TRUE(plan);
+  ASSERT_EQ(plan->deletions.size(), 2u);
+  EXPECT_EQ(plan->deletions[0].hash_part, top.info.path.hashPart());
+  // The wrong order (reference first, alone) must not delete anything.
+  auto wrong = f.store->deleteUnreachable({plan->deletions[1]}, plan->roots_generation);
+  ASSERT_TRUE(wrong);
+  EXPECT_TRUE(wrong->deleted.empty());
+  // Both in one batch, but top was accessed: dep stays too (fixpoint).
+  f.clock.advance(1);
+  f.store->recordAccess(top.info.path.hashPart());
+  auto both = f.store->deleteUnreachable(plan->deletions, plan->roots_generation);
+  ASSERT_TRUE(both);
+  EXPECT_TRUE(both->deleted.empty());
+  EXPECT_EQ(both->kept.size(), 2u);
+  f.expectConsistent();
+}
+
+TEST(CollectTest, NewRootMakesThePlanStale) {
+  Fixture f;
+  auto a = makeItem("a", "a");
+  auto b = makeItem("b", "b");
+  f.add(a);
+  f.add(b);
+  f.clock.advance(40 * kDay);
+  auto plan = planCollection(*f.store, ttl(30 * kDay));
+  ASSERT_TRUE(plan);
+  ASSERT_TRUE(f.store->addRoot({"late", {a.info.path}, 0, {}}));
+  auto report = collect(*f.store, *plan);
+  ASSERT_TRUE(report);
+  EXPECT_TRUE(report->stale);
+  EXPECT_EQ(report->deleted_items, 0u);
+  EXPECT_TRUE(f.valid(a));
+  auto again = planCollection(*f.store, ttl(30 * kDay));
+  ASSERT_TRUE(again);
+  ASSERT_TRUE(collect(*f.store, *again));
+  EXPECT_TRUE(f.valid(a));
+  EXPECT_FALSE(f.valid(b));
+}
+
+TEST(CollectTest, SharedNarFileStaysWhileUsedAndReuploadCancelsItsUnlink) {
+  Fixture f;
+  auto one = makeItem("one", "same bytes");
+  auto two = makeItem("two", "same bytes");
+  ASSERT_EQ(one.info.url, two.info.url);
+  f.add(one);
+  f.add(two);
+  f.clock.advance(40 * kDay);
+  f.store->recordAccess(two.info.path.hashPart());
+  ASSERT_TRUE(f.store->flushAccessTimes());
+  auto plan = planCollection(*f.store, ttl(30 * kDay, 0));
+  ASSERT_TRUE(plan);
+  EXPECT_EQ(plan->summary.delete_bytes, 0u);
+  auto report = collect(*f.store, *plan);
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->deleted_items, 1u);
+  EXPECT_EQ(report->files_unreferenced, 0u);
+  EXPECT_EQ(listDir(f.dir / "s" / "nar").size(), 1u);
+
+  // Now two goes too; before the unlink, the same file is uploaded again (putNarFile).
+  f.clock.advance(40 * kDay);
+  plan = planCollection(*f.store, ttl(30 * kDay, 10));
+  ASSERT_TRUE(plan);
+  report = collect(*f.store, *plan);
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->files_unreferenced, 1u);
+  EXPECT_EQ(report->pending_files, 1u);
+  MemorySource body(one.file);
+  ASSERT_TRUE(f.store->putNarFile(one.info.url.substr(4), body));
+  f.clock.advance(100);
+  auto unlinked = f.store->unlinkNarFiles(10, 100);
+  ASSERT_TRUE(unlinked);
+  EXPECT_EQ(unlinked->files, 0u);
+  EXPECT_EQ(listDir(f.dir / "s" / "nar").size(), 1u);
+  ASSERT_TRUE(f.store->addNarInfo(one.info));
+  f.expectConsistent();
+}
+
+TEST(CollectTest, MarkDeletedItemsAndIncompleteReferrersAreHandled) {
+  Fixture f;
+  auto dep = makeItem("dep", "dep");
+  auto top = makeItem("top", "top", {dep.info.path});
+  f.add(dep);
+  f.add(top);
+  ASSERT_TRUE(f.store->markDeleted(dep.info.path, {1, "broken", "operator"}));
+  EXPECT_EQ(f.store->status(top.info.path.hashPart()).state, ItemState::kIncomplete);
+  f.clock.advance(40 * kDay);
+  auto plan = planCollection(*f.store, ttl(30 * kDay, 0));
+  ASSERT_TRUE(plan);
+  EXPECT_EQ(plan->deletions.size(), 1u);  // top; dep is already gone
+  auto report = collect(*f.store, *plan);
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->deleted_items, 1u);
+  // Both files (dep's from mark-deleted, top's from GC) are unlinked: nar grace 0.
+  EXPECT_EQ(report->unlinked_files, 2u);
+  EXPECT_TRUE(listDir(f.dir / "s" / "nar").empty());
+  EXPECT_EQ(f.store->status(dep.info.path.hashPart()).state, ItemState::kDeleted);
+  f.expectConsistent();
+}
+
+TEST(CollectTest, MaxSizeOnARealStore) {
+  Fixture f;
+  std::vector<TestItem> items;
+  for (int i = 0; i < 6; ++i) {
+    items.push_back(makeItem("i" + std::to_string(i), std::string(1000 + i, 'a' + i)));
+    f.add(items.back());
+    f.clock.advance(kDay);
+  }
+  for (int i = 0; i < 6; ++i) {
+    f.store->recordAccess(items[i].info.path.hashPart());
+    ASSERT_TRUE(f.store->flushAccessTimes());
+    f.clock.advance(10);
+  }
+  f.clock.advance(2 * 3600);
+  Policy p;
+  p.max_size_bytes = f.store->stats().nar_bytes / 2;
+  auto plan = planCollection(*f.store, p);
+  ASSERT_TRUE(plan);
+  ASSERT_TRUE(collect(*f.store, *plan));
+  EXPECT_LE(f.store->stats().nar_bytes, *p.max_size_bytes);
+  EXPECT_FALSE(f.valid(items[0]));  // least recently used
+  EXPECT_TRUE(f.valid(items[5]));   // most recently used
+  f.expectConsistent();
+}
+
+TEST(StoreMigrationTest, ReopenedStoreKeepsGcMeta) {
+  test::TempDir dir;
+  {
+    auto store = initStore(dir / "s");
+    ASSERT_TRUE(addItem(*store, makeItem("x", "x")));
+  }
+  narstore::StoreOptions options;
+  options.root = dir / "s";
+  auto store = Store::open(options);
+  ASSERT_TRUE(store);
+  auto g = (*store)->scanGraph();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->size(), 1u);
+}
+
+}  // namespace
+}  // namespace narcache::gc
