@@ -19,4 +19,8 @@ namespace narcache::narstore {
 Result<std::uint64_t> addTrustedNarInfos(Store& store, const std::vector<NarInfo>& infos,
                                          std::int64_t created = 0);
 
+// The benchmark baseline of the GC scan: walks every (item, reference) entry of the refs table
+// in one read transaction with one cursor, touching each key and value, and returns the count.
+Result<std::uint64_t> scanReferencesTable(const Store& store);
+
 }  // namespace narcache::narstore
