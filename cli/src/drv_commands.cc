@@ -231,7 +231,8 @@ void addCreateCommand(CommandRegistry& registry, CLI::App* group) {
       "builder, name, system, each output's path, and `outputs` when --outputs is given");
   create->add_option("--name", a->name, "Derivation name")->required();
   create->add_option("--builder", a->builder, "Builder program")->required();
-  create->add_option("--arg", a->args, "Builder argument (repeatable, in order)");
+  create->add_option("--arg", a->args,
+                     "Builder argument (repeatable, in order; an empty one as `--arg ''`)");
   create->add_option("--env", a->env, "Environment attribute KEY=VALUE (repeatable)");
   create->add_option("--outputs", a->outputs,
                      "Comma-separated outputs, e.g. out,dev (default: out, and no `outputs` env)");
