@@ -28,7 +28,7 @@ run: build
 # libFuzzer targets, each for FUZZ_SECONDS (default 30) with the seed corpus in tests/data/fuzz.
 FUZZ_SECONDS ?= 30
 fuzz: setup
-	cmake --preset fuzz >/dev/null && cmake --build build/fuzz -j $(JOBS)
+	cmake --preset fuzz >/dev/null && cmake --build build/fuzz -j $(JOBS) --target fuzzers
 	scripts/run-fuzzers.sh build/fuzz/fuzz $(FUZZ_SECONDS)
 
 bench: build

@@ -16,7 +16,7 @@ trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 # Nix isolated from the host (see shared NIX-AS-JUDGE.md §1).
 export HOME=$work/home XDG_CACHE_HOME=$work/cache XDG_CONFIG_HOME=$work/config NIX_CONF_DIR=$work/conf
 mkdir -p "$HOME" "$XDG_CACHE_HOME" "$XDG_CONFIG_HOME" "$NIX_CONF_DIR"
-printf 'experimental-features = nix-command\nsubstituters =\n' > "$NIX_CONF_DIR/nix.conf"
+printf 'experimental-features = nix-command\nsubstituters =\nbuild-users-group =\n' > "$NIX_CONF_DIR/nix.conf"
 
 echo "generating tree in $work/tree ..." >&2
 python3 - "$work/tree" <<'PY'

@@ -29,7 +29,7 @@ work=$(mktemp -d /tmp/narcache-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 export HOME=$work/home XDG_CACHE_HOME=$work/cache XDG_CONFIG_HOME=$work/config NIX_CONF_DIR=$work/conf
 mkdir -p "$HOME" "$XDG_CACHE_HOME" "$XDG_CONFIG_HOME" "$NIX_CONF_DIR"
-printf 'experimental-features = nix-command\nsubstituters =\n' > "$NIX_CONF_DIR/nix.conf"
+printf 'experimental-features = nix-command\nsubstituters =\nbuild-users-group =\n' > "$NIX_CONF_DIR/nix.conf"
 cat > "$work/demo.nix" <<'NIX'
 let
   greeting = builtins.toFile "narcache-demo-greeting" "Hello from narcache!\n";
