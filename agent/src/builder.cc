@@ -1,0 +1,839 @@
+#include "narcache/agent/builder.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "narcache/narinfo/compression.h"
+#include "narcache/narinfo/derivation.h"
+#include "narcache/narinfo/hash.h"
+#include "narcache/narinfo/io.h"
+#include "narcache/narinfo/nar.h"
+#include "narcache/narinfo/refscan.h"
+#include "narcache/narinfo/store_path.h"
+#include "narcache/narstore/http_cache.h"
+
+namespace narcache::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::string errnoText(int err) {
+  return std::error_code(err, std::generic_category()).message();
+}
+
+// Owns a file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.release();
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Writes every chunk to each of its sinks (not owned).
+class FanoutSink final : public Sink {
+ public:
+  explicit FanoutSink(std::vector<Sink*> sinks) : sinks_(std::move(sinks)) {}
+  Status write(Bytes data) override {
+    for (Sink* s : sinks_) NARCACHE_TRY(s->write(data));
+    return {};
+  }
+
+ private:
+  std::vector<Sink*> sinks_;
+};
+
+// Passes a source through, hashing and counting what is read.
+class HashingSource final : public Source {
+ public:
+  explicit HashingSource(Source& in) : in_(in) {}
+  Result<std::size_t> read(MutableBytes out) override {
+    auto n = in_.read(out);
+    if (n && *n > 0) NARCACHE_TRY(hasher_.write(Bytes(out.data(), *n)));
+    return n;
+  }
+  Hasher& hasher() { return hasher_; }
+
+ private:
+  Source& in_;
+  Hasher hasher_;
+};
+
+// Removes a directory tree on destruction unless kept.
+class TreeGuard {
+ public:
+  TreeGuard() = default;
+  explicit TreeGuard(fs::path path) : path_(std::move(path)) {}
+  ~TreeGuard() {
+    if (!path_.empty() && !keep_) {
+      std::error_code ec;
+      makeWritable(path_);
+      fs::remove_all(path_, ec);
+    }
+  }
+  TreeGuard(const TreeGuard&) = delete;
+  TreeGuard& operator=(const TreeGuard&) = delete;
+  void keep() { keep_ = true; }
+  const fs::path& path() const { return path_; }
+
+ private:
+  // Builders may leave read-only directories behind; remove_all needs them writable.
+  static void makeWritable(const fs::path& root) {
+    std::error_code ec;
+    if (!fs::is_directory(fs::symlink_status(root, ec))) return;
+    ::chmod(root.c_str(), 0700);
+    for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::end(it);
+         it.increment(ec)) {
+      if (it->is_directory(ec) && !it->is_symlink(ec)) ::chmod(it->path().c_str(), 0700);
+    }
+  }
+  fs::path path_;
+  bool keep_ = false;
+};
+
+Result<fs::path> makeTempDir(const fs::path& parent, const std::string& prefix) {
+  std::string tmpl = (parent / (prefix + "XXXXXX")).string();
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    return fail(ErrorCode::kIoError,
+                "cannot create a directory in '" + parent.string() + "': " + errnoText(errno));
+  }
+  return fs::path(tmpl);
+}
+
+Result<std::string> readWholeFile(const fs::path& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    return fail(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
+                "cannot open '" + path.string() + "': " + errnoText(errno));
+  }
+  FdSource source(fd.get());
+  StringSink sink;
+  auto copied = copyStream(source, sink);
+  if (!copied) return fail(copied.error().withContext(path.string()));
+  return std::move(sink.text);
+}
+
+// The last `max_bytes` bytes of a file.
+std::string readFileTail(const fs::path& path, std::size_t max_bytes) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return {};
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return {};
+  off_t start = st.st_size > static_cast<off_t>(max_bytes) ? st.st_size - max_bytes : 0;
+  std::string text(static_cast<std::size_t>(st.st_size - start), '\0');
+  ssize_t n = ::pread(fd.get(), text.data(), text.size(), start);
+  text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return text;
+}
+
+// Everything about one build, shared by its phases.
+class Build {
+ public:
+  Build(const BuildOptions& options, BuildResult& result) : o_(options), r_(result) {}
+
+  Status run();
+
+ private:
+  void progress(const std::string& message) const {
+    if (o_.on_progress) o_.on_progress(message);
+  }
+  fs::path physical(const std::string& logical) const {
+    if (o_.store_root.empty() || o_.store_root == "/") return logical;
+    return o_.store_root / fs::path(logical).relative_path();
+  }
+  bool mountNamespace() const { return physical(store_dir_) != fs::path(store_dir_); }
+
+  Status loadDerivation();
+  Result<Derivation> loadInputDrv(const std::string& drv_path) const;
+  Result<std::set<std::string>> neededInputs() const;
+  // Fills inputs_ (the closure) or r_.missing_inputs.
+  Status queryClosure(const std::set<std::string>& roots);
+  Status substitute(const NarInfo& info);
+  Status runBuilder();
+  Status packOutputs();
+  Status upload();
+
+  const BuildOptions& o_;
+  BuildResult& r_;
+  Derivation drv_;
+  std::string store_dir_;
+  std::string drv_base_;
+  std::unique_ptr<narstore::HttpCache> cache_;
+  // The input closure: full path -> narinfo (nullopt: present locally, not in the cache).
+  std::map<std::string, std::optional<NarInfo>> inputs_;
+  fs::path work_dir_;
+  fs::path build_dir_;
+  std::map<std::string, fs::path> nar_files_;  // output name -> compressed nar
+};
+
+Status Build::loadDerivation() {
+  auto text = readWholeFile(o_.drv_file);
+  if (!text) return fail(text.error());
+  auto drv = parseDerivation(*text);
+  if (!drv) return fail(drv.error().withContext(o_.drv_file.string()));
+  drv_ = std::move(*drv);
+  if (drv_.name.empty()) {
+    return fail(ErrorCode::kInvalidArgument,
+                o_.drv_file.string() + ": derivation has no 'name' in its environment");
+  }
+  if (drv_.outputs.empty()) {
+    return fail(ErrorCode::kInvalidArgument, o_.drv_file.string() + ": derivation has no outputs");
+  }
+  if (drv_.builder.empty()) {
+    return fail(ErrorCode::kInvalidArgument, o_.drv_file.string() + ": derivation has no builder");
+  }
+  store_dir_ = o_.store_dir;
+  if (store_dir_.empty()) {
+    for (const auto& [name, out] : drv_.outputs) {
+      if (out.path.empty()) {
+        return fail(ErrorCode::kInvalidArgument,
+                    o_.drv_file.string() + ": output '" + name + "' has no path");
+      }
+      std::string dir = fs::path(out.path).parent_path().string();
+      if (store_dir_.empty()) store_dir_ = dir;
+    }
+  }
+  NARCACHE_TRY(validateStoreDir(store_dir_));
+  for (const auto& [name, out] : drv_.outputs) {
+    auto p = StorePath::parse(out.path, store_dir_);
+    if (!p) {
+      return fail(p.error().withContext(o_.drv_file.string() + ": output '" + name + "'"));
+    }
+  }
+  auto drv_path = derivationStorePath(drv_, store_dir_);
+  if (!drv_path) return fail(drv_path.error().withContext(o_.drv_file.string()));
+  r_.drv_path = *drv_path;
+  drv_base_ = fs::path(*drv_path).filename().string();
+  return {};
+}
+
+// Input .drv files are looked up beside the built one (by base name), then in the store.
+Result<Derivation> Build::loadInputDrv(const std::string& drv_path) const {
+  const std::string base = fs::path(drv_path).filename().string();
+  const fs::path candidates[] = {o_.drv_file.parent_path() / base, physical(drv_path)};
+  for (const auto& candidate : candidates) {
+    std::error_code ec;
+    if (!fs::exists(candidate, ec)) continue;
+    auto text = readWholeFile(candidate);
+    if (!text) return fail(text.error());
+    std::string name = base.size() > 37 ? base.substr(33, base.size() - 37) : std::string();
+    auto drv = parseDerivation(*text, name);
+    if (!drv) return fail(drv.error().withContext(candidate.string()));
+    return drv;
+  }
+  return fail(ErrorCode::kNotFound, "unknown input derivation '" + drv_path + "': no '" + base +
+                                        "' beside " + o_.drv_file.string() + " nor in the store");
+}
+
+Result<std::set<std::string>> Build::neededInputs() const {
+  std::set<std::string> needed;
+  for (const auto& src : drv_.input_srcs) {
+    auto p = StorePath::parse(src, store_dir_);
+    if (!p) return fail(p.error().withContext("input source"));
+    needed.insert(src);
+  }
+  for (const auto& [drv_path, names] : drv_.input_drvs) {
+    auto input = loadInputDrv(drv_path);
+    if (!input) return fail(input.error());
+    for (const auto& name : names) {
+      auto it = input->outputs.find(name);
+      if (it == input->outputs.end() || it->second.path.empty()) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "input derivation '" + drv_path + "' has no output '" + name + "'");
+      }
+      auto p = StorePath::parse(it->second.path, store_dir_);
+      if (!p) return fail(p.error().withContext("input '" + drv_path + "!" + name + "'"));
+      needed.insert(it->second.path);
+    }
+  }
+  return needed;
+}
+
+Status Build::queryClosure(const std::set<std::string>& roots) {
+  std::deque<std::string> queue(roots.begin(), roots.end());
+  std::set<std::string> seen(roots.begin(), roots.end());
+  while (!queue.empty()) {
+    std::string full = queue.front();
+    queue.pop_front();
+    auto path = StorePath::parse(full, store_dir_);
+    if (!path) return fail(path.error());
+    auto text = cache_->narInfo(path->hashPart());
+    if (!text) {
+      if (text.error().code() != ErrorCode::kNotFound) {
+        return fail(text.error().withContext("input '" + full + "'"));
+      }
+      std::error_code ec;
+      if (fs::exists(fs::symlink_status(physical(full), ec))) {
+        inputs_[full] = std::nullopt;  // present here, references unknown
+      } else {
+        r_.missing_inputs.push_back(full);
+      }
+      continue;
+    }
+    auto info = NarInfo::parse(*text, path->hashPart() + ".narinfo", store_dir_);
+    if (!info) return fail(info.error().withContext("input '" + full + "'"));
+    if (info->fullPath() != full) {
+      return fail(
+          ErrorCode::kCorruption,
+          "input '" + full + "': the cache answered with a narinfo for '" + info->fullPath() + "'");
+    }
+    if (!o_.trusted_keys.empty() && !hasValidSignature(*info, o_.trusted_keys)) {
+      return fail(ErrorCode::kPermissionDenied,
+                  "input '" + full + "' lacks a valid signature by a trusted key");
+    }
+    for (const auto& ref : info->references) {
+      std::string ref_full = ref.fullPath(store_dir_);
+      if (seen.insert(ref_full).second) queue.push_back(ref_full);
+    }
+    inputs_[full] = std::move(*info);
+  }
+  std::sort(r_.missing_inputs.begin(), r_.missing_inputs.end());
+  return {};
+}
+
+Status Build::substitute(const NarInfo& info) {
+  const std::string full = info.fullPath();
+  const fs::path dest = physical(full);
+  const fs::path tmp = dest.parent_path() /
+                       (".narcache-sub-" + info.path.baseName() + "-" + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  TreeGuard guard(tmp);
+  auto compression = parseCompression(info.compression);
+  if (!compression) return fail(compression.error().withContext("input '" + full + "'"));
+  auto file = cache_->open(info.url);
+  if (!file) return fail(file.error().withContext("input '" + full + "'"));
+  auto decompressor = makeDecompressor(*compression, **file);
+  if (!decompressor) return fail(decompressor.error().withContext("input '" + full + "'"));
+  HashingSource hashing(**decompressor);
+  const std::string context = "input '" + full + "' (" + info.url + ")";
+  if (auto s = restoreNar(hashing, tmp); !s) {
+    return fail(ErrorCode::kCorruption, context + ": " + s.error().message());
+  }
+  CountingSink rest;  // whatever follows the NAR: an error, but hash it too for the message
+  if (auto c = copyStream(hashing, rest); !c) {
+    return fail(ErrorCode::kCorruption, context + ": " + c.error().message());
+  }
+  const std::uint64_t size = hashing.hasher().size();
+  const Hash got = hashing.hasher().digest();
+  if (size != info.nar_size) {
+    return fail(ErrorCode::kCorruption, context + ": NAR size mismatch: expected " +
+                                            std::to_string(info.nar_size) + ", got " +
+                                            std::to_string(size));
+  }
+  if (!(got == info.nar_hash)) {
+    return fail(ErrorCode::kCorruption, context + ": NAR hash mismatch: expected " +
+                                            info.nar_hash.toString() + ", got " + got.toString());
+  }
+  if (::rename(tmp.c_str(), dest.c_str()) != 0) {
+    int err = errno;
+    if (fs::exists(fs::symlink_status(dest, ec))) return {};  // someone else put it there
+    return fail(ErrorCode::kIoError, "cannot rename '" + tmp.string() + "' to '" + dest.string() +
+                                         "': " + errnoText(err));
+  }
+  return {};
+}
+
+// Message for a failed execve, written by the child without allocating.
+const char* execErrorText(int err) {
+  switch (err) {
+    case ENOENT: return "No such file or directory";
+    case EACCES: return "Permission denied";
+    case ENOEXEC: return "Exec format error";
+    case ENOTDIR: return "Not a directory";
+    default: return "cannot execute";
+  }
+}
+
+void writeAll(int fd, const char* s) {
+  std::size_t len = std::strlen(s);
+  while (len > 0) {
+    ssize_t n = ::write(fd, s, len);
+    if (n <= 0) return;
+    s += n;
+    len -= static_cast<std::size_t>(n);
+  }
+}
+
+Status Build::runBuilder() {
+  // The environment, in Nix's order: defaults, then the derivation's env, then the build dir.
+  std::map<std::string, std::string> env;
+  env["PATH"] = "/path-not-set";
+  env["HOME"] = "/homeless-shelter";
+  env["NIX_STORE"] = store_dir_;
+  env["NIX_BUILD_CORES"] = "1";
+  for (const auto& [k, v] : drv_.env) env[k] = v;
+  for (const char* k : {"NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP"}) {
+    env[k] = build_dir_.string();
+  }
+  env["PWD"] = build_dir_.string();
+  env["NIX_LOG_FD"] = "2";
+  env["TERM"] = "xterm-256color";
+
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> arg_strings = {drv_.builder};
+  arg_strings.insert(arg_strings.end(), drv_.args.begin(), drv_.args.end());
+  std::vector<char*> argv;
+  for (auto& s : arg_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  const bool use_ns = mountNamespace();
+  const std::string phys_store = physical(store_dir_).string();
+  if (use_ns) {
+    std::error_code ec;
+    fs::create_directories(store_dir_, ec);  // the mount point
+  }
+  const std::string exec_prefix = "narcache: executing '" + drv_.builder + "': ";
+  const std::string ns_prefix =
+      "narcache: cannot set up the mount namespace for " + store_dir_ + ": ";
+
+  Fd log_fd(::open(r_.log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (log_fd.get() < 0) {
+    return fail(ErrorCode::kIoError,
+                "cannot create log '" + r_.log_file.string() + "': " + errnoText(errno));
+  }
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    return fail(ErrorCode::kIoError, std::string("pipe: ") + errnoText(errno));
+  }
+  Fd read_end(pipe_fds[0]);
+  Fd write_end(pipe_fds[1]);
+
+  progress("building '" + r_.drv_path + "'");
+  const auto started = Clock::now();
+  pid_t pid = ::fork();
+  if (pid < 0) return fail(ErrorCode::kIoError, std::string("fork: ") + errnoText(errno));
+  if (pid == 0) {
+    // Child: system calls only.
+    ::setpgid(0, 0);
+    int null_fd = ::open("/dev/null", O_RDONLY);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    ::dup2(write_end.get(), 1);
+    ::dup2(write_end.get(), 2);
+    ::close_range(3, ~0U, 0);
+    ::umask(022);
+    if (use_ns) {
+      if (::unshare(CLONE_NEWNS) != 0 ||
+          ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+          ::mount(phys_store.c_str(), store_dir_.c_str(), nullptr, MS_BIND | MS_REC, nullptr) !=
+              0) {
+        writeAll(2, ns_prefix.c_str());
+        writeAll(2, execErrorText(errno));
+        writeAll(2, "\n");
+        ::_exit(127);
+      }
+    }
+    if (::chdir(build_dir_.c_str()) != 0) ::_exit(127);
+    ::execve(argv[0], argv.data(), envp.data());
+    int err = errno;
+    writeAll(2, exec_prefix.c_str());
+    writeAll(2, execErrorText(err));
+    writeAll(2, "\n");
+    ::_exit(127);
+  }
+  write_end.reset();
+  ::setpgid(pid, pid);  // also in the parent, so that kill(-pid) works at once
+
+  auto last_output = started;
+  const auto deadline = started + std::chrono::seconds(o_.timeout_seconds);
+  std::string timed_out;
+  std::vector<char> buffer(64 * 1024);
+  int status = 0;
+  bool exited = false;
+  while (true) {
+    int wait_ms = 200;
+    pollfd pfd{read_end.get(), POLLIN, 0};
+    int n = ::poll(&pfd, 1, wait_ms);
+    if (n < 0 && errno != EINTR) {
+      ::kill(-pid, SIGKILL);
+      return fail(ErrorCode::kIoError, std::string("poll: ") + errnoText(errno));
+    }
+    bool eof = false;
+    if (n > 0) {
+      ssize_t got = ::read(read_end.get(), buffer.data(), buffer.size());
+      if (got > 0) {
+        last_output = Clock::now();
+        FdSink log_sink(log_fd.get());
+        if (auto s = log_sink.write(asBytes(std::string_view(buffer.data(), got))); !s) {
+          ::kill(-pid, SIGKILL);
+          ::waitpid(pid, &status, 0);
+          return fail(s.error().withContext("writing the build log"));
+        }
+        if (o_.on_log) o_.on_log(std::string_view(buffer.data(), got));
+      } else if (got == 0) {
+        eof = true;
+      }
+    }
+    if (!exited && ::waitpid(pid, &status, WNOHANG) == pid) exited = true;
+    if (eof || (exited && n == 0)) break;
+    const auto now = Clock::now();
+    if (o_.timeout_seconds > 0 && now >= deadline) {
+      timed_out = "timed out after " + std::to_string(o_.timeout_seconds) + " seconds";
+      break;
+    }
+    if (o_.max_silent_seconds > 0 &&
+        now - last_output >= std::chrono::seconds(o_.max_silent_seconds)) {
+      timed_out = "timed out after " + std::to_string(o_.max_silent_seconds) +
+                  " seconds of silence (max-silent-time)";
+      break;
+    }
+  }
+  // Whatever is left of the builder's process group goes now (Nix kills the build user's
+  // processes likewise).
+  ::kill(-pid, SIGKILL);
+  if (!exited) {
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  r_.build_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  r_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (!timed_out.empty()) {
+    r_.status = BuildStatus::kTimedOut;
+    r_.message = "builder of '" + r_.drv_path + "' " + timed_out;
+    return {};
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    r_.status = BuildStatus::kFailed;
+    r_.message = "builder of '" + r_.drv_path + "' failed with " +
+                 (WIFEXITED(status) ? "exit code " + std::to_string(WEXITSTATUS(status))
+                                    : "signal " + std::to_string(WTERMSIG(status)));
+    return {};
+  }
+  r_.status = BuildStatus::kSucceeded;
+  return {};
+}
+
+Status Build::packOutputs() {
+  // Every output must exist.
+  std::vector<std::string> missing;
+  for (const auto& [name, out] : drv_.outputs) {
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(physical(out.path), ec))) {
+      missing.push_back("'" + name + "' (" + out.path + ")");
+    }
+  }
+  if (!missing.empty()) {
+    std::string list;
+    for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+    r_.status = BuildStatus::kFailed;
+    r_.message = "builder of '" + r_.drv_path + "' did not produce output" +
+                 (missing.size() > 1 ? "s " : " ") + list;
+    return {};
+  }
+
+  // Candidates: the input closure and the outputs.
+  std::map<std::string, std::string> by_hash;  // hash part -> full path
+  for (const auto& [full, info] : inputs_)
+    by_hash[fs::path(full).filename().string().substr(0, 32)] = full;
+  for (const auto& [name, out] : drv_.outputs) {
+    by_hash[fs::path(out.path).filename().string().substr(0, 32)] = out.path;
+  }
+  std::vector<std::string> candidates;
+  for (const auto& [h, full] : by_hash) candidates.push_back(h);
+
+  std::map<std::string, BuiltOutput> packed;
+  for (const auto& [name, out] : drv_.outputs) {
+    progress("packing '" + out.path + "'");
+    const fs::path phys = physical(out.path);
+    auto scanner = RefScanner::create(candidates);
+    if (!scanner) return fail(scanner.error());
+    const fs::path nar_file = work_dir_ / (name + ".nar.zst");
+    Fd fd(::open(nar_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (fd.get() < 0) {
+      return fail(ErrorCode::kIoError,
+                  "cannot create '" + nar_file.string() + "': " + errnoText(errno));
+    }
+    FdSink file_sink(fd.get());
+    Hasher file_hasher;
+    TeeSink file_tee(file_sink, file_hasher);
+    auto compressor = makeCompressor(Compression::kZstd, file_tee);
+    if (!compressor) return fail(compressor.error());
+    Hasher nar_hasher;
+    FanoutSink fanout({&nar_hasher, &*scanner, compressor->get()});
+    BufferedSink buffered(fanout);
+    NARCACHE_TRY(dumpPath(phys, buffered));
+    NARCACHE_TRY(buffered.flush());
+    NARCACHE_TRY((*compressor)->finish());
+
+    BuiltOutput built;
+    built.name = name;
+    built.physical_path = phys;
+    NarInfo& info = built.info;
+    info.store_dir = store_dir_;
+    info.path = *StorePath::parse(out.path, store_dir_);
+    info.compression = "zstd";
+    info.file_hash = file_hasher.digest();
+    info.file_size = file_hasher.size();
+    info.url = "nar/" + info.file_hash->digestString(HashFormat::kNix32) + ".nar.zst";
+    info.nar_hash = nar_hasher.digest();
+    info.nar_size = nar_hasher.size();
+    for (const auto& h : scanner->found()) {
+      info.references.push_back(*StorePath::parse(by_hash.at(h), store_dir_));
+    }
+    std::sort(info.references.begin(), info.references.end());
+    info.deriver = *StorePath::parseBaseName(drv_base_);
+    info.system = drv_.platform;
+
+    if (out.isFixed()) {
+      bool recursive = out.hash_algo.starts_with("r:");
+      std::string algo_name = recursive ? out.hash_algo.substr(2) : out.hash_algo;
+      auto algo = parseHashAlgo(algo_name);
+      if (!algo) {
+        r_.status = BuildStatus::kFailed;
+        r_.message = "fixed output '" + out.path + "': hash algorithm '" + algo_name +
+                     "' is not supported by narcache build (sha256, sha512)";
+        return {};
+      }
+      auto wanted = Hash::parseAs(out.hash, *algo);
+      if (!wanted) return fail(wanted.error().withContext("outputHash of '" + out.path + "'"));
+      std::optional<Hash> got;
+      if (recursive) {
+        if (*algo == HashAlgo::kSha256) {
+          got = info.nar_hash;
+        } else {
+          Hasher h(*algo);
+          NARCACHE_TRY(dumpPath(phys, h));
+          got = h.digest();
+        }
+      } else {
+        std::error_code ec;
+        if (!fs::is_regular_file(fs::symlink_status(phys, ec))) {
+          r_.status = BuildStatus::kFailed;
+          r_.message = "fixed output '" + out.path + "' (flat hash) is not a regular file";
+          return {};
+        }
+        Fd in(::open(phys.c_str(), O_RDONLY | O_CLOEXEC));
+        if (in.get() < 0) {
+          return fail(ErrorCode::kIoError,
+                      "cannot open '" + phys.string() + "': " + errnoText(errno));
+        }
+        FdSource source(in.get());
+        Hasher h(*algo);
+        NARCACHE_TRY(copyStream(source, h));
+        got = h.digest();
+      }
+      if (!(*got == *wanted)) {
+        r_.status = BuildStatus::kFailed;
+        r_.message = "hash mismatch in fixed-output derivation '" + r_.drv_path +
+                     "':\n  specified: " + wanted->toString() + "\n  got:       " + got->toString();
+        return {};
+      }
+      if (!info.references.empty()) {
+        r_.status = BuildStatus::kFailed;
+        r_.message = "illegal path references in fixed-output derivation '" + r_.drv_path + "'";
+        return {};
+      }
+      info.ca = std::string("fixed:") + (recursive ? "r:" : "") + got->toString();
+    }
+    nar_files_[name] = nar_file;
+    packed.emplace(name, std::move(built));
+  }
+
+  // Dependency order among the outputs (self-references do not count).
+  std::map<std::string, std::string> output_by_path;
+  for (const auto& [name, b] : packed) output_by_path[b.info.path.baseName()] = name;
+  std::set<std::string> done;
+  while (done.size() < packed.size()) {
+    bool progressed = false;
+    for (const auto& [name, b] : packed) {
+      if (done.count(name)) continue;
+      bool ready = true;
+      for (const auto& ref : b.info.references) {
+        auto it = output_by_path.find(ref.baseName());
+        if (it != output_by_path.end() && it->second != name && !done.count(it->second)) {
+          ready = false;
+        }
+      }
+      if (ready) {
+        r_.outputs.push_back(b);
+        done.insert(name);
+        progressed = true;
+      }
+    }
+    if (!progressed) {
+      r_.outputs.clear();
+      r_.status = BuildStatus::kFailed;
+      r_.message = "cycle detected in the references between the outputs of '" + r_.drv_path + "'";
+      return {};
+    }
+  }
+  return {};
+}
+
+Status Build::upload() {
+  for (const auto& out : r_.outputs) {
+    progress("uploading '" + out.info.fullPath() + "'");
+    NARCACHE_TRY(
+        cache_->putFile(out.info.url, nar_files_.at(out.name), "application/x-nix-nar")
+            .map_error([&](const Error& e) { return e.withContext("uploading " + out.info.url); }));
+    NARCACHE_TRY(cache_->putNarInfo(out.info).map_error([&](const Error& e) {
+      return e.withContext("uploading the narinfo of '" + out.info.fullPath() + "'");
+    }));
+  }
+  return {};
+}
+
+Status Build::run() {
+  NARCACHE_TRY(loadDerivation());
+  auto needed = neededInputs();
+  if (!needed) return fail(needed.error());
+
+  narstore::HttpCacheOptions cache_options;
+  cache_options.url = o_.cache_url;
+  cache_options.token = o_.upload_token;
+  cache_options.attempts = o_.http_attempts;
+  auto cache = narstore::HttpCache::open(cache_options);
+  if (!cache) return fail(cache.error());
+  cache_ = std::move(*cache);
+  auto cache_info = cache_->cacheInfo();
+  if (!cache_info) return fail(cache_info.error().withContext("cache " + o_.cache_url));
+  const std::string marker = "StoreDir: ";
+  if (auto at = cache_info->find(marker); at != std::string::npos) {
+    std::string dir = cache_info->substr(at + marker.size());
+    dir = dir.substr(0, dir.find('\n'));
+    if (dir != store_dir_) {
+      return fail(ErrorCode::kInvalidArgument, "cache " + o_.cache_url + " is for store dir " +
+                                                   dir + ", the derivation for " + store_dir_);
+    }
+  }
+
+  // 1. Inputs.
+  NARCACHE_TRY(queryClosure(*needed));
+  if (!r_.missing_inputs.empty()) {
+    r_.status = BuildStatus::kMissingInputs;
+    std::string list;
+    for (const auto& m : r_.missing_inputs) list += "\n  " + m;
+    r_.message = "inputs of '" + r_.drv_path + "' missing from the cache:" + list;
+    return {};
+  }
+  std::error_code ec;
+  fs::create_directories(physical(store_dir_), ec);
+  if (ec) {
+    return fail(ErrorCode::kIoError,
+                "cannot create '" + physical(store_dir_).string() + "': " + ec.message());
+  }
+  for (const auto& [full, info] : inputs_) {
+    if (!info || fs::exists(fs::symlink_status(physical(full), ec))) continue;
+    progress("substituting '" + full + "'");
+    NARCACHE_TRY(substitute(*info));
+    r_.substituted.push_back(full);
+  }
+
+  // Outputs left over from an earlier attempt would make the build fail or lie.
+  for (const auto& [name, out] : drv_.outputs) {
+    fs::path phys = physical(out.path);
+    if (fs::exists(fs::symlink_status(phys, ec))) {
+      TreeGuard old(phys);
+    }
+  }
+
+  // 2. The builder.
+  fs::path tmp_parent = o_.tmp_dir;
+  if (tmp_parent.empty()) {
+    const char* t = std::getenv("TMPDIR");
+    tmp_parent = t != nullptr && *t != '\0' ? t : "/tmp";
+  }
+  auto work = makeTempDir(tmp_parent, "narcache-build-" + drv_.name + "-");
+  if (!work) return fail(work.error());
+  work_dir_ = *work;
+  TreeGuard work_guard(work_dir_);
+  if (o_.keep_build_dir) work_guard.keep();
+  build_dir_ = work_dir_ / "build";
+  fs::create_directory(build_dir_, ec);
+  if (ec) return fail(ErrorCode::kIoError, "cannot create the build directory: " + ec.message());
+  r_.log_file = o_.log_file.empty() ? work_dir_ / "log" : o_.log_file;
+
+  NARCACHE_TRY(runBuilder());
+  if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
+  r_.log_tail = lastLines(readFileTail(r_.log_file, 64 * 1024), 20);
+  if (r_.status != BuildStatus::kSucceeded) {
+    r_.outputs.clear();
+    if (o_.log_file.empty() && !o_.keep_build_dir) r_.log_file.clear();
+    return {};
+  }
+
+  // 4. Uploads: outputs in dependency order, then the log.
+  if (o_.upload) {
+    NARCACHE_TRY(upload());
+    auto log = readWholeFile(r_.log_file);
+    if (!log) return fail(log.error());
+    NARCACHE_TRY(cache_->putLog(drv_base_, *log).map_error([&](const Error& e) {
+      return e.withContext("uploading the log of '" + drv_base_ + "'");
+    }));
+  }
+  if (o_.log_file.empty() && !o_.keep_build_dir) r_.log_file.clear();
+  progress("built '" + r_.drv_path + "'");
+  return {};
+}
+
+}  // namespace
+
+std::string_view buildStatusName(BuildStatus status) {
+  switch (status) {
+    case BuildStatus::kSucceeded: return "succeeded";
+    case BuildStatus::kFailed: return "failed";
+    case BuildStatus::kTimedOut: return "timed-out";
+    case BuildStatus::kMissingInputs: return "missing-inputs";
+  }
+  return "unknown";
+}
+
+std::string lastLines(std::string_view text, int lines) {
+  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  std::size_t pos = text.size();
+  for (int i = 0; i < lines; ++i) {
+    std::size_t nl = text.rfind('\n', pos == 0 ? 0 : pos - 1);
+    if (nl == std::string_view::npos || pos == 0) return std::string(text);
+    pos = nl;
+  }
+  return std::string(text.substr(pos + 1));
+}
+
+Result<BuildResult> buildDerivation(const BuildOptions& options) {
+  BuildResult result;
+  Build build(options, result);
+  NARCACHE_TRY(build.run());
+  return result;
+}
+
+}  // namespace narcache::agent
