@@ -44,6 +44,7 @@ void registerStoreCommands(CommandRegistry& registry);   // store init, add, inf
 void registerServeCommand(CommandRegistry& registry);    // serve
 void registerDrvCommands(CommandRegistry& registry);      // drv show, drv create
 void registerGcCommands(CommandRegistry& registry);  // roots, gc, mark-deleted, available
+void registerBuildCommand(CommandRegistry& registry);  // build FILE.drv
 
 inline void registerAll(CommandRegistry& registry) {
   registerFormatCommands(registry);
@@ -51,6 +52,7 @@ inline void registerAll(CommandRegistry& registry) {
   registerServeCommand(registry);
   registerDrvCommands(registry);
   registerGcCommands(registry);
+  registerBuildCommand(registry);
 }
 
 }  // namespace narcache::cli
