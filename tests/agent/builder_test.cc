@@ -1,0 +1,232 @@
+// The build engine's own errors and statuses, through its API (agent::buildDerivation), against a
+// live `narcache serve`: missing builder, unknown input derivation, unreachable cache, an input
+// that is not in the cache, an input whose narinfo is signed by an untrusted key, an input whose
+// nar was corrupted in the cache; and the happy path's result (outputs, references, log).
+#include "narcache/agent/builder.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "narcache/narinfo/signature.h"
+#include "support/served_store.h"
+#include "support/support.h"
+
+namespace narcache::test {
+namespace {
+
+namespace fs = std::filesystem;
+using agent::BuildStatus;
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+class BuilderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_dir_ = (tmp_ / "store").string();
+    fs::create_directories(tmp_ / "drvs");
+    auto key = narcache({"key", "generate", "--name", "agent-test-1", "--secret",
+                         (tmp_ / "sk").string(), "--public", (tmp_ / "pk").string()});
+    ASSERT_EQ(key.exit_code, 0) << key.err;
+    writeFile(tmp_ / "token", "tok\n");
+    auto init = narcache(
+        {"store", "init", "--store", (tmp_ / "server").string(), "--store-dir", store_dir_});
+    ASSERT_EQ(init.exit_code, 0) << init.err;
+    server_ = std::make_unique<ServedStore>(
+        tmp_ / "server",
+        std::vector<std::string>{"--secret-key", (tmp_ / "sk").string(), "--upload-token-file",
+                                 (tmp_ / "token").string()});
+  }
+
+  fs::path create(const std::string& name, const std::string& builder, const std::string& script,
+                  const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"drv",         "create",
+                                     "--name",      name,
+                                     "--builder",   builder,
+                                     "--system",    "x86_64-linux",
+                                     "--store-dir", store_dir_,
+                                     "--arg",       "-c",
+                                     "--arg",       script,
+                                     "--env",       "PATH=/usr/bin:/bin",
+                                     "--output",    (tmp_ / "drvs" / "tmp.drv").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = narcache(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    fs::path file = tmp_ / "drvs" / fs::path(trim(r.out)).filename();
+    fs::rename(tmp_ / "drvs" / "tmp.drv", file);
+    return file;
+  }
+
+  agent::BuildOptions options(const fs::path& drv) {
+    agent::BuildOptions o;
+    o.drv_file = drv;
+    o.cache_url = server_->url();
+    o.trusted_keys = {*PublicKey::parse(readFile(tmp_ / "pk"))};
+    o.upload_token = "tok";
+    o.http_attempts = 2;
+    return o;
+  }
+
+  void wipeStore() {
+    std::error_code ec;
+    fs::remove_all(store_dir_, ec);
+  }
+
+  TempDir tmp_;
+  std::string store_dir_;
+  std::unique_ptr<ServedStore> server_;
+};
+
+TEST_F(BuilderTest, SucceedsWithOutputsReferencesAndLog) {
+  auto drv = create("leaf", "/bin/sh", "echo building; mkdir $out; echo $out > $out/self");
+  auto o = options(drv);
+  o.log_file = tmp_ / "leaf.log";
+  std::string streamed;
+  o.on_log = [&](std::string_view chunk) { streamed += chunk; };
+  auto r = agent::buildDerivation(o);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->status, BuildStatus::kSucceeded) << r->message;
+  ASSERT_EQ(r->outputs.size(), 1u);
+  const auto& info = r->outputs[0].info;
+  ASSERT_EQ(info.references.size(), 1u);
+  EXPECT_EQ(info.references[0], info.path);  // self-reference
+  EXPECT_EQ(info.deriver->baseName(), drv.filename().string());
+  EXPECT_EQ(info.system, "x86_64-linux");
+  EXPECT_EQ(info.compression, "zstd");
+  EXPECT_EQ(streamed, "building\n");
+  EXPECT_EQ(readFile(tmp_ / "leaf.log"), "building\n");
+  EXPECT_EQ(r->exit_code, 0);
+}
+
+TEST_F(BuilderTest, BuilderSeesNixEnvironment) {
+  auto drv = create("env", "/bin/sh",
+                    "mkdir $out; env | sort > $out/env; pwd > $out/pwd; echo $FOO > $out/foo",
+                    {"--env", "FOO=bar"});
+  auto o = options(drv);
+  o.keep_build_dir = true;
+  auto r = agent::buildDerivation(o);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message;
+  const fs::path out = r->outputs[0].physical_path;
+  std::string env = readFile(out / "env");
+  std::string pwd = trim(readFile(out / "pwd"));
+  EXPECT_NE(env.find("HOME=/homeless-shelter\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("NIX_STORE=" + store_dir_ + "\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("NIX_BUILD_TOP=" + pwd + "\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("TMPDIR=" + pwd + "\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("PATH=/usr/bin:/bin\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("out=" + out.string() + "\n"), std::string::npos) << env;
+  EXPECT_EQ(env.find("GTEST"), std::string::npos) << "environment not cleared: " << env;
+  EXPECT_EQ(readFile(out / "foo"), "bar\n");
+  EXPECT_TRUE(fs::is_directory(pwd));  // kept
+  fs::remove_all(fs::path(pwd).parent_path());
+}
+
+TEST_F(BuilderTest, MissingBuilderFailsWithExecError) {
+  auto drv = create("nobuilder", "/nonexistent/sh", "true");
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->status, BuildStatus::kFailed);
+  EXPECT_EQ(r->exit_code, 127);
+  EXPECT_NE(r->log_tail.find("executing '/nonexistent/sh': No such file or directory"),
+            std::string::npos)
+      << r->log_tail;
+}
+
+TEST_F(BuilderTest, UnknownInputDerivation) {
+  auto dep = create("dep", "/bin/sh", "mkdir $out");
+  auto drv = create("user", "/bin/sh", "mkdir $out", {"--input-drv", dep.string()});
+  fs::remove(dep);
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(r.error().message().find("unknown input derivation '" + store_dir_ + "/" +
+                                     dep.filename().string() + "'"),
+            std::string::npos)
+      << r.error().message();
+}
+
+TEST_F(BuilderTest, InputNotInCacheIsMissingInputs) {
+  auto dep = create("dep", "/bin/sh", "mkdir $out");
+  auto drv = create("user", "/bin/sh", "mkdir $out", {"--input-drv", dep.string()});
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->status, BuildStatus::kMissingInputs);
+  ASSERT_EQ(r->missing_inputs.size(), 1u);
+  EXPECT_EQ(fs::path(r->missing_inputs[0]).parent_path().string(), store_dir_);
+  EXPECT_NE(r->message.find(r->missing_inputs[0]), std::string::npos);
+}
+
+TEST_F(BuilderTest, UnreachableCache) {
+  auto drv = create("leaf", "/bin/sh", "mkdir $out");
+  auto o = options(drv);
+  o.cache_url = "http://127.0.0.1:1";
+  o.http_attempts = 1;
+  auto r = agent::buildDerivation(o);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kUnavailable) << r.error().message();
+  EXPECT_NE(r.error().message().find("127.0.0.1:1"), std::string::npos) << r.error().message();
+}
+
+TEST_F(BuilderTest, UntrustedSignatureOnInput) {
+  auto dep = create("dep", "/bin/sh", "mkdir $out; echo x > $out/x");
+  ASSERT_TRUE(agent::buildDerivation(options(dep)));
+  auto drv = create("user", "/bin/sh", "mkdir $out", {"--input-drv", dep.string()});
+  wipeStore();
+  auto o = options(drv);
+  auto other = SecretKey::generate("someone-else-1");
+  o.trusted_keys = {other->publicKey()};
+  auto r = agent::buildDerivation(o);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_NE(r.error().message().find("lacks a valid signature by a trusted key"), std::string::npos)
+      << r.error().message();
+}
+
+TEST_F(BuilderTest, CorruptedInputNar) {
+  auto dep = create("dep", "/bin/sh", "mkdir $out; seq 1 20000 > $out/numbers");
+  auto built = agent::buildDerivation(options(dep));
+  ASSERT_TRUE(built && built->status == BuildStatus::kSucceeded);
+  // Replace the nar file in the cache by a valid zstd stream of another NAR of the same size.
+  const std::string file_name = fs::path(built->outputs[0].info.url).filename().string();
+  fs::path stored;
+  for (const auto& e : fs::recursive_directory_iterator(tmp_ / "server")) {
+    if (e.path().filename() == file_name) stored = e.path();
+  }
+  ASSERT_FALSE(stored.empty());
+  const std::string other = (tmp_ / "other").string();
+  auto forged = sh("mkdir " + other + " && seq 1 20000 | tr 0123456789 1234567890 > " + other +
+                   "/numbers && " + NARCACHE_BIN + " nar dump " + other + " | " + NARCACHE_BIN +
+                   " compress --method zstd > " + stored.string());
+  ASSERT_EQ(forged.exit_code, 0) << forged.err;
+
+  auto drv = create("user", "/bin/sh", "mkdir $out", {"--input-drv", dep.string()});
+  wipeStore();
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kCorruption);
+  EXPECT_NE(r.error().message().find("NAR hash mismatch"), std::string::npos)
+      << r.error().message();
+  // Nothing half-restored is left in the store.
+  EXPECT_FALSE(fs::exists(built->outputs[0].info.fullPath()));
+  for (const auto& e : fs::directory_iterator(store_dir_)) {
+    EXPECT_EQ(e.path().filename().string().find(".narcache-sub-"), std::string::npos);
+  }
+}
+
+TEST_F(BuilderTest, LastLines) {
+  EXPECT_EQ(agent::lastLines("a\nb\nc\n", 2), "b\nc");
+  EXPECT_EQ(agent::lastLines("a\nb\nc", 5), "a\nb\nc");
+  EXPECT_EQ(agent::lastLines("", 3), "");
+}
+
+}  // namespace
+}  // namespace narcache::test
