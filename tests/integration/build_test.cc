@@ -1,0 +1,280 @@
+// `narcache build` end to end: a DAG of derivations made with `narcache drv create` (fan-in,
+// fan-out, several outputs, a self-reference, an output referring to another output of the same
+// derivation, a fixed output) built one by one against a live `narcache serve`, with the local
+// store dir wiped before each build so that every input must come back by substitution; then
+// failing builds (exit code, timeout, max-silent-time, missing output). Finally the real Nix
+// client copies the closure of the top derivation from the server with signatures required, and
+// the references it records equal the ones narcache scanned.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "support/served_store.h"
+#include "support/support.h"
+
+namespace narcache::test {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const char* kToken = "build-upload-token";
+const char* kPath = "PATH=/usr/bin:/bin";
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+class BuildTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_dir_ = (tmp_ / "store").string();
+    fs::create_directories(tmp_ / "drvs");
+    auto key = narcache({"key", "generate", "--name", "build-test-1", "--secret",
+                         (tmp_ / "sk").string(), "--public", (tmp_ / "pk").string()});
+    ASSERT_EQ(key.exit_code, 0) << key.err;
+    public_key_ = trim(readFile(tmp_ / "pk"));
+    writeFile(tmp_ / "token", std::string(kToken) + "\n");
+    auto init = narcache(
+        {"store", "init", "--store", (tmp_ / "server").string(), "--store-dir", store_dir_});
+    ASSERT_EQ(init.exit_code, 0) << init.err;
+    server_ = std::make_unique<ServedStore>(
+        tmp_ / "server",
+        std::vector<std::string>{"--secret-key", (tmp_ / "sk").string(), "--upload-token-file",
+                                 (tmp_ / "token").string()});
+  }
+
+  // `narcache drv create`; returns the .drv file (named by its store path's base name).
+  fs::path create(const std::string& name, const std::string& script,
+                  const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {
+        "drv",      "create",       "--name",
+        name,       "--builder",    "/bin/sh",
+        "--system", "x86_64-linux", "--store-dir",
+        store_dir_, "--arg",        "-c",
+        "--arg",    script,         "--env",
+        kPath,      "--output",     (tmp_ / "drvs" / "tmp.drv").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = narcache(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    fs::path drv_path = trim(r.out);
+    fs::path file = tmp_ / "drvs" / drv_path.filename();
+    fs::rename(tmp_ / "drvs" / "tmp.drv", file);
+    return file;
+  }
+
+  std::string inputDrv(const fs::path& file, const std::string& outputs = "") {
+    return file.string() + (outputs.empty() ? "" : "!" + outputs);
+  }
+
+  void wipeStore() {
+    std::error_code ec;
+    fs::remove_all(store_dir_, ec);
+  }
+
+  ProcessResult build(const fs::path& drv, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"build",
+                                     drv.string(),
+                                     "--cache",
+                                     server_->url(),
+                                     "--trusted-key",
+                                     public_key_,
+                                     "--upload-token-file",
+                                     (tmp_ / "token").string(),
+                                     "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return narcache(args);
+  }
+
+  // Builds with a wiped store; expects success and returns the JSON result.
+  json buildOk(const fs::path& drv) {
+    wipeStore();
+    auto r = build(drv);
+    EXPECT_EQ(r.exit_code, 0) << r.err << r.out;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    EXPECT_EQ(j.value("status", ""), "succeeded") << r.out;
+    for (auto& [name, out] : j["outputs"].items()) {
+      std::set<std::string> refs(out["references"].begin(), out["references"].end());
+      scanned_[out["path"]] = refs;
+    }
+    return j;
+  }
+
+  TempDir tmp_;
+  std::string store_dir_;
+  std::string public_key_;
+  std::unique_ptr<ServedStore> server_;
+  std::map<std::string, std::set<std::string>> scanned_;  // output path -> references
+};
+
+std::set<std::string> refsOf(const json& out) {
+  return {out["references"].begin(), out["references"].end()};
+}
+
+// The path of output `output` of the derivation in `drv`.
+std::string outPath(const fs::path& drv, const std::string& output = "out") {
+  auto r = narcache({"drv", "show", drv.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  return j.begin().value()["outputs"][output]["path"];
+}
+
+TEST_F(BuildTest, DagSubstitutesInputsAndNixAgreesOnReferences) {
+  // A fixed output (flat sha256 of "hello\n"): no input, CA recorded.
+  auto src =
+      create("src", "printf 'hello\\n' > $out",
+             {"--env", "outputHashAlgo=sha256", "--env",
+              "outputHash=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"});
+  // A leaf with a self-reference.
+  auto a = create("a", "mkdir $out && echo a > $out/a.txt && echo $out > $out/self");
+  const std::string a_out = outPath(a);
+  // Three outputs: dev refers to lib, out to dev (so the upload order is lib, dev, out); out
+  // copies from a without referring to it.
+  auto multi = create("multi",
+                      "mkdir $lib $dev $out && echo lib > $lib/l && echo $lib > $dev/lib-path && "
+                      "echo $dev > $out/dev-path && cat " +
+                          a_out + "/a.txt > $out/copy",
+                      {"--outputs", "out,dev,lib", "--input-drv", inputDrv(a)});
+  // Fan-out from a (b and c), fan-in at d (b, c, src, multi's dev).
+  auto b =
+      create("b", "mkdir $out && echo " + a_out + " > $out/uses-a", {"--input-drv", inputDrv(a)});
+  const std::string dev_out = outPath(multi, "dev");
+  auto c = create("c", "mkdir $out && cat " + dev_out + "/lib-path > $out/lib && echo c > $out/c",
+                  {"--input-drv", inputDrv(a), "--input-drv", inputDrv(multi, "dev")});
+  const std::string b_out = outPath(b), c_out = outPath(c), src_out = outPath(src);
+  auto d = create(
+      "d",
+      "mkdir -p $out/bin && echo " + b_out + " " + c_out + " > $out/deps && cp " + src_out +
+          " $out/hello && "
+          "printf '#!/bin/sh\\necho " +
+          src_out +
+          "\\n' > $out/bin/run && chmod +x "
+          "$out/bin/run && ln -s " +
+          c_out + "/c $out/c-link",
+      {"--input-drv", inputDrv(b), "--input-drv", inputDrv(c), "--input-drv", inputDrv(src)});
+  const std::string d_out = outPath(d);
+  auto top = create("top", "mkdir $out && echo " + d_out + " > $out/d && echo $out > $out/me",
+                    {"--input-drv", inputDrv(d)});
+
+  // Built one by one, each from an empty local store.
+  json j = buildOk(src);
+  // sha256 "5891b5..." in nix32.
+  EXPECT_EQ(j["outputs"]["out"].value("ca", ""),
+            "fixed:sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq");
+  EXPECT_TRUE(j["outputs"]["out"]["references"].empty());
+  j = buildOk(a);
+  EXPECT_EQ(refsOf(j["outputs"]["out"]), std::set<std::string>{a_out});
+  j = buildOk(multi);
+  EXPECT_EQ(j["substituted"], json::array({a_out}));
+  const std::string lib_out = outPath(multi, "lib"), multi_out = outPath(multi);
+  EXPECT_EQ(refsOf(j["outputs"]["lib"]), std::set<std::string>{});
+  EXPECT_EQ(refsOf(j["outputs"]["dev"]), std::set<std::string>{lib_out});
+  EXPECT_EQ(refsOf(j["outputs"]["out"]), std::set<std::string>{dev_out});
+  j = buildOk(b);
+  EXPECT_EQ(refsOf(j["outputs"]["out"]), std::set<std::string>{a_out});
+  j = buildOk(c);
+  EXPECT_EQ(refsOf(j["outputs"]["out"]), std::set<std::string>{lib_out});
+  // Inputs: a, multi's dev and its closure (lib); not multi's out.
+  std::set<std::string> substituted(j["substituted"].begin(), j["substituted"].end());
+  EXPECT_EQ(substituted, (std::set<std::string>{a_out, dev_out, lib_out}));
+  j = buildOk(d);
+  EXPECT_EQ(refsOf(j["outputs"]["out"]), (std::set<std::string>{b_out, c_out, src_out}));
+  j = buildOk(top);
+  const std::string top_out = outPath(top);
+  EXPECT_EQ(refsOf(j["outputs"]["out"]), (std::set<std::string>{d_out, top_out}));
+
+  // Rebuilding with the inputs already present substitutes nothing.
+  auto again = build(top);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_TRUE(json::parse(again.out)["substituted"].empty());
+
+  // The build log was uploaded beside the outputs.
+  auto log = run({"curl", "-sf", server_->url("/log/" + top.filename().string())});
+  EXPECT_EQ(log.exit_code, 0);
+
+  // The real Nix client: copy the closure of top with signatures required.
+  if (!haveNix()) GTEST_SKIP() << "nix-bin is not installed (scripts/setup.sh installs it)";
+  NixEnv nix;
+  const std::string from = server_->url() + "?store=" + store_dir_;
+  const std::string to = "local?root=" + (tmp_ / "nixroot").string() + "&store=" + store_dir_;
+  auto copy = nix.run({"nix", "copy", "--from", from, "--to", to, "--option", "require-sigs",
+                       "true", "--option", "trusted-public-keys", public_key_, top_out});
+  ASSERT_EQ(copy.exit_code, 0) << copy.err;
+  auto info = nix.run({"nix", "path-info", "--store", to, "-r", "--json", top_out});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  std::map<std::string, std::set<std::string>> nix_refs;
+  for (const auto& p : json::parse(info.out)) {
+    nix_refs[p["path"]] = {p["references"].begin(), p["references"].end()};
+  }
+  // top's closure: top, d, b, c, src, a, multi's lib (c refers to lib through lib-path).
+  const std::set<std::string> closure = {top_out, d_out, b_out, c_out, src_out, a_out, lib_out};
+  std::set<std::string> got;
+  for (const auto& [path, refs] : nix_refs) got.insert(path);
+  EXPECT_EQ(got, closure);
+  for (const auto& path : closure) {
+    EXPECT_EQ(nix_refs[path], scanned_[path]) << path;
+  }
+  (void)multi_out;
+}
+
+TEST_F(BuildTest, FailuresReportTheirStatusAndLogTail) {
+  auto fails =
+      create("fails", "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3");
+  wipeStore();
+  auto r = build(fails);
+  EXPECT_EQ(r.exit_code, 1);
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["status"], "failed");
+  EXPECT_EQ(j["exitCode"], 3);
+  EXPECT_NE(r.err.find("failed with exit code 3"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("line 30\noops"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("line 10\n"), std::string::npos) << "only the tail: " << r.err;
+
+  auto slow = create("slow", "echo start; sleep 30; mkdir $out");
+  r = build(slow, {"--timeout", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(json::parse(r.out)["status"], "timed-out");
+  EXPECT_NE(r.err.find("timed out after 1 seconds"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("start"), std::string::npos) << r.err;
+
+  auto silent = create("silent", "echo tick; sleep 1; echo tock; sleep 30; mkdir $out");
+  r = build(silent, {"--max-silent-time", "2", "--timeout", "20"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(json::parse(r.out)["status"], "timed-out");
+  EXPECT_NE(r.err.find("seconds of silence"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tock"), std::string::npos) << r.err;
+
+  auto missing = create("missing", "mkdir $out", {"--outputs", "out,dev"});
+  r = build(missing);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(json::parse(r.out)["status"], "failed");
+  EXPECT_NE(r.err.find("did not produce output 'dev' (" + outPath(missing, "dev") + ")"),
+            std::string::npos)
+      << r.err;
+  // Nothing of a failed build reaches the cache.
+  auto probe =
+      run({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+           server_->url("/" + fs::path(outPath(missing)).filename().string().substr(0, 32) +
+                        ".narinfo")});
+  EXPECT_EQ(probe.out, "404");
+}
+
+TEST_F(BuildTest, FixedOutputHashMismatchFails) {
+  auto bad =
+      create("bad-src", "printf 'bye\\n' > $out",
+             {"--env", "outputHashAlgo=sha256", "--env",
+              "outputHash=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"});
+  auto r = build(bad);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("hash mismatch in fixed-output derivation"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace narcache::test
