@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "narcache/gc/periodic.h"
 #include "narcache/narinfo/signature.h"
 #include "narcache/narstore/server.h"
 #include "narcache/narstore/store.h"
@@ -35,6 +36,8 @@ struct ServeArgs {
   int narinfo_max_age = 300;
   int negative_max_age = 60;
   std::string log_level = "info";
+  // Periodic garbage collection (gc_commands.cc has the same policy flags).
+  std::string gc_interval, gc_ttl, gc_max_size, gc_grace = "1h", gc_nar_grace = "1h";
 };
 
 std::string defaultStore() {
@@ -90,6 +93,34 @@ int serve(const ServeArgs& args) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  std::unique_ptr<gc::PeriodicCollector> collector;
+  if (!args.gc_interval.empty()) {
+    auto interval = gc::parseDuration(args.gc_interval);
+    if (!interval || *interval <= 0) {
+      return reportError(Error(ErrorCode::kInvalidArgument, "--gc-interval: a positive duration"));
+    }
+    gc::Policy policy;
+    if (!args.gc_ttl.empty()) {
+      auto ttl = gc::parseDuration(args.gc_ttl);
+      if (!ttl) return reportError(ttl.error().withContext("--ttl"));
+      policy.ttl_seconds = *ttl;
+    }
+    if (!args.gc_max_size.empty()) {
+      auto size = gc::parseSize(args.gc_max_size);
+      if (!size) return reportError(size.error().withContext("--max-size"));
+      policy.max_size_bytes = *size;
+    }
+    auto grace = gc::parseDuration(args.gc_grace);
+    if (!grace) return reportError(grace.error().withContext("--grace"));
+    policy.grace_seconds = *grace;
+    auto nar_grace = gc::parseDuration(args.gc_nar_grace);
+    if (!nar_grace) return reportError(nar_grace.error().withContext("--nar-grace"));
+    policy.nar_grace_seconds = *nar_grace;
+    collector =
+        std::make_unique<gc::PeriodicCollector>(**store, policy, std::chrono::seconds(*interval));
+    options.extra_metrics = [c = collector.get()] { return c->renderMetrics(); };
+  }
 
   auto server = narstore::Server::create(**store, options);
   if (!server) return reportError(server.error());
@@ -150,6 +181,13 @@ void registerServeCommand(CommandRegistry& registry) {
       ->capture_default_str();
   cmd->add_option("--log-level", args->log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+  cmd->add_option("--gc-interval", args->gc_interval,
+                  "Collect garbage this often (30m, 1h...), with the policy below; off by default");
+  cmd->add_option("--ttl", args->gc_ttl, "GC: keep items used within this long (default: all)");
+  cmd->add_option("--max-size", args->gc_max_size, "GC: size budget of the nar files (10G...)");
+  cmd->add_option("--grace", args->gc_grace, "GC: keep items created within this long (1h)");
+  cmd->add_option("--nar-grace", args->gc_nar_grace,
+                  "GC: unlink a nar file this long after its last narinfo went (1h)");
   registry.add(cmd, [args] { return serve(*args); });
 }
 

@@ -23,6 +23,7 @@
 #include "body_pipe.h"
 #include "narcache/narinfo/encoding.h"
 #include "narcache/narinfo/store_path.h"
+#include "server_api.h"
 #include "server_metrics.h"
 
 namespace narcache::narstore {
@@ -308,7 +309,9 @@ void Server::Impl::handleGet(const httplib::Request& req, httplib::Response& res
       res.set_header("Cache-Control", "no-store");
       return;
     case Route::kMetrics:
-      res.set_content(metrics.render(store.stats()), "text/plain; version=0.0.4");
+      res.set_content(metrics.render(store.stats()) +
+                          (options.extra_metrics ? options.extra_metrics() : std::string()),
+                      "text/plain; version=0.0.4");
       res.set_header("Cache-Control", "no-store");
       return;
     case Route::kNarInfo:
@@ -654,6 +657,7 @@ void Server::Impl::setup() {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     beginRequest(req);
     if (req.method == "PUT") return httplib::Server::HandlerResponse::Unhandled;
+    if (req.path.starts_with("/api/")) return httplib::Server::HandlerResponse::Unhandled;
     if (isSuspiciousPath(req.path)) {
       sendStatus(res, 400, "bad path");
       return httplib::Server::HandlerResponse::Handled;
@@ -669,6 +673,9 @@ void Server::Impl::setup() {
   });
   http.Put(".*", [this](const httplib::Request& req, httplib::Response& res,
                         const httplib::ContentReader& reader) { handlePut(req, res, reader); });
+  registerApiRoutes(http, {store, [this](const httplib::Request& r) { return authorized(r); },
+                           [this](httplib::Response& r) { sendUnauthorized(r); },
+                           [this](httplib::Response& r, const Error& e) { sendError(r, e); }});
 
   http.set_exception_handler(
       [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {

@@ -3,7 +3,8 @@
 // protocol: GET|HEAD /nix-cache-info, /<hash>.narinfo, /<hash>.ls, /nar/<file>, /log/<drv>, and
 // Nix's upload protocol (`nix copy --to http://...`): PUT of nar files, narinfos, listings and
 // logs, with `Expect: 100-continue`, behind an upload token. Plus /metrics (Prometheus text) and
-// /healthz. See docs/http-api.md for every route, header and status code.
+// /healthz. See docs/http-api.md for every route, header and status code. Behind the token too:
+// the JSON API POST /api/mark-deleted and GET /api/available (server_api.h, docs/gc.md).
 //
 // Narinfos are signed on the way out with every configured secret key (stored signatures are
 // kept); the signed text is cached per item so that a lookup costs one LMDB read, not a
@@ -17,6 +18,7 @@
 // finish and pending access times are flushed. port()/address() are safe at any time.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +57,9 @@ struct ServerOptions {
   std::size_t max_narinfo_bytes = 1 << 20;
   // How often access times recorded by narinfo hits are flushed to the store.
   int access_flush_seconds = 5;
+  // Extra Prometheus text appended to /metrics on every scrape (e.g. the GC metrics of
+  // `narcache serve --gc-interval`); called from request threads, so it must be thread-safe.
+  std::function<std::string()> extra_metrics;
 };
 
 class Server {

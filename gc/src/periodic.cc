@@ -1,0 +1,86 @@
+// PeriodicCollector: see periodic.h.
+
+#include "narcache/gc/periodic.h"
+
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+
+namespace narcache::gc {
+
+PeriodicCollector::PeriodicCollector(narstore::Store& store, Policy policy,
+                                     std::chrono::seconds interval)
+    : store_(store),
+      policy_(policy),
+      interval_(interval),
+      thread_([this](std::stop_token stop) { loop(stop); }) {}
+
+PeriodicCollector::~PeriodicCollector() {
+  thread_.request_stop();
+}
+
+void PeriodicCollector::loop(std::stop_token stop) {
+  std::mutex mutex;
+  std::condition_variable_any wake;
+  while (!stop.stop_requested()) {
+    {
+      std::unique_lock lock(mutex);
+      wake.wait_for(lock, stop, interval_, [] { return false; });
+    }
+    if (stop.stop_requested()) break;
+    auto start = std::chrono::steady_clock::now();
+    try {  // thread entry point
+      auto plan = planCollection(store_, policy_);
+      Result<CollectReport> report = plan ? Result<CollectReport>() : fail(plan.error());
+      if (plan) {
+        CollectOptions options;
+        options.stop = stop;
+        report = collect(store_, *plan, options);
+      }
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - start)
+                    .count();
+      last_duration_ms_ = static_cast<std::uint64_t>(ms);
+      last_run_ = narstore::systemClock();
+      ++runs_;
+      if (!report) {
+        ++failures_;
+        std::fprintf(stderr, "narcache: gc: %s\n", report.error().message().c_str());
+        continue;
+      }
+      items_freed_ += report->deleted_items;
+      bytes_freed_ += report->unlinked_bytes;
+      if (report->deleted_items != 0 || report->unlinked_files != 0) {
+        std::fprintf(stderr,
+                     "narcache: gc: deleted %llu items, unlinked %llu nar files (%s) in %lld ms\n",
+                     static_cast<unsigned long long>(report->deleted_items),
+                     static_cast<unsigned long long>(report->unlinked_files),
+                     formatBytes(report->unlinked_bytes).c_str(), static_cast<long long>(ms));
+      }
+    } catch (const std::exception& e) {
+      ++failures_;
+      std::fprintf(stderr, "narcache: gc: %s\n", e.what());
+    }
+  }
+}
+
+std::string PeriodicCollector::renderMetrics() const {
+  auto line = [](const char* name, const char* type, const char* help, auto value) {
+    return std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           name + " " + std::to_string(value) + "\n";
+  };
+  return line("narcache_gc_runs_total", "counter", "Garbage collection runs.", runs_.load()) +
+         line("narcache_gc_failures_total", "counter", "Garbage collection runs that failed.",
+              failures_.load()) +
+         line("narcache_gc_items_freed_total", "counter", "Items deleted by garbage collection.",
+              items_freed_.load()) +
+         line("narcache_gc_bytes_freed_total", "counter",
+              "Nar file bytes unlinked by garbage collection.", bytes_freed_.load()) +
+         line("narcache_gc_last_run_duration_seconds", "gauge",
+              "Duration of the last garbage collection run.",
+              static_cast<double>(last_duration_ms_.load()) / 1000.0) +
+         line("narcache_gc_last_run_timestamp_seconds", "gauge",
+              "When the last garbage collection run ended.", last_run_.load());
+}
+
+}  // namespace narcache::gc
