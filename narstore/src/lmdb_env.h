@@ -110,6 +110,13 @@ class Cursor {
   std::optional<Entry> next() { return op(MDB_NEXT); }
   std::optional<Entry> nextNoDup() { return op(MDB_NEXT_NODUP); }
   std::optional<Entry> nextDup() { return op(MDB_NEXT_DUP); }
+  // MDB_DUPFIXED tables only: up to a page of the current key's values from the cursor
+  // position, concatenated (each the table's fixed size); then the next page of that key's
+  // values. The key of the returned Entry is not meaningful (take it from first()/nextNoDup());
+  // for a key with a single value LMDB returns success with empty data (use the value from
+  // first()/nextNoDup()).
+  std::optional<Entry> getMultiple() { return op(MDB_GET_MULTIPLE); }
+  std::optional<Entry> nextMultiple() { return op(MDB_NEXT_MULTIPLE); }
   // Positions at `key` (exact match) and returns its first value.
   std::optional<Entry> find(std::string_view key);
   // Positions at the first key >= `key`.

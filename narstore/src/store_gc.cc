@@ -339,20 +339,19 @@ Result<StoreGraph> LmdbStore::scanGraph() const {
       targets.reserve(n_refs);
       lmdb::Cursor cursor(txn, t.refs);
       std::size_t i = 0;
-      std::string_view current;
-      bool current_valid = false;
-      bool have_current = false;
-      for (auto e = cursor.first(); e; e = cursor.next()) {
-        // Duplicates of one key come back with the same key pointer: skip the compare.
-        if (!have_current || e->first.data() != current.data() || e->first != current) {
-          have_current = true;
-          current = e->first;
-          while (i < count && g.hashPart(i) < current) ++i;
-          current_valid = i < count && g.hashPart(i) == current;
+      // One key at a time, its values a page at a time (the table is DUPFIXED, 32 bytes).
+      for (auto e = cursor.first(); e; e = cursor.nextNoDup()) {
+        std::string_view source = e->first;
+        while (i < count && g.hashPart(i) < source) ++i;
+        if (i >= count || g.hashPart(i) != source) continue;
+        for (auto m = cursor.getMultiple(); m; m = cursor.nextMultiple()) {
+          // A key with one value has no duplicate page: LMDB then returns no data.
+          std::string_view values = m->second.empty() ? e->second : m->second;
+          for (std::size_t k = 0; k + kHashLen <= values.size(); k += kHashLen) {
+            sources.push_back(static_cast<std::uint32_t>(i));
+            targets.push_back(values.substr(k, kHashLen));
+          }
         }
-        if (!current_valid) continue;
-        sources.push_back(static_cast<std::uint32_t>(i));
-        targets.push_back(e->second);
       }
     }
     std::vector<std::uint32_t> found(targets.size());
