@@ -10,7 +10,9 @@ set -euo pipefail
 build=${1:-build/default}
 runs=${2:-3}
 narcache=$(realpath "$build/cli/narcache")
-work=$(mktemp -d /tmp/narcache-bench.XXXXXX)
+# Work on tmpfs when there is one: the disk here makes file-creation timings noisy.
+base=${BENCH_DIR:-$([[ -d /dev/shm && -w /dev/shm ]] && echo /dev/shm || echo /tmp)}
+work=$(mktemp -d "$base/narcache-bench.XXXXXX")
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
 # Nix isolated from the host (see shared NIX-AS-JUDGE.md §1).

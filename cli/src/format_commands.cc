@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "background_sink.h"
 #include "commands.h"
 #include "narcache/narinfo/compression.h"
 #include "narcache/narinfo/hash.h"
@@ -66,7 +67,8 @@ void addNarCommands(CommandRegistry& registry) {
   CLI::App* nar = registry.group(registry.app(), "nar", "NAR archives (Nix ARchive format)");
 
   auto dump_path = std::make_shared<std::string>();
-  CLI::App* dump = nar->add_subcommand("dump", "Write the NAR of PATH to stdout (as nix-store --dump)");
+  CLI::App* dump =
+      nar->add_subcommand("dump", "Write the NAR of PATH to stdout (as nix-store --dump)");
   dump->add_option("PATH", *dump_path, "File, directory or symlink")->required();
   registry.add(dump, [dump_path] {
     FdSink out(STDOUT_FILENO);
@@ -117,12 +119,15 @@ void addHashCommand(CommandRegistry& registry, CLI::App* group, const std::strin
     if (!algo) return reportError(algo.error());
     Hasher hasher(*algo);
     if (is_path) {
-      if (auto s = dumpPath(args->target, hasher); !s) return reportError(s.error());
+      // Reading the tree and hashing overlap on two cores.
+      BackgroundSink background(hasher);
+      if (auto s = dumpPath(args->target, background); !s) return reportError(s.error());
+      if (auto s = background.finish(); !s) return reportError(s.error());
     } else {
       int fd = ::open(args->target.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) {
-        return reportError(Error(ErrorCode::kIoError, "cannot open '" + args->target +
-                                                          "': " + std::strerror(errno)));
+        return reportError(Error(ErrorCode::kIoError,
+                                 "cannot open '" + args->target + "': " + std::strerror(errno)));
       }
       FdSource in(fd);
       auto copied = copyStream(in, hasher);
