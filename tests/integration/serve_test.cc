@@ -610,7 +610,13 @@ TEST_F(ServeNixTest, KillDuringUploadStormThenRestartIsConsistent) {
       exit_codes[static_cast<std::size_t>(i)] = copyTo(s1, *served, mine).exit_code;
     });
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // Kill as soon as the first nar file has landed: the storm is then surely in flight (a fixed
+  // delay raced with fast machines, where every upload had finished before it).
+  auto deadline = steady_clock::now() + std::chrono::seconds(30);
+  auto nar_dir = tmp_ / "store" / "nar";
+  while (steady_clock::now() < deadline && (!fs::exists(nar_dir) || fs::is_empty(nar_dir))) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
   served->stop(SIGKILL);
   for (auto& t : copiers) t.join();
   // The kill interrupted the storm (otherwise this test would test nothing).
