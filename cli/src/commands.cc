@@ -1,6 +1,7 @@
 #include "commands.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -26,6 +27,13 @@ int CommandRegistry::runSelected() {
   }
   std::fprintf(stderr, "narcache: no command given (see --help)\n");
   return 2;
+}
+
+void addStoreOption(CLI::App* command, std::string& root) {
+  const char* env = std::getenv("NARCACHE_STORE");
+  root = env != nullptr && *env != '\0' ? env : "./var/store";
+  command->add_option("--store", root,
+                      "Store directory (default: $NARCACHE_STORE, then ./var/store)");
 }
 
 int reportError(const Error& error) {

@@ -35,16 +35,19 @@ int reportError(const Error& error);
 // Reads a whole (small) file: keys, tokens, narinfos.
 Result<std::string> readTextFile(const std::string& path);
 
+// Adds `--store DIR` to a command, defaulting to $NARCACHE_STORE, then ./var/store.
+void addStoreOption(CLI::App* command, std::string& root);
+
 // --trusted-key values: each a public key "name:base64" or a file holding one.
 Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& args);
 
 void registerFormatCommands(CommandRegistry& registry);  // nar, hash, key, narinfo, (de)compress
 void registerStoreCommands(CommandRegistry& registry);   // store init, add, info, stats, verify,
-                                                          // import, export
+                                                         // import, export
 void registerServeCommand(CommandRegistry& registry);    // serve
-void registerDrvCommands(CommandRegistry& registry);      // drv show, drv create
-void registerGcCommands(CommandRegistry& registry);  // roots, gc, mark-deleted, available
-void registerBuildCommand(CommandRegistry& registry);  // build FILE.drv
+void registerDrvCommands(CommandRegistry& registry);     // drv show, drv create
+void registerGcCommands(CommandRegistry& registry);      // roots, gc, mark-deleted, available
+void registerBuildCommand(CommandRegistry& registry);    // build FILE.drv
 
 inline void registerAll(CommandRegistry& registry) {
   registerFormatCommands(registry);

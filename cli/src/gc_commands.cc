@@ -19,16 +19,6 @@ namespace {
 
 using narstore::Store;
 
-std::string defaultStoreRoot() {
-  const char* env = std::getenv("NARCACHE_STORE");
-  return env != nullptr && *env != '\0' ? env : "./var/store";
-}
-
-void addStoreOption(CLI::App* cmd, std::string& root) {
-  root = defaultStoreRoot();
-  cmd->add_option("--store", root, "Store directory (default: $NARCACHE_STORE, then ./var/store)");
-}
-
 Result<std::unique_ptr<Store>> openStore(const std::string& root) {
   narstore::StoreOptions options;
   options.root = root;

@@ -40,13 +40,6 @@ struct ServeArgs {
   std::string gc_interval, gc_ttl, gc_max_size, gc_grace = "1h", gc_nar_grace = "1h";
 };
 
-std::string defaultStore() {
-  if (const char* env = std::getenv("NARCACHE_STORE"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  return "var/store";
-}
-
 int serve(const ServeArgs& args) {
   // Logs go to stderr (with the startup lines), one line per event.
   spdlog::set_default_logger(spdlog::stderr_color_mt("narcache-serve"));
@@ -83,7 +76,7 @@ int serve(const ServeArgs& args) {
   }
 
   narstore::StoreOptions store_options;
-  store_options.root = args.store.empty() ? defaultStore() : args.store;
+  store_options.root = args.store;
   auto store = narstore::Store::open(store_options);
   if (!store) return reportError(store.error());
 
@@ -157,8 +150,7 @@ void registerServeCommand(CommandRegistry& registry) {
   auto args = std::make_shared<ServeArgs>();
   CLI::App* cmd = registry.app().add_subcommand(
       "serve", "Serve a store over HTTP as a Nix binary cache (downloads and uploads)");
-  cmd->add_option("--store", args->store,
-                  "Store directory (default: $NARCACHE_STORE, then ./var/store)");
+  addStoreOption(cmd, args->store);
   cmd->add_option("--listen", args->listen, "host:port to listen on; port 0 picks a free port")
       ->capture_default_str();
   cmd->add_option("--secret-key", args->secret_key_files,

@@ -24,16 +24,6 @@ namespace {
 using narstore::Store;
 using narstore::StoreOptions;
 
-std::string defaultStoreRoot() {
-  const char* env = std::getenv("NARCACHE_STORE");
-  return env != nullptr && *env != '\0' ? env : "./var/store";
-}
-
-void addStoreOption(CLI::App* cmd, std::string& root) {
-  root = defaultStoreRoot();
-  cmd->add_option("--store", root, "Store directory (default: $NARCACHE_STORE, then ./var/store)");
-}
-
 Result<std::unique_ptr<Store>> openStore(const std::string& root) {
   StoreOptions options;
   options.root = root;
@@ -249,8 +239,7 @@ void registerStoreCommands(CommandRegistry& registry) {
     auto a = std::make_shared<Args>();
     CLI::App* cmd = app.add_subcommand("import", "Copy a Nix binary cache into the store");
     addStoreOption(cmd, a->root);
-    cmd->add_option("SOURCE", a->url, "file:///dir, http://host:port or https://host")
-        ->required();
+    cmd->add_option("SOURCE", a->url, "file:///dir, http://host:port or https://host")->required();
     cmd->add_option("PATHS", a->paths,
                     "Store paths whose closures to copy (default: the whole cache; needed for "
                     "HTTP caches, which cannot be listed)");
