@@ -35,9 +35,9 @@ Status FdSink::write(Bytes data) {
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
-      return fail(err == ENOSPC || err == EDQUOT ? ErrorCode::kResourceExhausted
-                                                 : ErrorCode::kIoError,
-                  std::string("write: ") + std::strerror(err));
+      return fail(
+          err == ENOSPC || err == EDQUOT ? ErrorCode::kResourceExhausted : ErrorCode::kIoError,
+          std::string("write: ") + std::strerror(err));
     }
     data = data.subspan(static_cast<std::size_t>(n));
   }

@@ -1,7 +1,6 @@
 // Import from and export to Nix binary caches: see binary_cache.h.
 
 #include "narcache/narstore/binary_cache.h"
-#include "narcache/narstore/http_cache.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -13,6 +12,8 @@
 #include <map>
 #include <set>
 #include <unordered_map>
+
+#include "narcache/narstore/http_cache.h"
 
 namespace narcache::narstore {
 namespace {

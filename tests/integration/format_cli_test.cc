@@ -60,8 +60,8 @@ TEST_F(FormatCli, NarRestoreRoundTripsAndListingParses) {
   in.stdin_data = dump.out;
   auto restored = narcache({"nar", "restore", (tmp_ / "copy").string()}, in);
   ASSERT_EQ(restored.exit_code, 0) << restored.err;
-  auto diff = run({"diff", "-r", "--no-dereference", (tmp_ / "tree").string(),
-                   (tmp_ / "copy").string()});
+  auto diff =
+      run({"diff", "-r", "--no-dereference", (tmp_ / "tree").string(), (tmp_ / "copy").string()});
   EXPECT_EQ(diff.exit_code, 0) << diff.out << diff.err;
   EXPECT_TRUE(fs::status(tmp_ / "copy" / "exec").permissions() == fs::perms(0755));
 
@@ -117,9 +117,12 @@ TEST_F(FormatCli, ErrorsGoToStderrWithNonZeroExit) {
   EXPECT_FALSE(bad_nar.err.empty());
 
   EXPECT_NE(narcache({}).exit_code, 0);
-  for (std::vector<std::string> help :
-       {std::vector<std::string>{"--help"}, {"nar", "dump", "--help"}, {"hash", "path", "--help"},
-        {"key", "generate", "--help"}, {"narinfo", "check", "--help"}, {"compress", "--help"}}) {
+  for (std::vector<std::string> help : {std::vector<std::string>{"--help"},
+                                        {"nar", "dump", "--help"},
+                                        {"hash", "path", "--help"},
+                                        {"key", "generate", "--help"},
+                                        {"narinfo", "check", "--help"},
+                                        {"compress", "--help"}}) {
     auto r = narcache(help);
     EXPECT_EQ(r.exit_code, 0) << help[0];
     EXPECT_NE(r.out.find("Usage"), std::string::npos);
@@ -210,8 +213,8 @@ TEST_F(SignedCache, NixAcceptsNarcacheSignature) {
 }
 
 TEST_F(SignedCache, NixRefusesAnotherKey) {
-  auto gen = narcache({"key", "generate", "--name", "other-1", "--secret",
-                       (tmp_ / "sk2").string(), "--public", (tmp_ / "pk2").string()});
+  auto gen = narcache({"key", "generate", "--name", "other-1", "--secret", (tmp_ / "sk2").string(),
+                       "--public", (tmp_ / "pk2").string()});
   ASSERT_EQ(gen.exit_code, 0);
   std::string other = trim(readFile(tmp_ / "pk2"));
   auto refused = substitute(other);
@@ -233,8 +236,7 @@ TEST_F(SignedCache, NixRefusesTamperedNarInfo) {
   auto refused = substitute(public_key_);
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("lacks a valid signature"), std::string::npos) << refused.err;
-  auto check =
-      narcache({"narinfo", "check", "--trusted-key", public_key_, narinfo_.string()});
+  auto check = narcache({"narinfo", "check", "--trusted-key", public_key_, narinfo_.string()});
   EXPECT_EQ(check.exit_code, 1);
 }
 

@@ -69,8 +69,8 @@ std::vector<std::string> mergedEnv(const std::map<std::string, std::string>& ext
 }
 
 // Forks and execs argv with stdin from `in_fd`, stdout/stderr to the given fds.
-pid_t spawn(const std::vector<std::string>& argv, const RunOptions& options, int in_fd,
-            int out_fd, int err_fd) {
+pid_t spawn(const std::vector<std::string>& argv, const RunOptions& options, int in_fd, int out_fd,
+            int err_fd) {
   auto env = mergedEnv(options.env);
   std::vector<char*> cargv, cenv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
@@ -168,8 +168,12 @@ int BackgroundProcess::stop(int sig) {
   return decodeStatus(status);
 }
 
-std::string BackgroundProcess::out() const { return readFile(logs_ / "stdout"); }
-std::string BackgroundProcess::err() const { return readFile(logs_ / "stderr"); }
+std::string BackgroundProcess::out() const {
+  return readFile(logs_ / "stdout");
+}
+std::string BackgroundProcess::err() const {
+  return readFile(logs_ / "stderr");
+}
 
 NixEnv::NixEnv() {
   fs::create_directories(dir_ / "home");
@@ -201,6 +205,8 @@ ProcessResult NixEnv::run(const std::vector<std::string>& argv) const {
   return test::run(argv, options_);
 }
 
-bool haveNix() { return system("command -v nix-store >/dev/null 2>&1") == 0; }
+bool haveNix() {
+  return system("command -v nix-store >/dev/null 2>&1") == 0;
+}
 
 }  // namespace narcache::test

@@ -37,7 +37,7 @@ struct RunOptions {
   std::map<std::string, std::string> env;  // added to (or overriding) the inherited environment
   std::optional<std::filesystem::path> cwd;
   std::optional<std::filesystem::path> stdout_file;  // write stdout here instead of capturing
-  int timeout_seconds = 300;                          // killed with SIGKILL after this
+  int timeout_seconds = 300;                         // killed with SIGKILL after this
 };
 
 // Runs argv[0] (searched in PATH) with the arguments and waits for it.

@@ -23,8 +23,8 @@ std::string_view compressionName(Compression c);
 std::string_view compressionExtension(Compression c);
 
 struct CompressOptions {
-  int level = -1;    // -1: the method's default (zstd 3, xz 6, ...)
-  int threads = 0;   // zstd only: 0 = single-threaded, N = N worker threads
+  int level = -1;   // -1: the method's default (zstd 3, xz 6, ...)
+  int threads = 0;  // zstd only: 0 = single-threaded, N = N worker threads
 };
 
 // Returns a Sink that compresses into `out` (not owned; must outlive it). finish() writes the

@@ -20,14 +20,16 @@ namespace narcache {
 inline constexpr std::string_view kNix32Alphabet = "0123456789abcdfghijklmnpqrsvwxyz";
 
 // Length of the nix32 encoding of `bytes` bytes: ceil(bytes * 8 / 5).
-constexpr std::size_t nix32Length(std::size_t bytes) { return (bytes * 8 + 4) / 5; }
+constexpr std::size_t nix32Length(std::size_t bytes) {
+  return (bytes * 8 + 4) / 5;
+}
 
 std::string nix32Encode(Bytes data);
 // Decodes text that must encode exactly `bytes` bytes.
 Result<std::vector<std::byte>> nix32Decode(std::string_view text, std::size_t bytes);
 bool isNix32Char(char c);
 
-std::string base16Encode(Bytes data);  // lowercase
+std::string base16Encode(Bytes data);                                // lowercase
 Result<std::vector<std::byte>> base16Decode(std::string_view text);  // either case
 
 std::string base64Encode(Bytes data);  // standard alphabet, with padding

@@ -25,17 +25,17 @@ namespace narcache {
 struct NarInfo {
   std::string store_dir = std::string(kDefaultStoreDir);
   StorePath path = *StorePath::parseBaseName("00000000000000000000000000000000-x");
-  std::string url;                 // relative to the cache root, e.g. "nar/<filehash>.nar.zst"
+  std::string url;  // relative to the cache root, e.g. "nar/<filehash>.nar.zst"
   std::string compression = "bzip2";
-  std::optional<Hash> file_hash;   // absent in some narinfos (e.g. written by old tools)
+  std::optional<Hash> file_hash;  // absent in some narinfos (e.g. written by old tools)
   std::optional<std::uint64_t> file_size;
   Hash nar_hash;
   std::uint64_t nar_size = 0;
   std::vector<StorePath> references;  // kept sorted by base name, unique
   std::optional<StorePath> deriver;
-  std::string system;               // empty = absent
-  std::vector<std::string> sigs;    // "keyname:base64", in file order
-  std::string ca;                   // empty = absent
+  std::string system;             // empty = absent
+  std::vector<std::string> sigs;  // "keyname:base64", in file order
+  std::string ca;                 // empty = absent
 
   // Parses `text`; `source` names it in errors ("<hash>.narinfo", a file path...).
   // `store_dir` is the store dir StorePath must lie in.
