@@ -9,6 +9,11 @@
 
 namespace narcache {
 
+void Fd::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
 Status Source::readExact(MutableBytes out) {
   std::size_t done = 0;
   while (done < out.size()) {

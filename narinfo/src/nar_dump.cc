@@ -27,20 +27,6 @@ constexpr std::size_t kWriteBufferSize = 256 * 1024;
 // Reads smaller than this flush the buffer first so large files are read in large pieces.
 constexpr std::size_t kMinReadSize = kWriteBufferSize / 8;
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 Error sysError(const std::string& what, const std::string& path, int err) {
   ErrorCode code = err == ENOENT                   ? ErrorCode::kNotFound
                    : err == EACCES || err == EPERM ? ErrorCode::kPermissionDenied

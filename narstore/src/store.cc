@@ -63,21 +63,6 @@ Status drain(Source& source) {
   }
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
 // Every item that has `start` in its closure (excluding `start` itself), following referrers.
 std::vector<std::string> transitiveReferrers(const lmdb::Txn& txn, lmdb::Dbi referrers,
                                              const std::string& start) {

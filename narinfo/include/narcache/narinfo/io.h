@@ -41,6 +41,32 @@ class Sink {
   virtual Status finish() { return {}; }
 };
 
+// Owns a file descriptor and closes it on destruction (or reset()). Move-only. -1 = none.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = other.release();
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1);
+
+ private:
+  int fd_ = -1;
+};
+
 // Reads a file descriptor (not owned, not closed). Retries EINTR.
 class FdSource final : public Source {
  public:
