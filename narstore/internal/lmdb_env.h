@@ -1,6 +1,7 @@
 #pragma once
-// A small C++ wrapper over LMDB (named lmdb_env.h: "lmdb.h" would shadow LMDB's own header,
-// narstore/src being on the include path), private to narstore (no LMDB type leaves narstore/src).
+// A small C++ wrapper over LMDB (named lmdb_env.h: "lmdb.h" would shadow LMDB's own header),
+// internal to the modules that own an LMDB file (narstore, coordinator): no LMDB type may appear
+// in a public header.
 //
 // Env: one per database directory per process (Env::open() hands out the same instance to
 // every caller while one is alive; LMDB forbids opening a file twice in one process). Opened
