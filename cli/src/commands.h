@@ -48,6 +48,9 @@ void registerServeCommand(CommandRegistry& registry);    // serve
 void registerDrvCommands(CommandRegistry& registry);     // drv show, drv create
 void registerGcCommands(CommandRegistry& registry);      // roots, gc, mark-deleted, available
 void registerBuildCommand(CommandRegistry& registry);    // build FILE.drv
+void registerCoordinatorCommand(CommandRegistry& registry);  // coordinator
+// build submit|list|show|cancel|retry, agent add|list, agent (the agent loop)
+void registerCoordinatorClientCommands(CommandRegistry& registry);
 
 inline void registerAll(CommandRegistry& registry) {
   registerFormatCommands(registry);
@@ -55,6 +58,8 @@ inline void registerAll(CommandRegistry& registry) {
   registerServeCommand(registry);
   registerDrvCommands(registry);
   registerGcCommands(registry);
+  registerCoordinatorCommand(registry);
+  registerCoordinatorClientCommands(registry);  // before `build`: its children must match first
   registerBuildCommand(registry);
 }
 

@@ -1,0 +1,9 @@
+// (placeholder until the coordinator issue fills it)
+
+#include "commands.h"
+
+namespace narcache::cli {
+
+void registerCoordinatorCommand(CommandRegistry& /*registry*/) {}
+
+}  // namespace narcache::cli
