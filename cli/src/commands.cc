@@ -36,6 +36,12 @@ void addStoreOption(CLI::App* command, std::string& root) {
                       "Store directory (default: $NARCACHE_STORE, then ./var/store)");
 }
 
+Result<std::unique_ptr<narstore::Store>> openStore(const std::string& root) {
+  narstore::StoreOptions options;
+  options.root = root;
+  return narstore::Store::open(options);
+}
+
 int reportError(const Error& error) {
   std::fprintf(stderr, "narcache: %s\n", error.message().c_str());
   return 1;

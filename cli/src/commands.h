@@ -5,11 +5,13 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "narcache/narinfo/error.h"
 #include "narcache/narinfo/signature.h"
+#include "narcache/narstore/store.h"
 
 namespace narcache::cli {
 
@@ -37,6 +39,9 @@ Result<std::string> readTextFile(const std::string& path);
 
 // Adds `--store DIR` to a command, defaulting to $NARCACHE_STORE, then ./var/store.
 void addStoreOption(CLI::App* command, std::string& root);
+
+// Opens the store at `root` (as given by --store) with default options.
+Result<std::unique_ptr<narstore::Store>> openStore(const std::string& root);
 
 // --trusted-key values: each a public key "name:base64" or a file holding one.
 Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& args);

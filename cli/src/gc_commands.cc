@@ -19,12 +19,6 @@ namespace {
 
 using narstore::Store;
 
-Result<std::unique_ptr<Store>> openStore(const std::string& root) {
-  narstore::StoreOptions options;
-  options.root = root;
-  return Store::open(options);
-}
-
 // A full store path or a base name; a bare hash part names a valid item.
 Result<StorePath> storePathOf(const Store& store, const std::string& arg) {
   if (!arg.empty() && arg.front() == '/') return StorePath::parse(arg, store.storeDir());

@@ -24,12 +24,6 @@ namespace {
 using narstore::Store;
 using narstore::StoreOptions;
 
-Result<std::unique_ptr<Store>> openStore(const std::string& root) {
-  StoreOptions options;
-  options.root = root;
-  return Store::open(options);
-}
-
 class OwnedFdSource final : public Source {
  public:
   explicit OwnedFdSource(int fd) : fd_(fd), inner_(fd) {}

@@ -5,16 +5,10 @@
 #include <charconv>
 
 #include "narcache/narinfo/encoding.h"
+#include "quoted.h"
 
 namespace narcache {
 namespace {
-
-std::string quoted(std::string_view text) {
-  std::string out = "'";
-  out += text;
-  out += "'";
-  return out;
-}
 
 // The keys narcache understands, in the order Nix writes them. Unknown keys are skipped.
 enum Field : unsigned {

@@ -3,16 +3,10 @@
 #include <optional>
 
 #include "narcache/narinfo/encoding.h"
+#include "quoted.h"
 
 namespace narcache {
 namespace {
-
-std::string quoted(std::string_view text) {
-  std::string out = "'";
-  out += text;
-  out += "'";
-  return out;
-}
 
 bool isNameChar(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' ||
