@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "narcache/narinfo/encoding.h"
+#include "quoted.h"
 
 namespace narcache {
 namespace {
@@ -18,19 +19,21 @@ namespace {
 
 // The fetched digest implementations. Fetching once (instead of EVP_sha256() on each init)
 // avoids OpenSSL 3's per-init provider lookup; these are immutable and thread-safe to share.
+// MD5 and SHA-1 come from OpenSSL's default provider (not FIPS-only configurations).
 const EVP_MD* evpMd(HashAlgo algo) {
   static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   static EVP_MD* const kSha512 = EVP_MD_fetch(nullptr, "SHA512", nullptr);
-  const EVP_MD* md = algo == HashAlgo::kSha256 ? kSha256 : kSha512;
+  static EVP_MD* const kSha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+  static EVP_MD* const kMd5 = EVP_MD_fetch(nullptr, "MD5", nullptr);
+  const EVP_MD* md = nullptr;
+  switch (algo) {
+    case HashAlgo::kSha256: md = kSha256; break;
+    case HashAlgo::kSha512: md = kSha512; break;
+    case HashAlgo::kSha1: md = kSha1; break;
+    case HashAlgo::kMd5: md = kMd5; break;
+  }
   if (md == nullptr) opensslDied("EVP_MD_fetch");
   return md;
-}
-
-std::string quoted(std::string_view text) {
-  std::string out = "'";
-  out += text;
-  out += "'";
-  return out;
 }
 
 // Decodes a bare digest of `algo`, telling the encoding apart by length as Nix does.
@@ -66,6 +69,8 @@ std::string_view hashAlgoName(HashAlgo algo) {
   switch (algo) {
     case HashAlgo::kSha256: return "sha256";
     case HashAlgo::kSha512: return "sha512";
+    case HashAlgo::kSha1: return "sha1";
+    case HashAlgo::kMd5: return "md5";
   }
   return "unknown";
 }
@@ -73,11 +78,19 @@ std::string_view hashAlgoName(HashAlgo algo) {
 Result<HashAlgo> parseHashAlgo(std::string_view name) {
   if (name == "sha256") return HashAlgo::kSha256;
   if (name == "sha512") return HashAlgo::kSha512;
+  if (name == "sha1") return HashAlgo::kSha1;
+  if (name == "md5") return HashAlgo::kMd5;
   return fail(ErrorCode::kInvalidArgument, "unknown hash algorithm " + quoted(name));
 }
 
 std::size_t hashSize(HashAlgo algo) {
-  return algo == HashAlgo::kSha256 ? 32 : 64;
+  switch (algo) {
+    case HashAlgo::kSha256: return 32;
+    case HashAlgo::kSha512: return 64;
+    case HashAlgo::kSha1: return 20;
+    case HashAlgo::kMd5: return 16;
+  }
+  return 0;
 }
 
 Hash::Hash(HashAlgo algo) : algo_(algo) {}

@@ -1,6 +1,7 @@
 // Tests of Hash, Hasher and compressHash. All expected digests below were computed with the real
-// Nix 2.8 tools (`nix hash file --type sha256|sha512 --base32|--base16|--base64|--sri`) on files
-// holding the given contents, or come from the golden narinfos that `nix copy` wrote
+// Nix 2.8 tools (`nix hash file --type sha256|sha512|sha1|md5 --base32|--base16|--base64|--sri`,
+// and `nix-hash --type sha1|md5 --flat --base32` for the nix32 forms) on files holding the given
+// contents, or come from the golden narinfos that `nix copy` wrote
 // (tests/data/narinfo/).
 #include "narcache/narinfo/hash.h"
 
@@ -65,6 +66,24 @@ const std::vector<Vector>& vectors() {
        "1"
        "0e98d44a6a68d5d1091bcd55b47efb5cd50e",
        "x2ZP8Yu++lho0eujhjcIetcOY4ABP1L0zj3UqYvr1JNTzkC+Hf3a0iWbrNx70Q6Y1EpqaNXRCRvNVbR++1zVDg=="},
+      // SHA-1: nix32 is 32 characters for 20 bytes.
+      {HashAlgo::kSha1, "", "143xibwh31h9bvxzalr0sjvbbvpa6ffs",
+       "da39a3ee5e6b4b0d3255bfef95601890afd80709", "2jmj7l5rSw0yVb/vlWAYkK/YBwk="},
+      {HashAlgo::kSha1, "abc", "kpcd173cq987hw957sx6m0868wv3x6d9",
+       "a9993e364706816aba3e25717850c26c9cd0d89d", "qZk+NkcGgWq6PiVxeFDCbJzQ2J0="},
+      {HashAlgo::kSha1, "hello world\n", "27ahx31f6615vf0zk1pv0h6yndin6n92",
+       "22596363b3de40b06f981fb85d82312e8c0ed511", "IlljY7PeQLBvmB+4XYIxLowO1RE="},
+      {HashAlgo::kSha1, std::string(100000, 'a'), "jfff45vzzm14sjbmhvmw8bqqa44b7m64",
+       "c4d4b30851182fc4eb8675494d42fd7f17e29c93", "xNSzCFEYL8TrhnVJTUL9fxfinJM="},
+      // MD5: nix32 is 26 characters for 16 bytes.
+      {HashAlgo::kMd5, "", "3y8bwfr609h3lh9ch0izcqq7fl", "d41d8cd98f00b204e9800998ecf8427e",
+       "1B2M2Y8AsgTpgAmY7PhCfg=="},
+      {HashAlgo::kMd5, "abc", "3jgzhjhz9zjvbb0kyj7jc500ch", "900150983cd24fb0d6963f7d28e17f72",
+       "kAFQmDzST7DWlj99KOF/cg=="},
+      {HashAlgo::kMd5, "hello world\n", "647l397jvnq78bs93h4fn04nbg",
+       "6f5902ac237024bdd0c176cb93063dc4", "b1kCrCNwJL3QwXbLkwY9xA=="},
+      {HashAlgo::kMd5, std::string(100000, 'a'), "402vpambh6ws06zxw2yvrddxhs",
+       "1af6d6f2f682f76f80e606aeaaee1680", "GvbW8vaC92+A5gauqu4WgA=="},
   };
   return kVectors;
 }
@@ -76,7 +95,14 @@ TEST(HashAlgo, NamesAndSizes) {
   EXPECT_EQ(hashSize(HashAlgo::kSha512), 64u);
   EXPECT_EQ(*parseHashAlgo("sha256"), HashAlgo::kSha256);
   EXPECT_EQ(*parseHashAlgo("sha512"), HashAlgo::kSha512);
-  EXPECT_EQ(parseHashAlgo("md5").error().message(), "unknown hash algorithm 'md5'");
+  EXPECT_EQ(hashAlgoName(HashAlgo::kSha1), "sha1");
+  EXPECT_EQ(hashAlgoName(HashAlgo::kMd5), "md5");
+  EXPECT_EQ(hashSize(HashAlgo::kSha1), 20u);
+  EXPECT_EQ(hashSize(HashAlgo::kMd5), 16u);
+  EXPECT_EQ(*parseHashAlgo("sha1"), HashAlgo::kSha1);
+  EXPECT_EQ(*parseHashAlgo("md5"), HashAlgo::kMd5);
+  EXPECT_EQ(parseHashAlgo("sha384").error().message(), "unknown hash algorithm 'sha384'");
+  EXPECT_EQ(parseHashAlgo("MD5").error().message(), "unknown hash algorithm 'MD5'");
   EXPECT_EQ(parseHashAlgo("SHA256").error().message(), "unknown hash algorithm 'SHA256'");
 }
 
@@ -149,7 +175,14 @@ TEST(Hash, ParseRejectsMalformed) {
   const BadHash cases[] = {
       {"", "hash '' does not include a type"},
       {nix32, "hash '" + nix32 + "' does not include a type"},
-      {"md5:" + nix32, "hash 'md5:" + nix32 + "': unknown hash algorithm 'md5'"},
+      {"sha384:" + nix32, "hash 'sha384:" + nix32 + "': unknown hash algorithm 'sha384'"},
+      {"md5:" + nix32, "hash 'md5:" + nix32 + "' has wrong length for hash type 'md5'"},
+      {"sha1:" + nix32.substr(0, 26),
+       "hash 'sha1:" + nix32.substr(0, 26) + "' has wrong length for hash type 'sha1'"},
+      {"md5:zzzzzzzzzzzzzzzzzzzzzzzzzz",
+       "invalid hash 'md5:zzzzzzzzzzzzzzzzzzzzzzzzzz': nix32 "
+       "string 'zzzzzzzzzzzzzzzzzzzzzzzzzz' has non-zero "
+       "padding bits"},
       {"sha256:", "hash 'sha256:' has wrong length for hash type 'sha256'"},
       {"sha256:abc", "hash 'sha256:abc' has wrong length for hash type 'sha256'"},
       {"sha512:" + nix32, "hash 'sha512:" + nix32 + "' has wrong length for hash type 'sha512'"},

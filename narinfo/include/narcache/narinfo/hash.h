@@ -1,11 +1,15 @@
 #pragma once
-// Content hashes as Nix prints and parses them (SHA-256 via OpenSSL's libcrypto, SHA-512 too).
+// Content hashes as Nix prints and parses them: SHA-256, SHA-512, SHA-1 and MD5, all through
+// OpenSSL's libcrypto (EVP). SHA-1 and MD5 are there for fixed-output derivations
+// (outputHashAlgo) and content addresses ("fixed:sha1:..."); NarHash and FileHash stay sha256.
 //
-// Accepted textual forms, for algo sha256 (sha512 alike):
+// Accepted textual forms, for algo sha256 (sha512, sha1, md5 alike):
 //   "sha256:<nix32>"  "sha256:<base16>"  "sha256:<base64>"   (Nix's "algo:digest")
 //   "sha256-<base64>"                                         (SRI)
 // and, when the algorithm is given by the caller, a bare digest in any of the three encodings
-// (told apart by length). Printing defaults to "sha256:<nix32>", as narinfo files use.
+// (told apart by length: base16 is 2 chars a byte, nix32 ceil(8n/5) — 26 for md5, 32 for sha1,
+// 52 for sha256, 103 for sha512 —, base64 padded). Printing defaults to "<algo>:<nix32>", as
+// narinfo files use.
 // Value type; Hasher is a single-threaded streaming Sink.
 
 #include <array>
@@ -21,11 +25,11 @@
 
 namespace narcache {
 
-enum class HashAlgo { kSha256, kSha512 };
+enum class HashAlgo { kSha256, kSha512, kSha1, kMd5 };
 
-std::string_view hashAlgoName(HashAlgo algo);  // "sha256", "sha512"
-Result<HashAlgo> parseHashAlgo(std::string_view name);
-std::size_t hashSize(HashAlgo algo);  // 32, 64
+std::string_view hashAlgoName(HashAlgo algo);           // "sha256", "sha512", "sha1", "md5"
+Result<HashAlgo> parseHashAlgo(std::string_view name);  // exactly those names (lower case)
+std::size_t hashSize(HashAlgo algo);                    // 32, 64, 20, 16
 
 enum class HashFormat { kNix32, kBase16, kBase64, kSri };
 
