@@ -1,0 +1,114 @@
+// Availability: local (narstore::Store::available) and remote (GET <cache>/api/available).
+
+#include "narcache/coordinator/availability.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "narcache/narinfo/store_path.h"
+
+namespace narcache::coordinator {
+namespace {
+
+class LocalAvailability final : public Availability {
+ public:
+  explicit LocalAvailability(const narstore::Store& store) : store_(store) {}
+
+  Result<std::vector<narstore::ItemState>> check(const std::vector<std::string>& paths) override {
+    std::vector<StorePath> parsed;
+    parsed.reserve(paths.size());
+    for (const std::string& path : paths) {
+      auto p = StorePath::parse(path, store_.storeDir());
+      if (!p) return fail(p.error().withContext(path));
+      parsed.push_back(std::move(*p));
+    }
+    std::vector<narstore::ItemStatus> statuses = store_.available(parsed);
+    std::vector<narstore::ItemState> states;
+    states.reserve(statuses.size());
+    for (const auto& s : statuses) states.push_back(s.state);
+    return states;
+  }
+
+ private:
+  const narstore::Store& store_;
+};
+
+Result<narstore::ItemState> parseItemState(std::string_view name) {
+  for (auto s : {narstore::ItemState::kAvailable, narstore::ItemState::kIncomplete,
+                 narstore::ItemState::kDeleted, narstore::ItemState::kMissing}) {
+    if (narstore::itemStateName(s) == name) return s;
+  }
+  return fail(ErrorCode::kUnavailable, "unknown item state '" + std::string(name) + "'");
+}
+
+class RemoteAvailability final : public Availability {
+ public:
+  explicit RemoteAvailability(RemoteAvailabilityOptions options) : options_(std::move(options)) {
+    while (!options_.cache_url.empty() && options_.cache_url.back() == '/') {
+      options_.cache_url.pop_back();
+    }
+  }
+
+  Result<std::vector<narstore::ItemState>> check(const std::vector<std::string>& paths) override {
+    constexpr std::size_t kBatch = 200;  // keeps the query string well under URL limits
+    std::vector<narstore::ItemState> states;
+    states.reserve(paths.size());
+    for (std::size_t i = 0; i < paths.size(); i += kBatch) {
+      std::size_t end = std::min(paths.size(), i + kBatch);
+      auto part = ask(paths, i, end);
+      if (!part) return fail(part.error());
+      states.insert(states.end(), part->begin(), part->end());
+    }
+    return states;
+  }
+
+ private:
+  Result<std::vector<narstore::ItemState>> ask(const std::vector<std::string>& paths,
+                                                std::size_t begin, std::size_t end) {
+    httplib::Client client(options_.cache_url);
+    client.set_connection_timeout(options_.timeout_seconds, 0);
+    client.set_read_timeout(options_.timeout_seconds, 0);
+    httplib::Params params;
+    for (std::size_t i = begin; i < end; ++i) params.emplace("path", paths[i]);
+    httplib::Headers headers;
+    if (!options_.token.empty()) headers.emplace("Authorization", "Bearer " + options_.token);
+    std::string where = options_.cache_url + "/api/available";
+    auto res = client.Get("/api/available", params, headers);
+    if (!res) {
+      return fail(ErrorCode::kUnavailable, where + ": " + httplib::to_string(res.error()));
+    }
+    if (res->status != 200) {
+      return fail(ErrorCode::kUnavailable, where + ": HTTP " + std::to_string(res->status));
+    }
+    nlohmann::json body = nlohmann::json::parse(res->body, nullptr, false);
+    if (body.is_discarded() || !body.is_array() || body.size() != end - begin) {
+      return fail(ErrorCode::kUnavailable, where + ": unexpected answer");
+    }
+    std::vector<narstore::ItemState> states;
+    for (std::size_t i = 0; i < body.size(); ++i) {
+      const auto& entry = body[i];
+      if (!entry.is_object() || !entry.contains("state") || !entry["state"].is_string()) {
+        return fail(ErrorCode::kUnavailable, where + ": unexpected answer");
+      }
+      auto state = parseItemState(entry["state"].get<std::string>());
+      if (!state) return fail(state.error().withContext(where));
+      states.push_back(*state);
+    }
+    return states;
+  }
+
+  RemoteAvailabilityOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Availability> localAvailability(const narstore::Store& store) {
+  return std::make_unique<LocalAvailability>(store);
+}
+
+std::unique_ptr<Availability> remoteAvailability(const RemoteAvailabilityOptions& options) {
+  return std::make_unique<RemoteAvailability>(options);
+}
+
+}  // namespace narcache::coordinator

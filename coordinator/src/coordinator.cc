@@ -1,0 +1,598 @@
+// Coordinator: opening, the client API (submit, list, show, cancel, retry, agents) and the
+// state-change helpers shared with scheduler.cc. See coordinator.h and impl.h.
+
+#include "narcache/coordinator/coordinator.h"
+
+#include <sys/random.h>
+
+#include <algorithm>
+
+#include "impl.h"
+#include "narcache/narinfo/derivation.h"
+#include "narcache/narinfo/encoding.h"
+#include "narcache/narinfo/hash.h"
+#include "narcache/narinfo/store_path.h"
+
+namespace narcache::coordinator {
+namespace {
+
+std::string baseName(std::string_view path) {
+  std::size_t slash = path.rfind('/');
+  return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+}
+
+std::string sha256Hex(std::string_view text) {
+  return hashString(HashAlgo::kSha256, text).digestString(HashFormat::kBase16);
+}
+
+bool validAgentName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+  });
+}
+
+// A submitted derivation, checked: its path is the one Nix computes for its text.
+struct CheckedDrv {
+  std::string path;
+  std::string text;
+  DrvRecord record;
+};
+
+Result<CheckedDrv> checkDerivation(const DerivationText& d) {
+  auto bad = [&](const std::string& why) {
+    return fail(ErrorCode::kInvalidArgument, "derivation " + d.path + ": " + why);
+  };
+  std::size_t slash = d.path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return bad("not an absolute store path");
+  std::string store_dir = d.path.substr(0, slash);
+  auto path = StorePath::parse(d.path, store_dir);
+  if (!path) return bad(path.error().message());
+  if (!path->name().ends_with(".drv") || path->name().size() <= 4) {
+    return bad("a derivation's store path ends in .drv");
+  }
+  std::string name = path->name().substr(0, path->name().size() - 4);
+  auto drv = parseDerivation(d.text, name);
+  if (!drv) return bad(drv.error().message());
+  auto computed = derivationStorePath(*drv, store_dir);
+  if (!computed) return bad(computed.error().message());
+  if (*computed != d.path) {
+    return bad("its text gives the store path " + *computed +
+               " (a .drv's path is computed from its text and its references)");
+  }
+  if (drv->outputs.empty()) return bad("no outputs");
+  CheckedDrv out{d.path, d.text, {}};
+  out.record.system = drv->platform;
+  for (const auto& [output, o] : drv->outputs) {
+    if (o.path.empty()) return bad("output '" + output + "' has no path (not supported)");
+    out.record.outputs[output] = o.path;
+  }
+  for (const auto& [input, names] : drv->input_drvs) {
+    out.record.input_drvs[input] = std::vector<std::string>(names.begin(), names.end());
+  }
+  out.record.input_srcs.assign(drv->input_srcs.begin(), drv->input_srcs.end());
+  return out;
+}
+
+Result<std::string> randomHex(std::size_t bytes) {
+  std::vector<std::byte> buf(bytes);
+  std::size_t got = 0;
+  while (got < bytes) {
+    ssize_t n = getrandom(buf.data() + got, bytes - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(ErrorCode::kIoError, "getrandom failed");
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  return base16Encode(Bytes(buf.data(), buf.size()));
+}
+
+std::string hookKey(const HookSpec& spec) {
+  return sha256Hex(spec.text).substr(0, 16);
+}
+
+}  // namespace
+
+// ---- Opening -------------------------------------------------------------------------------
+
+Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorOptions& options) {
+  if (options.availability == nullptr) {
+    return fail(ErrorCode::kInvalidArgument, "the coordinator needs a store to ask (availability)");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  for (const HookSpec& spec : options.hooks) {
+    if (spec.kind == HookSpec::Kind::kBuiltin && spec.action == "root-outputs" &&
+        options.store == nullptr) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "hook " + spec.text + ": builtin:root-outputs needs a local store (--store)");
+    }
+    auto hook = std::make_unique<Hook>();
+    hook->spec = spec;
+    hook->key = hookKey(spec);
+    for (const auto& other : impl->hooks) {
+      if (other->key == hook->key) {
+        return fail(ErrorCode::kInvalidArgument, "hook " + spec.text + " is given twice");
+      }
+    }
+    impl->hooks.push_back(std::move(hook));
+  }
+  NARCACHE_TRY(impl->openDb());
+  NARCACHE_TRY(impl->load());
+  impl->startHooks();
+  if (options.background) {
+    Impl* p = impl.get();
+    impl->maintenance = std::jthread([p](std::stop_token stop) {
+      std::mutex m;
+      std::condition_variable_any cv;
+      while (!stop.stop_requested()) {
+        {
+          std::unique_lock lock(m);
+          cv.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+        }
+        if (stop.stop_requested()) break;
+        try {
+          if (auto s = p->expireLeases(p->now()); !s) {
+            spdlog::error("lease reaper: {}", s.error().message());
+          }
+          bool due;
+          {
+            std::lock_guard lock(p->mu);
+            due = p->now() - p->last_recheck >= p->options.waiting_recheck_seconds;
+          }
+          if (due) {
+            if (auto s = p->recheckWaiting(); !s) {
+              spdlog::warn("re-checking waiting builds: {}", s.error().message());
+            }
+          }
+        } catch (const std::exception& e) {
+          spdlog::error("maintenance: {}", e.what());
+        }
+      }
+    });
+  }
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Coordinator::~Coordinator() {
+  if (impl_->maintenance.joinable()) {
+    impl_->maintenance.request_stop();
+    impl_->maintenance.join();
+  }
+  impl_->stopHooks();
+}
+
+// ---- State-change helpers --------------------------------------------------------------------
+
+void Coordinator::Impl::putBuild(Batch& b, const BuildRecord& record,
+                                 std::optional<BuildState> old_state) {
+  b.txn.put(builds, idKey(record.info.id), encode(record));
+  bool was = old_state && isActive(*old_state);
+  bool is = isActive(record.info.state);
+  if (was != is) b.drv_delta[record.info.derivation] += is ? 1 : -1;
+  std::int64_t t = b.now;
+  b.effects.push_back([this, record, t] { mem.apply(record, t); });
+}
+
+void Coordinator::Impl::putDrv(Batch& b, const std::string& path, const DrvRecord& record,
+                               bool was_failing) {
+  b.txn.put(drvs, path, encode(record));
+  if (was_failing != record.failing) {
+    bool failing = record.failing;
+    b.effects.push_back([this, failing] {
+      if (failing) {
+        mem.derivations_failing++;
+      } else if (mem.derivations_failing > 0) {
+        mem.derivations_failing--;
+      }
+    });
+  }
+}
+
+void Coordinator::Impl::emit(Batch& b, std::string_view event, const BuildInfo& info) {
+  for (auto& hook : hooks) {
+    if (hook->spec.event != event) continue;
+    std::uint64_t seq = b.next_event++;
+    b.txn.put(events, eventKey(*hook, seq), eventJson(seq, event, b.now, info));
+    Hook* h = hook.get();
+    std::int64_t t = b.now;
+    b.effects.push_back([h, seq, t] {
+      std::lock_guard lock(h->mu);
+      h->queue[seq] = t;
+    });
+    b.woken.insert(h);
+  }
+}
+
+int Coordinator::Impl::activeBuilds(Batch& b, const std::string& drv) {
+  int n = 0;
+  if (auto it = mem.active_per_drv.find(drv); it != mem.active_per_drv.end()) n = it->second;
+  if (auto it = b.drv_delta.find(drv); it != b.drv_delta.end()) n += it->second;
+  return n;
+}
+
+Result<BuildRecord> Coordinator::Impl::newBuild(Batch& b, const std::string& drv_path,
+                                                const DrvRecord& drv, int priority,
+                                                const std::map<std::string, std::string>& tags,
+                                                std::optional<std::uint64_t> retry_of) {
+  BuildRecord r;
+  BuildInfo& info = r.info;
+  info.id = b.next_build++;
+  info.derivation = drv_path;
+  info.system = drv.system;
+  info.state = BuildState::kQueued;
+  info.priority = priority;
+  info.tags = tags;
+  info.submitted_at = b.now;
+  info.updated_at = b.now;
+  info.outputs = drv.outputs;
+  info.retry_of = retry_of;
+  if (!options.cache_url.empty()) info.log_url = options.cache_url + "/log/" + baseName(drv_path);
+  putBuild(b, r, std::nullopt);
+  emit(b, "submitted", info);
+  return r;
+}
+
+Result<std::vector<std::string>> Coordinator::Impl::inputPaths(const lmdb::Txn& txn,
+                                                               const DrvRecord& drv) {
+  std::vector<std::string> paths = drv.input_srcs;
+  for (const auto& [input, names] : drv.input_drvs) {
+    auto record = loadDrv(txn, input);
+    if (!record) return fail(record.error());
+    if (!*record) {
+      return fail(ErrorCode::kNotFound, "input derivation " + input + " is unknown");
+    }
+    for (const std::string& name : names) {
+      auto it = (*record)->outputs.find(name);
+      if (it == (*record)->outputs.end()) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "input derivation " + input + " has no output '" + name + "'");
+      }
+      paths.push_back(it->second);
+    }
+  }
+  return paths;
+}
+
+Status Coordinator::Impl::waitFor(Batch& b, BuildRecord& record,
+                                  std::optional<BuildState> old_state,
+                                  const std::vector<std::string>& missing) {
+  BuildInfo& info = record.info;
+  info.state = BuildState::kWaiting;
+  info.updated_at = b.now;
+  record.allocation = 0;
+  info.waiting_for = missing;
+  info.blocked_by.clear();
+  std::vector<std::string> notes;
+  std::vector<BuildRecord> submitted;
+  for (const std::string& path : missing) {
+    auto producer = b.txn.get(outputs, path);
+    if (!producer) {
+      notes.push_back("waiting for " + path +
+                      ": not in the store, and no known derivation produces it");
+      continue;
+    }
+    std::string drv_path(*producer);
+    auto drv = loadDrv(b.txn, drv_path);
+    if (!drv) return fail(drv.error());
+    if (!*drv) continue;
+    if ((*drv)->failing) {
+      if (std::find(info.blocked_by.begin(), info.blocked_by.end(), drv_path) ==
+          info.blocked_by.end()) {
+        info.blocked_by.push_back(drv_path);
+      }
+      notes.push_back("waiting for " + path + ": derivation " + drv_path + " is failing after " +
+                      std::to_string((*drv)->failures) + " tries");
+      continue;
+    }
+    if (activeBuilds(b, drv_path) == 0) {
+      auto r = newBuild(b, drv_path, **drv, info.priority, info.tags, std::nullopt);
+      if (!r) return fail(r.error());
+      submitted.push_back(*r);
+    }
+  }
+  info.message.clear();
+  for (const std::string& note : notes) {
+    info.message += info.message.empty() ? "" : "; ";
+    info.message += note;
+  }
+  if (info.message.empty()) {
+    info.message = "waiting for " + std::to_string(missing.size()) + " input(s)";
+  }
+  putBuild(b, record, old_state);
+  emit(b, "missing-inputs", info);
+  return {};
+}
+
+Status Coordinator::Impl::releaseWaiters(Batch& b, const std::string& path,
+                                         const std::string& producer) {
+  auto it = mem.waiters.find(path);
+  if (it == mem.waiters.end()) return {};
+  std::vector<std::uint64_t> ids(it->second.begin(), it->second.end());
+  for (std::uint64_t id : ids) {
+    auto record = loadBuild(b.txn, id);
+    if (!record) return fail(record.error());
+    if (record->info.state != BuildState::kWaiting) continue;
+    BuildInfo& info = record->info;
+    std::erase(info.waiting_for, path);
+    std::erase(info.blocked_by, producer);
+    info.updated_at = b.now;
+    if (info.waiting_for.empty()) {
+      info.state = BuildState::kQueued;
+      info.blocked_by.clear();
+      info.message.clear();
+      info.not_before = 0;
+    }
+    putBuild(b, *record, BuildState::kWaiting);
+  }
+  return {};
+}
+
+// ---- Client API ------------------------------------------------------------------------------
+
+Result<UnknownDerivationsResponse> Coordinator::unknownDerivations(
+    const UnknownDerivationsRequest& request) {
+  UnknownDerivationsResponse response;
+  try {
+    lmdb::ReadTxn txn = impl_->env->beginRead();
+    for (const std::string& path : request.paths) {
+      if (!txn.has(impl_->drv_text, path)) response.unknown.push_back(path);
+    }
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
+  }
+  return response;
+}
+
+Result<SubmitResponse> Coordinator::submit(const SubmitRequest& request) {
+  Impl& d = *impl_;
+  // Checked outside the lock: parsing and hashing the texts.
+  std::map<std::string, CheckedDrv> checked;
+  for (const DerivationText& text : request.derivations) {
+    auto c = checkDerivation(text);
+    if (!c) return fail(c.error());
+    checked[c->path] = std::move(*c);
+  }
+  // Outputs of ignore_if_built builds, asked to the store before locking.
+  std::map<std::string, bool> all_built;  // drv path -> all outputs available
+  {
+    std::vector<std::string> paths;
+    std::vector<std::pair<std::string, std::size_t>> ranges;
+    try {
+      lmdb::ReadTxn txn = d.env->beginRead();
+      for (const SubmitBuild& sb : request.builds) {
+        if (!sb.ignore_if_built || all_built.count(sb.derivation)) continue;
+        DrvRecord record;
+        if (auto c = checked.find(sb.derivation); c != checked.end()) {
+          record = c->second.record;
+        } else {
+          auto r = d.loadDrv(txn, sb.derivation);
+          if (!r) return fail(r.error());
+          if (!*r) continue;  // reported below
+          record = **r;
+        }
+        all_built[sb.derivation] = false;
+        ranges.emplace_back(sb.derivation, record.outputs.size());
+        for (const auto& [name, path] : record.outputs) paths.push_back(path);
+      }
+    } catch (const lmdb::Error& e) {
+      return fail(lmdb::toError(e));
+    }
+    if (!paths.empty()) {
+      auto states = d.options.availability->check(paths);
+      if (!states) return fail(states.error().withContext("asking the store"));
+      std::size_t i = 0;
+      for (const auto& [drv, n] : ranges) {
+        bool all = true;
+        for (std::size_t k = 0; k < n; ++k, ++i) {
+          all = all && (*states)[i] == narstore::ItemState::kAvailable;
+        }
+        all_built[drv] = all;
+      }
+    }
+  }
+
+  std::lock_guard lock(d.mu);
+  return d.mutate<SubmitResponse>([&](Batch& b) -> Result<SubmitResponse> {
+    // Store the new derivations; every input derivation must be known.
+    for (const auto& [path, c] : checked) {
+      if (b.txn.has(d.drvs, path)) continue;
+      for (const auto& [input, names] : c.record.input_drvs) {
+        if (!checked.count(input) && !b.txn.has(d.drvs, input)) {
+          return fail(ErrorCode::kInvalidArgument,
+                      "derivation " + path + ": input derivation " + input +
+                          " is unknown (send its text in `derivations`)");
+        }
+      }
+      d.putDrv(b, path, c.record, false);
+      b.txn.put(d.drv_text, path, c.text);
+      for (const auto& [name, out] : c.record.outputs) {
+        if (!b.txn.has(d.outputs, out)) b.txn.put(d.outputs, out, path);
+      }
+    }
+    SubmitResponse response;
+    for (const SubmitBuild& sb : request.builds) {
+      auto drv = d.loadDrv(b.txn, sb.derivation);
+      if (!drv) return fail(drv.error());
+      if (!*drv) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "derivation " + sb.derivation +
+                        " is unknown (send its text in `derivations`)");
+      }
+      auto r = d.newBuild(b, sb.derivation, **drv, sb.priority, sb.tags, std::nullopt);
+      if (!r) return fail(r.error());
+      if (sb.ignore_if_built && all_built[sb.derivation]) {
+        r->info.state = BuildState::kSucceeded;
+        r->info.skipped = true;
+        r->info.message = "all outputs were already available";
+        d.putBuild(b, *r, BuildState::kQueued);
+        d.emit(b, "success", r->info);
+      }
+      response.builds.push_back(r->info);
+    }
+    return response;
+  });
+}
+
+Result<BuildList> Coordinator::listBuilds(const BuildQuery& query) {
+  constexpr std::size_t kMaxScan = 200000;  // records examined per page
+  BuildList list;
+  std::size_t limit = std::clamp<std::size_t>(query.limit, 1, 10000);
+  try {
+    lmdb::ReadTxn txn = impl_->env->beginRead();
+    lmdb::Cursor c(txn, impl_->builds);
+    std::size_t scanned = 0;
+    std::uint64_t last = query.after;
+    for (auto e = c.lowerBound(idKey(query.after + 1)); e; e = c.next()) {
+      last = keyId(e->first);
+      if (++scanned > kMaxScan) {
+        list.next_after = last - 1;
+        break;
+      }
+      auto record = decodeBuild(e->second);
+      if (!record) return fail(record.error());
+      const BuildInfo& info = record->info;
+      if (query.state && info.state != *query.state) continue;
+      bool match = true;
+      for (const auto& [k, v] : query.tags) {
+        auto t = info.tags.find(k);
+        match = match && t != info.tags.end() && t->second == v;
+      }
+      if (!match) continue;
+      list.builds.push_back(info);
+      if (list.builds.size() == limit) {
+        if (c.next()) list.next_after = info.id;
+        break;
+      }
+    }
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
+  }
+  return list;
+}
+
+Result<BuildInfo> Coordinator::build(std::uint64_t id) {
+  try {
+    lmdb::ReadTxn txn = impl_->env->beginRead();
+    auto record = impl_->loadBuild(txn, id);
+    if (!record) return fail(record.error());
+    return record->info;
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
+  }
+}
+
+Result<BuildInfo> Coordinator::cancel(std::uint64_t id, std::string_view reason) {
+  Impl& d = *impl_;
+  std::lock_guard lock(d.mu);
+  return d.mutate<BuildInfo>([&](Batch& b) -> Result<BuildInfo> {
+    auto record = d.loadBuild(b.txn, id);
+    if (!record) return fail(record.error());
+    BuildState old = record->info.state;
+    if (!isActive(old)) {
+      return fail(ErrorCode::kConflict, "build " + std::to_string(id) + " is already " +
+                                            std::string(buildStateName(old)));
+    }
+    if (record->allocation != 0) {
+      b.txn.del(d.allocs, idKey(record->allocation));
+      std::uint64_t alloc = record->allocation;
+      b.effects.push_back([&d, alloc] { d.mem.removeAllocation(alloc); });
+      record->allocation = 0;
+    }
+    record->info.state = BuildState::kCanceled;
+    record->info.updated_at = b.now;
+    record->info.message = std::string(reason);
+    record->info.waiting_for.clear();
+    record->info.blocked_by.clear();
+    d.putBuild(b, *record, old);
+    d.emit(b, "canceled", record->info);
+    return record->info;
+  });
+}
+
+Result<BuildInfo> Coordinator::retry(std::uint64_t id) {
+  Impl& d = *impl_;
+  std::lock_guard lock(d.mu);
+  return d.mutate<BuildInfo>([&](Batch& b) -> Result<BuildInfo> {
+    auto record = d.loadBuild(b.txn, id);
+    if (!record) return fail(record.error());
+    if (isActive(record->info.state)) {
+      return fail(ErrorCode::kConflict,
+                  "build " + std::to_string(id) + " is still " +
+                      std::string(buildStateName(record->info.state)) +
+                      " (cancel it first, or wait for it)");
+    }
+    auto drv = d.loadDrv(b.txn, record->info.derivation);
+    if (!drv) return fail(drv.error());
+    if (!*drv) return fail(ErrorCode::kInternal, "derivation of build " + std::to_string(id));
+    auto r = d.newBuild(b, record->info.derivation, **drv, record->info.priority,
+                        record->info.tags, id);
+    if (!r) return fail(r.error());
+    return r->info;
+  });
+}
+
+Result<AddAgentResponse> Coordinator::addAgent(const AddAgentRequest& request) {
+  if (!validAgentName(request.name)) {
+    return fail(ErrorCode::kInvalidArgument,
+                "agent name '" + request.name + "': 1 to 64 of [A-Za-z0-9._-]");
+  }
+  auto secret = randomHex(32);
+  if (!secret) return fail(secret.error());
+  Impl& d = *impl_;
+  std::lock_guard lock(d.mu);
+  return d.mutate<AddAgentResponse>([&](Batch& b) -> Result<AddAgentResponse> {
+    if (b.txn.has(d.agents, request.name)) {
+      return fail(ErrorCode::kAlreadyExists, "agent " + request.name + " exists already");
+    }
+    AgentRecord record{sha256Hex(*secret), b.now};
+    b.txn.put(d.agents, request.name, encode(record));
+    std::string name = request.name;
+    std::string hash = record.secret_sha256;
+    b.effects.push_back([&d, name, hash] { d.mem.agents[name].secret_sha256 = hash; });
+    return AddAgentResponse{request.name, *secret};
+  });
+}
+
+AgentList Coordinator::agents() {
+  Impl& d = *impl_;
+  std::lock_guard lock(d.mu);
+  std::int64_t t = d.now();
+  AgentList list;
+  for (const auto& [name, a] : d.mem.agents) {
+    if (a.secret_sha256.empty()) continue;
+    AgentInfo info;
+    info.name = name;
+    info.systems = a.systems;
+    info.max_parallel = a.max_parallel;
+    info.last_seen = a.last_seen;
+    info.connected = a.last_seen != 0 && t - a.last_seen <= d.options.lease_seconds;
+    for (std::uint64_t alloc : a.allocations) {
+      if (auto it = d.mem.allocs.find(alloc); it != d.mem.allocs.end()) {
+        info.builds.push_back(it->second.build);
+      }
+    }
+    list.agents.push_back(std::move(info));
+  }
+  return list;
+}
+
+bool Coordinator::authenticateAgent(std::string_view name, std::string_view secret) {
+  std::string hash = sha256Hex(secret);
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->mem.agents.find(std::string(name));
+  if (it == impl_->mem.agents.end() || it->second.secret_sha256.size() != hash.size()) {
+    return false;
+  }
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < hash.size(); ++i) {
+    diff |= static_cast<unsigned char>(hash[i] ^ it->second.secret_sha256[i]);
+  }
+  return diff == 0;
+}
+
+}  // namespace narcache::coordinator

@@ -1,0 +1,336 @@
+// HttpApi: the coordinator's HTTP+JSON endpoints (protocol.h) over cpp-httplib.
+
+#include "narcache/coordinator/http_api.h"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <charconv>
+#include <cstring>
+
+namespace narcache::coordinator {
+namespace {
+
+// The one place where an error code becomes an HTTP status.
+int httpStatus(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kAlreadyExists: return 409;
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kCorruption: return 422;
+    case ErrorCode::kConflict: return 409;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kResourceExhausted: return 507;
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kIoError: return 500;
+    case ErrorCode::kInternal: return 500;
+  }
+  return 500;
+}
+
+void sendJson(httplib::Response& res, std::string body, int status = 200) {
+  res.status = status;
+  res.set_content(std::move(body), "application/json");
+}
+
+void sendError(httplib::Response& res, const Error& error) {
+  int status = httpStatus(error.code());
+  // Server-side failures are logged with their detail; clients get it too only for 4xx (their
+  // own request's fault), never an exception text.
+  if (status >= 500) spdlog::error("request failed: {}", error.message());
+  sendJson(res, toJson(ErrorBody{error.message()}), status);
+}
+
+bool constantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+std::string_view bearer(const httplib::Request& req) {
+  auto it = req.headers.find("Authorization");
+  if (it == req.headers.end()) return {};
+  std::string_view v = it->second;
+  if (!v.starts_with("Bearer ")) return {};
+  v.remove_prefix(7);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\r')) v.remove_suffix(1);
+  return v;
+}
+
+Result<std::pair<std::string, int>> parseListen(std::string_view listen) {
+  std::size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return fail(ErrorCode::kInvalidArgument,
+                "listen address '" + std::string(listen) + "': expected host:port");
+  }
+  std::string_view host = listen.substr(0, colon);
+  std::string_view port_text = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = -1;
+  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port < 0 || port > 65535) {
+    return fail(ErrorCode::kInvalidArgument, "listen address '" + std::string(listen) +
+                                                 "': bad port");
+  }
+  return std::pair{std::string(host), port};
+}
+
+bool isLoopback(std::string_view host) {
+  return host == "127.0.0.1" || host == "::1" || host == "localhost" || host.starts_with("127.");
+}
+
+Result<std::uint64_t> parseId(std::string_view text, std::string_view what) {
+  std::uint64_t id = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    return fail(ErrorCode::kInvalidArgument,
+                std::string(what) + ": not a number: '" + std::string(text) + "'");
+  }
+  return id;
+}
+
+}  // namespace
+
+struct HttpApi::Impl {
+  Coordinator& coordinator;
+  HttpApiOptions options;
+  httplib::Server http;
+  std::string host;
+  int port = 0;
+  std::atomic<bool> stop_requested{false};
+
+  Impl(Coordinator& c, HttpApiOptions o) : coordinator(c), options(std::move(o)) {}
+
+  bool clientAuthorized(const httplib::Request& req) const {
+    if (options.client_token.empty()) return true;
+    return constantTimeEquals(bearer(req), options.client_token);
+  }
+
+  // The authenticated agent's name, or empty.
+  std::string agentOf(const httplib::Request& req) {
+    std::string_view token = bearer(req);
+    std::size_t colon = token.find(':');
+    if (colon == std::string_view::npos) return {};
+    std::string name(token.substr(0, colon));
+    if (!coordinator.authenticateAgent(name, token.substr(colon + 1))) return {};
+    return name;
+  }
+
+  static void unauthorized(httplib::Response& res, std::string_view what) {
+    res.set_header("WWW-Authenticate", "Bearer");
+    sendJson(res, toJson(ErrorBody{std::string(what)}), 401);
+  }
+
+  // A client endpoint taking a JSON body of type Req.
+  template <typename Req, typename Fn>
+  void clientPost(const std::string& pattern, Fn fn) {
+    http.Post(pattern, [this, fn](const httplib::Request& req, httplib::Response& res) {
+      if (!clientAuthorized(req)) return unauthorized(res, "a client token is required");
+      auto body = parse<Req>(req.body);
+      if (!body) return sendError(res, body.error());
+      auto out = fn(*body);
+      if (!out) return sendError(res, out.error());
+      sendJson(res, toJson(*out));
+    });
+  }
+
+  template <typename Req, typename Fn>
+  void agentPost(const std::string& pattern, Fn fn) {
+    http.Post(pattern, [this, fn](const httplib::Request& req, httplib::Response& res) {
+      std::string agent = agentOf(req);
+      if (agent.empty()) return unauthorized(res, "agent credentials (Bearer name:secret) needed");
+      auto body = parse<Req>(req.body);
+      if (!body) return sendError(res, body.error());
+      auto out = fn(agent, *body);
+      if (!out) return sendError(res, out.error());
+      sendJson(res, toJson(*out));
+    });
+  }
+
+  void setup();
+};
+
+void HttpApi::Impl::setup() {
+  http.new_task_queue = [n = options.threads] { return new httplib::ThreadPool(n); };
+  http.set_tcp_nodelay(true);
+  http.set_keep_alive_max_count(100000);
+  http.set_keep_alive_timeout(5);
+  http.set_read_timeout(30, 0);
+  http.set_write_timeout(30, 0);
+  http.set_payload_max_length(256u << 20);
+
+  Coordinator& c = coordinator;
+  http.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain; charset=utf-8");
+  });
+  http.Get("/metrics", [&c](const httplib::Request&, httplib::Response& res) {
+    res.set_content(c.metrics(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+
+  clientPost<UnknownDerivationsRequest>(
+      "/api/v1/derivations/unknown",
+      [&c](const UnknownDerivationsRequest& r) { return c.unknownDerivations(r); });
+  clientPost<SubmitRequest>("/api/v1/builds",
+                            [&c](const SubmitRequest& r) { return c.submit(r); });
+  clientPost<AddAgentRequest>("/api/v1/agents",
+                              [&c](const AddAgentRequest& r) { return c.addAgent(r); });
+
+  http.Get("/api/v1/agents", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!clientAuthorized(req)) return unauthorized(res, "a client token is required");
+    sendJson(res, toJson(coordinator.agents()));
+  });
+  http.Get("/api/v1/builds", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!clientAuthorized(req)) return unauthorized(res, "a client token is required");
+    BuildQuery query;
+    if (req.has_param("state")) {
+      auto state = parseBuildState(req.get_param_value("state"));
+      if (!state) return sendError(res, state.error());
+      query.state = *state;
+    }
+    for (std::size_t i = 0; i < req.get_param_value_count("tag"); ++i) {
+      std::string tag = req.get_param_value("tag", i);
+      std::size_t eq = tag.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return sendError(res, Error(ErrorCode::kInvalidArgument, "tag: expected K=V"));
+      }
+      query.tags[tag.substr(0, eq)] = tag.substr(eq + 1);
+    }
+    if (req.has_param("limit")) {
+      auto n = parseId(req.get_param_value("limit"), "limit");
+      if (!n) return sendError(res, n.error());
+      query.limit = *n;
+    }
+    if (req.has_param("after")) {
+      auto n = parseId(req.get_param_value("after"), "after");
+      if (!n) return sendError(res, n.error());
+      query.after = *n;
+    }
+    auto list = coordinator.listBuilds(query);
+    if (!list) return sendError(res, list.error());
+    sendJson(res, toJson(*list));
+  });
+  http.Get(R"(/api/v1/builds/(\d+))", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!clientAuthorized(req)) return unauthorized(res, "a client token is required");
+    auto id = parseId(req.matches[1].str(), "build id");
+    if (!id) return sendError(res, id.error());
+    auto info = coordinator.build(*id);
+    if (!info) return sendError(res, info.error());
+    sendJson(res, toJson(*info));
+  });
+  http.Post(R"(/api/v1/builds/(\d+)/(cancel|retry))",
+            [this](const httplib::Request& req, httplib::Response& res) {
+              if (!clientAuthorized(req)) return unauthorized(res, "a client token is required");
+              auto id = parseId(req.matches[1].str(), "build id");
+              if (!id) return sendError(res, id.error());
+              auto info = req.matches[2].str() == "cancel" ? coordinator.cancel(*id)
+                                                            : coordinator.retry(*id);
+              if (!info) return sendError(res, info.error());
+              sendJson(res, toJson(*info));
+            });
+
+  agentPost<FetchRequest>("/api/v1/agent/fetch",
+                          [&c](const std::string& a, const FetchRequest& r) {
+                            return c.fetch(a, r);
+                          });
+  agentPost<HeartbeatRequest>("/api/v1/agent/heartbeat",
+                              [&c](const std::string& a, const HeartbeatRequest& r) {
+                                return c.heartbeat(a, r);
+                              });
+  agentPost<ResultReport>("/api/v1/agent/result",
+                          [&c](const std::string& a, const ResultReport& r) {
+                            return c.report(a, r);
+                          });
+  agentPost<ReleaseRequest>("/api/v1/agent/release",
+                            [&c](const std::string& a, const ReleaseRequest& r) {
+                              return c.release(a, r);
+                            });
+
+  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) {
+      sendJson(res, toJson(ErrorBody{res.status == 404 ? "no such endpoint" : "bad request"}),
+               res.status);
+    }
+  });
+  http.set_exception_handler(
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown exception";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        spdlog::error("{} {}: exception: {}", req.method, req.path, what);
+        sendJson(res, toJson(ErrorBody{"internal error"}), 500);
+      });
+}
+
+Result<std::unique_ptr<HttpApi>> HttpApi::create(Coordinator& coordinator,
+                                                 HttpApiOptions options) {
+  auto listen = parseListen(options.listen);
+  if (!listen) return fail(listen.error());
+  auto impl = std::make_unique<Impl>(coordinator, std::move(options));
+  impl->setup();
+  impl->host = listen->first;
+  if (listen->second == 0) {
+    impl->port = impl->http.bind_to_any_port(impl->host);
+    if (impl->port <= 0) {
+      return fail(ErrorCode::kUnavailable,
+                  "cannot bind " + impl->options.listen + ": " + std::strerror(errno));
+    }
+  } else {
+    if (!impl->http.bind_to_port(impl->host, listen->second)) {
+      return fail(ErrorCode::kUnavailable,
+                  "cannot bind " + impl->options.listen + ": " + std::strerror(errno));
+    }
+    impl->port = listen->second;
+  }
+  if (impl->options.client_token.empty() && !isLoopback(impl->host)) {
+    spdlog::warn("listening on {} without a client token (--client-token-file): anyone who can "
+                 "reach it may submit and cancel builds and add agents",
+                 impl->options.listen);
+  }
+  return std::unique_ptr<HttpApi>(new HttpApi(std::move(impl)));
+}
+
+HttpApi::HttpApi(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpApi::~HttpApi() {
+  stop();
+}
+
+int HttpApi::port() const {
+  return impl_->port;
+}
+
+std::string HttpApi::address() const {
+  bool v6 = impl_->host.find(':') != std::string::npos;
+  return (v6 ? "[" + impl_->host + "]" : impl_->host) + ":" + std::to_string(impl_->port);
+}
+
+Status HttpApi::run() {
+  // httplib ignores a stop() that comes before its accept loop runs: re-send it.
+  std::jthread restopper([this](std::stop_token stop) {
+    while (!stop.stop_requested()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (impl_->stop_requested.load() && impl_->http.is_running()) impl_->http.stop();
+    }
+  });
+  bool ok = impl_->http.listen_after_bind();
+  restopper.request_stop();
+  if (!ok && !impl_->stop_requested.load()) {
+    return fail(ErrorCode::kUnavailable, "serving " + address() + " failed");
+  }
+  return {};
+}
+
+void HttpApi::stop() {
+  impl_->stop_requested.store(true);
+  impl_->http.stop();
+}
+
+}  // namespace narcache::coordinator

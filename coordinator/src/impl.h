@@ -1,0 +1,219 @@
+#pragma once
+// Coordinator::Impl: the database handles, the in-memory indexes and the helpers shared by
+// coordinator.cc (open, client API), scheduler.cc (agent API, maintenance), hooks.cc (workers)
+// and metrics.cc. Private to the coordinator module.
+//
+// Locking: `mu` guards `mem` and serialises every state change (one LMDB write transaction at a
+// time, under `mu`). Availability checks (maybe HTTP) run without `mu`: a fetch takes its
+// candidates out of the ready index (checking = true), asks the store, then re-locks and
+// commits. Each hook queue has its own mutex, taken after `mu` when both are held.
+// Changes to `mem` are made only after the write transaction committed (Batch::effects), since
+// Env::write may run a transaction function twice (map growth).
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <atomic>
+#include <compare>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "lmdb_env.h"
+#include "narcache/coordinator/coordinator.h"
+#include "records.h"
+
+namespace narcache::coordinator {
+
+namespace lmdb = narstore::lmdb;
+
+inline bool isActive(BuildState s) {
+  return s == BuildState::kQueued || s == BuildState::kWaiting || s == BuildState::kAllocated;
+}
+
+// A build that is not finished, as the indexes see it.
+struct ActiveBuild {
+  BuildState state = BuildState::kQueued;
+  std::string system;
+  std::string derivation;
+  int priority = 0;
+  std::int64_t not_before = 0;
+  std::int64_t since = 0;  // when it entered its state
+  std::vector<std::string> waiting_for;
+  std::uint64_t allocation = 0;
+  bool checking = false;  // taken out of the ready index by a fetch that is asking the store
+};
+
+struct ReadyKey {
+  int neg_priority = 0;
+  std::uint64_t id = 0;
+  auto operator<=>(const ReadyKey&) const = default;
+};
+
+struct OpenAllocation {
+  std::uint64_t build = 0;
+  std::string agent;
+  std::string request_id;
+  std::int64_t lease_until = 0;
+};
+
+struct AgentState {
+  std::string secret_sha256;
+  std::vector<std::string> systems;
+  int max_parallel = 0;
+  std::int64_t last_seen = 0;
+  std::set<std::uint64_t> allocations;
+};
+
+struct Memory {
+  std::unordered_map<std::uint64_t, ActiveBuild> active;
+  // Queued builds allocatable now, per system, best first: (priority desc, id asc).
+  std::unordered_map<std::string, std::set<ReadyKey>> ready;
+  std::set<std::pair<std::int64_t, std::uint64_t>> delayed;  // (not_before, id): in backoff
+  std::set<std::pair<std::int64_t, std::uint64_t>> queued_since;
+  std::unordered_map<std::string, std::set<std::uint64_t>> waiters;  // output path -> builds
+  std::unordered_map<std::string, int> active_per_drv;
+  std::unordered_map<std::uint64_t, OpenAllocation> allocs;
+  std::set<std::pair<std::int64_t, std::uint64_t>> leases;  // (lease_until, allocation)
+  std::unordered_map<std::string, std::vector<std::uint64_t>> fetches;  // agent\nrequest_id
+  std::map<std::string, AgentState> agents;
+
+  std::array<std::uint64_t, 6> by_state{};
+  std::uint64_t ready_count = 0;
+  std::uint64_t allocations_total = 0;
+  std::uint64_t retries_total = 0;
+  std::uint64_t lease_expiries_total = 0;
+  std::uint64_t derivations_failing = 0;
+  std::uint64_t next_build = 1, next_alloc = 1, next_event = 1;
+
+  // Makes the indexes agree with `record` (the build's new state).
+  void apply(const BuildRecord& record, std::int64_t now);
+  void addAllocation(std::uint64_t id, OpenAllocation alloc);
+  void removeAllocation(std::uint64_t id);
+  void setLease(std::uint64_t id, std::int64_t lease_until);
+  // Moves builds whose backoff ended into the ready index.
+  void promote(std::int64_t now);
+
+ private:
+  void unindex(std::uint64_t id);
+};
+
+// One hook: its spec, its queue of event sequence numbers (with their time) and its worker.
+struct Hook {
+  HookSpec spec;
+  std::string key;  // 16 hex chars: prefix of its events in the events table
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::map<std::uint64_t, std::int64_t> queue;  // seq -> time, guarded by mu
+  std::atomic<std::uint64_t> failures{0};
+  std::atomic<std::uint64_t> processed{0};
+  std::jthread worker;
+};
+
+// The changes of one write transaction: local copies of the id counters and what to do to the
+// in-memory state once the transaction committed.
+struct Batch {
+  lmdb::WriteTxn& txn;
+  std::int64_t now = 0;
+  std::uint64_t next_build = 0, next_alloc = 0, next_event = 0;
+  std::vector<std::function<void()>> effects;
+  std::unordered_map<std::string, int> drv_delta;  // active builds added (-removed) per drv
+  std::set<Hook*> woken;
+};
+
+struct Coordinator::Impl {
+  CoordinatorOptions options;
+  std::shared_ptr<lmdb::Env> env;
+  lmdb::Dbi builds, drvs, drv_text, outputs, allocs, agents, events, meta;
+
+  std::mutex mu;
+  Memory mem;  // guarded by mu
+  std::vector<std::unique_ptr<Hook>> hooks;
+  std::int64_t last_recheck = 0;  // guarded by mu
+  std::jthread maintenance;
+
+  std::int64_t now() const { return options.clock(); }
+
+  // --- db.cc ---------------------------------------------------------------------------------
+  Status openDb();
+  Status load();  // rebuilds mem and the hook queues from the database
+  // Runs `fn` in one write transaction (caller holds mu), then applies the Batch's effects.
+  template <typename T>
+  Result<T> mutate(const std::function<Result<T>(Batch&)>& fn);
+  Result<std::optional<DrvRecord>> loadDrv(const lmdb::Txn& txn, const std::string& path);
+  Result<BuildRecord> loadBuild(const lmdb::Txn& txn, std::uint64_t id);
+
+  // --- coordinator.cc: state changes inside a Batch ------------------------------------------
+  void putBuild(Batch& b, const BuildRecord& record, std::optional<BuildState> old_state);
+  void putDrv(Batch& b, const std::string& path, const DrvRecord& record, bool was_failing);
+  void emit(Batch& b, std::string_view event, const BuildInfo& info);
+  int activeBuilds(Batch& b, const std::string& drv);
+  Result<BuildRecord> newBuild(Batch& b, const std::string& drv_path, const DrvRecord& drv,
+                               int priority, const std::map<std::string, std::string>& tags,
+                               std::optional<std::uint64_t> retry_of);
+  // Puts `record` in waiting for `missing` (output paths) and submits builds of their producers.
+  Status waitFor(Batch& b, BuildRecord& record, std::optional<BuildState> old_state,
+                 const std::vector<std::string>& missing);
+  // The output paths a build of `drv` needs: needed outputs of its input drvs, input sources.
+  Result<std::vector<std::string>> inputPaths(const lmdb::Txn& txn, const DrvRecord& drv);
+  // Moves waiting builds whose path `path` was produced one step closer to queued.
+  Status releaseWaiters(Batch& b, const std::string& path, const std::string& producer);
+
+  // --- scheduler.cc ----------------------------------------------------------------------------
+  Status expireLeases(std::int64_t now);
+  Status recheckWaiting();
+
+  // --- hooks.cc --------------------------------------------------------------------------------
+  void startHooks();
+  void stopHooks();
+  void runHook(Hook& hook, std::stop_token stop);
+  Status runAction(Hook& hook, const std::string& event_json);
+};
+
+std::string eventKey(const Hook& hook, std::uint64_t seq);
+std::string eventJson(std::uint64_t seq, std::string_view event, std::int64_t time,
+                      const BuildInfo& info);
+
+template <typename T>
+Result<T> Coordinator::Impl::mutate(const std::function<Result<T>(Batch&)>& fn) {
+  std::int64_t t = now();
+  std::vector<std::function<void()>> effects;
+  std::set<Hook*> woken;
+  std::uint64_t nb = 0, na = 0, ne = 0;
+  Result<T> result = fail(ErrorCode::kInternal, "write transaction did not run");
+  try {
+    result = env->write<T>([&](lmdb::WriteTxn& txn) -> Result<T> {
+      Batch b{txn, t, mem.next_build, mem.next_alloc, mem.next_event, {}, {}, {}};
+      Result<T> r = fn(b);
+      if (!r) return r;
+      if (b.next_build != mem.next_build) txn.put(meta, "next_build", std::to_string(b.next_build));
+      if (b.next_alloc != mem.next_alloc) txn.put(meta, "next_alloc", std::to_string(b.next_alloc));
+      if (b.next_event != mem.next_event) txn.put(meta, "next_event", std::to_string(b.next_event));
+      effects = std::move(b.effects);
+      woken = std::move(b.woken);
+      nb = b.next_build;
+      na = b.next_alloc;
+      ne = b.next_event;
+      return r;
+    });
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
+  }
+  if (!result) return result;
+  mem.next_build = nb;
+  mem.next_alloc = na;
+  mem.next_event = ne;
+  for (auto& effect : effects) effect();
+  for (Hook* hook : woken) hook->cv.notify_all();
+  return result;
+}
+
+}  // namespace narcache::coordinator

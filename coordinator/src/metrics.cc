@@ -1,0 +1,124 @@
+// /metrics: Prometheus text from the in-memory counters. O(1) in the number of builds: counters
+// are kept up to date by every state change (Memory::apply) and were rebuilt by one scan at
+// start-up; only agents and hooks (a handful) are iterated.
+
+#include "impl.h"
+
+namespace narcache::coordinator {
+
+CoordinatorStats Coordinator::stats() {
+  Impl& d = *impl_;
+  CoordinatorStats s;
+  std::int64_t t;
+  {
+    std::lock_guard lock(d.mu);
+    t = d.now();
+    d.mem.promote(t);
+    for (int i = 0; i < 6; ++i) s.builds[static_cast<BuildState>(i)] = d.mem.by_state[i];
+    s.ready = d.mem.ready_count;
+    if (!d.mem.queued_since.empty()) {
+      s.oldest_queued_age = std::max<std::int64_t>(0, t - d.mem.queued_since.begin()->first);
+    }
+    s.allocations_total = d.mem.allocations_total;
+    s.retries_total = d.mem.retries_total;
+    s.lease_expiries_total = d.mem.lease_expiries_total;
+    s.derivations_failing = d.mem.derivations_failing;
+    for (const auto& [name, a] : d.mem.agents) {
+      if (a.last_seen != 0 && t - a.last_seen <= d.options.lease_seconds) s.agents_connected++;
+      if (!a.allocations.empty()) s.agents_busy++;
+    }
+  }
+  for (const auto& hook : d.hooks) {
+    CoordinatorStats::Hook h;
+    h.event = hook->spec.event;
+    h.action = hook->spec.kind == HookSpec::Kind::kCommand ? "command"
+                                                           : "builtin:" + hook->spec.action;
+    {
+      std::lock_guard lock(hook->mu);
+      h.queued = hook->queue.size();
+      if (!hook->queue.empty()) {
+        std::int64_t oldest = hook->queue.begin()->second;
+        h.oldest_age = std::max<std::int64_t>(0, t - oldest);
+      }
+    }
+    h.failures_total = hook->failures.load();
+    h.processed_total = hook->processed.load();
+    s.hooks.push_back(std::move(h));
+  }
+  return s;
+}
+
+std::string Coordinator::metrics() {
+  CoordinatorStats s = stats();
+  std::string out;
+  out.reserve(4096);
+  auto line = [&](std::string_view name, std::string_view labels, auto value) {
+    out += name;
+    if (!labels.empty()) {
+      out += '{';
+      out += labels;
+      out += '}';
+    }
+    out += ' ';
+    out += std::to_string(value);
+    out += '\n';
+  };
+  auto head = [&](std::string_view name, std::string_view type, std::string_view help) {
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+  };
+  head("narcache_coordinator_builds", "gauge", "Builds by state.");
+  for (const auto& [state, n] : s.builds) {
+    line("narcache_coordinator_builds", "state=\"" + std::string(buildStateName(state)) + "\"", n);
+  }
+  head("narcache_coordinator_queue_ready", "gauge",
+       "Queued builds allocatable now (not in retry backoff).");
+  line("narcache_coordinator_queue_ready", "", s.ready);
+  head("narcache_coordinator_queue_oldest_age_seconds", "gauge",
+       "Age of the oldest queued build (since it was queued).");
+  line("narcache_coordinator_queue_oldest_age_seconds", "", s.oldest_queued_age);
+  head("narcache_coordinator_allocations_total", "counter", "Builds handed to agents.");
+  line("narcache_coordinator_allocations_total", "", s.allocations_total);
+  head("narcache_coordinator_retries_total", "counter", "Automatic retries after a failed try.");
+  line("narcache_coordinator_retries_total", "", s.retries_total);
+  head("narcache_coordinator_lease_expiries_total", "counter",
+       "Allocations whose lease expired (build re-queued).");
+  line("narcache_coordinator_lease_expiries_total", "", s.lease_expiries_total);
+  head("narcache_coordinator_derivations_failing", "gauge",
+       "Derivations past the retry threshold (no automatic retry).");
+  line("narcache_coordinator_derivations_failing", "", s.derivations_failing);
+  head("narcache_coordinator_agents_connected", "gauge", "Agents seen within the lease time.");
+  line("narcache_coordinator_agents_connected", "", s.agents_connected);
+  head("narcache_coordinator_agents_busy", "gauge", "Agents with at least one allocation.");
+  line("narcache_coordinator_agents_busy", "", s.agents_busy);
+  head("narcache_coordinator_hook_queue_length", "gauge", "Events waiting per hook.");
+  std::vector<std::string> labels;
+  for (std::size_t i = 0; i < s.hooks.size(); ++i) {
+    labels.push_back("hook=\"" + std::to_string(i) + "\",event=\"" + s.hooks[i].event +
+                     "\",action=\"" + s.hooks[i].action + "\"");
+    line("narcache_coordinator_hook_queue_length", labels[i], s.hooks[i].queued);
+  }
+  head("narcache_coordinator_hook_oldest_event_age_seconds", "gauge",
+       "Age of the oldest waiting event per hook.");
+  for (std::size_t i = 0; i < s.hooks.size(); ++i) {
+    line("narcache_coordinator_hook_oldest_event_age_seconds", labels[i], s.hooks[i].oldest_age);
+  }
+  head("narcache_coordinator_hook_failures_total", "counter", "Failed hook actions (retried).");
+  for (std::size_t i = 0; i < s.hooks.size(); ++i) {
+    line("narcache_coordinator_hook_failures_total", labels[i], s.hooks[i].failures_total);
+  }
+  head("narcache_coordinator_hook_events_processed_total", "counter", "Hook events done.");
+  for (std::size_t i = 0; i < s.hooks.size(); ++i) {
+    line("narcache_coordinator_hook_events_processed_total", labels[i], s.hooks[i].processed_total);
+  }
+  return out;
+}
+
+}  // namespace narcache::coordinator

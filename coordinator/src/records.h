@@ -1,0 +1,64 @@
+#pragma once
+// The records of the coordinator's database and their encodings (JSON values, big-endian id
+// keys). Tables (db.cc opens them):
+//   builds     u64 id -> BuildRecord        drvs      .drv path -> DrvRecord
+//   drv_text   .drv path -> ATerm text      outputs   output path -> .drv path (its producer)
+//   allocs     u64 id -> AllocRecord        agents    name -> AgentRecord
+//   events     <hook key 16 hex><u64 seq> -> event JSON (see hooks.cc)
+//   meta       name -> decimal counter (next ids)
+// Value types; decoders return Corruption naming the table.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "narcache/coordinator/protocol.h"
+#include "narcache/narinfo/error.h"
+
+namespace narcache::coordinator {
+
+struct BuildRecord {
+  BuildInfo info;
+  std::uint64_t allocation = 0;  // kAllocated: the open allocation
+};
+
+struct DrvRecord {
+  std::string system;
+  std::map<std::string, std::string> outputs;                   // name -> path
+  std::map<std::string, std::vector<std::string>> input_drvs;  // .drv path -> output names
+  std::vector<std::string> input_srcs;
+  int failures = 0;      // failed tries since the last success
+  bool failing = false;  // past the retry threshold: no automatic retry
+};
+
+struct AllocRecord {
+  std::uint64_t build = 0;
+  std::string agent;
+  std::string request_id;
+  std::int64_t lease_until = 0;
+  std::int64_t created = 0;
+};
+
+struct AgentRecord {
+  std::string secret_sha256;  // base16
+  std::int64_t created = 0;
+};
+
+std::string idKey(std::uint64_t id);  // 8 bytes, big-endian: keys sort by id
+std::uint64_t keyId(std::string_view key);
+
+// BuildInfo as JSON (the field names of the wire protocol); also the "build" of hook events.
+std::string buildInfoJson(const BuildInfo& info);
+
+std::string encode(const BuildRecord& record);
+std::string encode(const DrvRecord& record);
+std::string encode(const AllocRecord& record);
+std::string encode(const AgentRecord& record);
+Result<BuildRecord> decodeBuild(std::string_view value);
+Result<DrvRecord> decodeDrv(std::string_view value);
+Result<AllocRecord> decodeAlloc(std::string_view value);
+Result<AgentRecord> decodeAgent(std::string_view value);
+
+}  // namespace narcache::coordinator
