@@ -69,8 +69,13 @@ nlohmann::ordered_json toJson(const agent::BuildResult& r) {
 
 void registerBuildCommand(CommandRegistry& registry) {
   auto a = std::make_shared<BuildArgs>();
-  CLI::App* cmd = registry.app().add_subcommand(
-      "build",
+  // The coordinator client may have created `build` already, for its `build submit|list|...`.
+  CLI::App* cmd = nullptr;
+  for (CLI::App* sub : registry.app().get_subcommands({})) {
+    if (sub->get_name() == "build") cmd = sub;
+  }
+  if (cmd == nullptr) cmd = registry.app().add_subcommand("build");
+  cmd->description(
       "Build a .drv: substitute its inputs from the cache, run the builder, upload the outputs "
       "(in dependency order) and the log. Prints the output paths");
   cmd->add_option("FILE", a->file, ".drv file (input .drv files are looked up beside it)");
