@@ -1,0 +1,388 @@
+// The coordinator's scheduling rules against its real LMDB database and a real narstore Store:
+// allocation order, systems and capacity, missing inputs (the store decides), retries and the
+// failing threshold, leases, idempotency, cancel, restart.
+
+#include <gtest/gtest.h>
+
+#include "coordinator/fixture.h"
+
+namespace narcache::coordinator::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SchedulerTest : public CoordinatorFixture {};
+
+TEST_F(SchedulerTest, AllocatesByPriorityThenSubmissionOrder) {
+  open();
+  TestDrv a = drv("a"), b = drv("b"), c = drv("c");
+  auto low = submit({a}, 0);
+  auto high = submit({b, c}, 5);
+  std::vector<std::uint64_t> order;
+  for (int i = 0; i < 3; ++i) {
+    auto got = fetch();
+    ASSERT_EQ(got.size(), 1u);
+    order.push_back(got[0].build_id);
+  }
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{high[0].id, high[1].id, low[0].id}));
+  EXPECT_TRUE(fetch().empty());
+  EXPECT_EQ(coord_->stats().allocations_total, 3u);
+}
+
+TEST_F(SchedulerTest, RespectsSystemsAndCapacity) {
+  open();
+  TestDrv arm = drv("arm", {}, "aarch64-linux");
+  TestDrv x1 = drv("x1"), x2 = drv("x2"), x3 = drv("x3");
+  submit({arm, x1, x2, x3});
+  EXPECT_TRUE(fetch("a1", 1, {"i686-linux"}).empty());
+  FetchRequest req;
+  req.systems = {kSystem};
+  req.max_parallel = 3;
+  req.running = 1;
+  auto two = coord_->fetch("a1", req);
+  ASSERT_TRUE(two.has_value());
+  EXPECT_EQ(two->allocations.size(), 2u);
+  auto rest = fetch("a2", 4, {"aarch64-linux", kSystem});
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(coord_->stats().agents_busy, 2u);
+}
+
+TEST_F(SchedulerTest, MissingInputsSubmitTheirProducersAndWaitForThem) {
+  open();
+  TestDrv lib = drv("lib");
+  TestDrv app = drv("app", {lib});
+  auto builds = submit({app});
+  ASSERT_EQ(builds.size(), 1u);
+  // The first fetch finds app's input missing: app waits, a build of lib is submitted and is
+  // the one handed out. The dependency order comes from the store.
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].derivation, lib.path);
+  BuildInfo waiting = info(builds[0].id);
+  EXPECT_EQ(waiting.state, BuildState::kWaiting);
+  EXPECT_EQ(waiting.waiting_for, std::vector<std::string>{lib.out});
+  EXPECT_TRUE(waiting.blocked_by.empty());
+  EXPECT_TRUE(fetch("a2").empty());
+  ASSERT_TRUE(succeed(got[0]));
+  EXPECT_EQ(info(builds[0].id).state, BuildState::kQueued);
+  auto next = fetch();
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].build_id, builds[0].id);
+  ASSERT_EQ(next[0].derivations.size(), 2u);  // app and its input derivation
+  EXPECT_EQ(next[0].derivations[0].path, app.path);
+  EXPECT_EQ(next[0].derivations[0].text, app.text);
+  ASSERT_TRUE(succeed(next[0]));
+  EXPECT_EQ(info(builds[0].id).state, BuildState::kSucceeded);
+  EXPECT_EQ(coord_->stats().builds[BuildState::kFailed], 0u);
+}
+
+TEST_F(SchedulerTest, TheStoreDecidesNotTheBuildHistory) {
+  open();
+  TestDrv lib = drv("lib");
+  TestDrv app1 = drv("app1", {lib}), app2 = drv("app2", {lib});
+  addToStore(lib.out);
+  submit({app1});
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].derivation, app1.path);  // lib is available: no build of it
+  ASSERT_TRUE(succeed(got[0]));
+  markDeleted(lib.out);
+  auto b2 = submit({app2});
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].derivation, lib.path);  // rebuilt because the store lost it
+  EXPECT_EQ(info(b2[0].id).state, BuildState::kWaiting);
+  ASSERT_TRUE(succeed(got[0]));
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].derivation, app2.path);
+}
+
+TEST_F(SchedulerTest, InputSourceWithoutProducerWaitsAndSaysSo) {
+  open();
+  std::string src = narstore::testing::pathFor("source-tarball").fullPath("/nix/store");
+  TestDrv app = drv("app", {}, kSystem, {src});
+  auto b = submit({app});
+  EXPECT_TRUE(fetch().empty());
+  BuildInfo w = info(b[0].id);
+  EXPECT_EQ(w.state, BuildState::kWaiting);
+  EXPECT_THAT(w.message, HasSubstr("no known derivation produces it"));
+  addToStore(src);
+  ASSERT_TRUE(coord_->tick().has_value());  // the periodic re-check finds it
+  EXPECT_EQ(info(b[0].id).state, BuildState::kQueued);
+  EXPECT_EQ(fetch().size(), 1u);
+}
+
+TEST_F(SchedulerTest, RetriesWithBackoffThenFailingBlocksDependantsUntilManualRetry) {
+  auto o = options();
+  o.max_retries = 2;
+  o.retry_backoff_seconds = 10;
+  coord_ = open(o);
+  TestDrv lib = drv("lib");
+  TestDrv app = drv("app", {lib});
+  auto app_build = submit({app});
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  std::uint64_t lib_build = got[0].build_id;
+  // Try 1 fails: back in the queue after 10 s.
+  ASSERT_TRUE(report(got[0], ReportStatus::kFailed));
+  BuildInfo b = info(lib_build);
+  EXPECT_EQ(b.state, BuildState::kQueued);
+  EXPECT_EQ(b.not_before, now_ + 10);
+  EXPECT_TRUE(fetch().empty());
+  EXPECT_EQ(coord_->stats().ready, 0u);
+  now_ += 10;
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  // Try 2 times out: 20 s.
+  ASSERT_TRUE(report(got[0], ReportStatus::kTimedOut));
+  EXPECT_EQ(info(lib_build).not_before, now_ + 20);
+  now_ += 19;
+  EXPECT_TRUE(fetch().empty());
+  now_ += 1;
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  // Try 3 fails: past --max-retries, the derivation is failing; nothing retries it.
+  ASSERT_TRUE(report(got[0], ReportStatus::kFailed));
+  b = info(lib_build);
+  EXPECT_EQ(b.state, BuildState::kFailed);
+  EXPECT_EQ(b.tries, 3);
+  now_ += 100000;
+  ASSERT_TRUE(coord_->tick().has_value());
+  EXPECT_TRUE(fetch().empty());
+  BuildInfo waiting = info(app_build[0].id);
+  EXPECT_EQ(waiting.state, BuildState::kWaiting);  // never "failed (dependency)"
+  EXPECT_EQ(waiting.blocked_by, std::vector<std::string>{lib.path});
+  EXPECT_THAT(waiting.message, HasSubstr("derivation " + lib.path + " is failing after 3 tries"));
+  CoordinatorStats s = coord_->stats();
+  EXPECT_EQ(s.retries_total, 2u);
+  EXPECT_EQ(s.derivations_failing, 1u);
+  EXPECT_EQ(s.builds[BuildState::kFailed], 1u);
+  // A manual retry always runs; its success lets the dependant go.
+  auto retried = coord_->retry(lib_build);
+  ASSERT_TRUE(retried.has_value());
+  EXPECT_EQ(retried->retry_of, lib_build);
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].build_id, retried->id);
+  ASSERT_TRUE(succeed(got[0]));
+  EXPECT_EQ(coord_->stats().derivations_failing, 0u);
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].build_id, app_build[0].id);
+}
+
+TEST_F(SchedulerTest, ManualSubmissionOfAFailingDerivationRunsOnce) {
+  auto o = options();
+  o.max_retries = 0;
+  coord_ = open(o);
+  TestDrv bad = drv("bad");
+  submit({bad});
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(report(got[0], ReportStatus::kFailed));
+  EXPECT_EQ(coord_->stats().derivations_failing, 1u);
+  auto again = submit({bad});
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].build_id, again[0].id);
+  ASSERT_TRUE(report(got[0], ReportStatus::kFailed));
+  EXPECT_EQ(info(again[0].id).state, BuildState::kFailed);
+  EXPECT_TRUE(fetch().empty());
+}
+
+TEST_F(SchedulerTest, ExpiredLeaseRequeuesWithoutCountingATry) {
+  open();
+  TestDrv a = drv("a");
+  auto b = submit({a});
+  auto got = fetch("a1");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].lease_seconds, 60);
+  now_ += 30;
+  auto hb = coord_->heartbeat("a1", HeartbeatRequest{{got[0].allocation_id}});
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->valid, std::vector<std::uint64_t>{got[0].allocation_id});
+  now_ += 59;
+  ASSERT_TRUE(coord_->tick().has_value());
+  EXPECT_EQ(info(b[0].id).state, BuildState::kAllocated);  // the heartbeat extended it
+  now_ += 2;
+  ASSERT_TRUE(coord_->tick().has_value());
+  BuildInfo requeued = info(b[0].id);
+  EXPECT_EQ(requeued.state, BuildState::kQueued);
+  EXPECT_EQ(requeued.tries, 0);
+  EXPECT_EQ(coord_->stats().lease_expiries_total, 1u);
+  // The agent that lost the lease is told so, and its late result changes nothing.
+  hb = coord_->heartbeat("a1", HeartbeatRequest{{got[0].allocation_id}});
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->canceled, std::vector<std::uint64_t>{got[0].allocation_id});
+  EXPECT_FALSE(report(got[0], ReportStatus::kSucceeded));
+  auto again = fetch("a2");
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].build_id, b[0].id);
+}
+
+TEST_F(SchedulerTest, FetchAndResultAreIdempotent) {
+  open();
+  submit({drv("a"), drv("b")});
+  auto first = fetch("a1", 2, {kSystem}, "req-1");
+  ASSERT_EQ(first.size(), 2u);
+  auto repeat = fetch("a1", 2, {kSystem}, "req-1");
+  ASSERT_EQ(repeat.size(), 2u);
+  EXPECT_EQ(repeat[0].allocation_id, first[0].allocation_id);
+  EXPECT_EQ(repeat[1].allocation_id, first[1].allocation_id);
+  EXPECT_EQ(coord_->stats().allocations_total, 2u);
+  EXPECT_TRUE(succeed(first[0]));
+  EXPECT_FALSE(report(first[0], ReportStatus::kSucceeded));  // already closed
+  EXPECT_FALSE(report(first[1], ReportStatus::kSucceeded, "intruder"));
+  auto released = coord_->release("a1", ReleaseRequest{{first[1].allocation_id}, "restart"});
+  ASSERT_TRUE(released.has_value());
+  EXPECT_TRUE(released->accepted);
+  EXPECT_EQ(info(first[1].build_id).state, BuildState::kQueued);
+  released = coord_->release("a1", ReleaseRequest{{first[1].allocation_id}, "restart"});
+  ASSERT_TRUE(released.has_value());
+  EXPECT_FALSE(released->accepted);
+}
+
+TEST_F(SchedulerTest, CancelQueuedWaitingAndAllocatedBuilds) {
+  open();
+  TestDrv lib = drv("lib");
+  TestDrv app = drv("app", {lib});
+  auto b = submit({app});
+  auto got = fetch("a1", 1);  // app waits, lib is allocated
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(got[0].derivation, lib.path);
+  b.push_back(submit({drv("other")})[0]);
+  auto c1 = coord_->cancel(b[0].id);
+  ASSERT_TRUE(c1.has_value());
+  EXPECT_EQ(c1->state, BuildState::kCanceled);
+  auto c2 = coord_->cancel(got[0].build_id);
+  ASSERT_TRUE(c2.has_value());
+  auto hb = coord_->heartbeat("a1", HeartbeatRequest{{got[0].allocation_id}});
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->canceled, std::vector<std::uint64_t>{got[0].allocation_id});
+  EXPECT_TRUE(coord_->cancel(b[1].id).has_value());
+  auto again = coord_->cancel(b[1].id);
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code(), ErrorCode::kConflict);
+  EXPECT_TRUE(fetch().empty());
+  EXPECT_EQ(coord_->stats().builds[BuildState::kCanceled], 3u);
+}
+
+TEST_F(SchedulerTest, IgnoreIfBuiltSkipsBuildsWhoseOutputsAreAvailable) {
+  open();
+  TestDrv a = drv("a"), b = drv("b");
+  addToStore(a.out);
+  auto builds = submit({a, b}, 0, true);
+  ASSERT_EQ(builds.size(), 2u);
+  EXPECT_EQ(builds[0].state, BuildState::kSucceeded);
+  EXPECT_TRUE(builds[0].skipped);
+  EXPECT_EQ(builds[1].state, BuildState::kQueued);
+}
+
+TEST_F(SchedulerTest, AgentMissingInputsReportWaitsWithoutATry) {
+  open();
+  TestDrv lib = drv("lib");
+  TestDrv app = drv("app", {lib});
+  addToStore(lib.out);
+  auto b = submit({app});
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  markDeleted(lib.out);  // gone between the check and the agent's download
+  ResultReport r;
+  r.allocation_id = got[0].allocation_id;
+  r.status = ReportStatus::kMissingInputs;
+  r.missing_inputs = {lib.out};
+  auto ack = coord_->report("a1", r);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_TRUE(ack->accepted);
+  BuildInfo w = info(b[0].id);
+  EXPECT_EQ(w.state, BuildState::kWaiting);
+  EXPECT_EQ(w.tries, 0);
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].derivation, lib.path);
+}
+
+TEST_F(SchedulerTest, RejectsDerivationsWhosePathIsNotTheirs) {
+  open();
+  TestDrv a = drv("a");
+  TestDrv b = drv("b");
+  SubmitRequest req;
+  req.derivations = {{b.path, a.text}};
+  auto res = coord_->submit(req);
+  ASSERT_FALSE(res.has_value());
+  EXPECT_EQ(res.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(res.error().message(),
+              HasSubstr("derivation " + b.path + ": its text gives the store path /nix/store/"));
+  req.derivations = {{a.path, "Derive(garbage"}};
+  res = coord_->submit(req);
+  ASSERT_FALSE(res.has_value());
+  EXPECT_THAT(res.error().message(), HasSubstr("derivation " + a.path + ": derivation: offset"));
+  TestDrv app = drv("app", {a});
+  req.derivations = {{app.path, app.text}};
+  req.builds = {{app.path, 0, {}, false}};
+  res = coord_->submit(req);
+  ASSERT_FALSE(res.has_value());
+  EXPECT_THAT(res.error().message(), HasSubstr("input derivation " + a.path + " is unknown"));
+  req.derivations = {};
+  req.builds = {{a.path, 0, {}, false}};
+  res = coord_->submit(req);
+  ASSERT_FALSE(res.has_value());
+  EXPECT_THAT(res.error().message(), HasSubstr("is unknown"));
+  auto unknown = coord_->unknownDerivations({{a.path}});
+  ASSERT_TRUE(unknown.has_value());
+  EXPECT_EQ(unknown->unknown, std::vector<std::string>{a.path});
+}
+
+TEST_F(SchedulerTest, RestartKeepsStateLeasesAndCounters) {
+  open();
+  TestDrv lib = drv("lib");
+  TestDrv app = drv("app", {lib});
+  auto b = submit({app, drv("x")}, 0);
+  auto got = fetch("a1", 2);
+  ASSERT_EQ(got.size(), 2u);  // lib (for app) and x
+  CoordinatorStats before = coord_->stats();
+  coord_.reset();
+  now_ += 30;
+  open();
+  CoordinatorStats after = coord_->stats();
+  EXPECT_EQ(after.builds, before.builds);
+  EXPECT_EQ(after.builds[BuildState::kWaiting], 1u);
+  EXPECT_EQ(after.builds[BuildState::kAllocated], 2u);
+  for (const Allocation& a : got) EXPECT_TRUE(succeed(a));
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].build_id, b[0].id);
+  // Ids keep increasing across restarts.
+  auto more = submit({drv("y")});
+  EXPECT_GT(more[0].id, got[0].build_id);
+}
+
+TEST_F(SchedulerTest, ListFiltersByStateAndTagWithPaging) {
+  open();
+  SubmitRequest req;
+  for (int i = 0; i < 5; ++i) {
+    TestDrv d = drv("d" + std::to_string(i));
+    req.derivations.push_back({d.path, d.text});
+    req.builds.push_back({d.path, 0, {{"batch", i % 2 == 0 ? "even" : "odd"}}});
+  }
+  ASSERT_TRUE(coord_->submit(req).has_value());
+  BuildQuery q;
+  q.tags = {{"batch", "even"}};
+  q.limit = 2;
+  auto page = coord_->listBuilds(q);
+  ASSERT_TRUE(page.has_value());
+  ASSERT_EQ(page->builds.size(), 2u);
+  ASSERT_TRUE(page->next_after.has_value());
+  q.after = *page->next_after;
+  auto page2 = coord_->listBuilds(q);
+  ASSERT_TRUE(page2.has_value());
+  ASSERT_EQ(page2->builds.size(), 1u);
+  EXPECT_FALSE(page2->next_after.has_value());
+  BuildQuery allocated;
+  allocated.state = BuildState::kAllocated;
+  EXPECT_TRUE(coord_->listBuilds(allocated)->builds.empty());
+}
+
+}  // namespace
+}  // namespace narcache::coordinator::testing
