@@ -121,6 +121,10 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorOptions&
   }
   NARCACHE_TRY(impl->openDb());
   NARCACHE_TRY(impl->load());
+  {
+    Impl* p = impl.get();
+    impl->committer = std::jthread([p](std::stop_token stop) { p->runCommitter(stop); });
+  }
   impl->startHooks();
   if (options.background) {
     Impl* p = impl.get();
@@ -164,6 +168,8 @@ Coordinator::~Coordinator() {
     impl_->maintenance.join();
   }
   impl_->stopHooks();
+  impl_->committer.request_stop();
+  impl_->committer.join();
 }
 
 // ---- State-change helpers --------------------------------------------------------------------
@@ -396,7 +402,6 @@ Result<SubmitResponse> Coordinator::submit(const SubmitRequest& request) {
     }
   }
 
-  std::lock_guard lock(d.mu);
   return d.mutate<SubmitResponse>([&](Batch& b) -> Result<SubmitResponse> {
     // Store the new derivations; every input derivation must be known.
     for (const auto& [path, c] : checked) {
@@ -488,7 +493,6 @@ Result<BuildInfo> Coordinator::build(std::uint64_t id) {
 
 Result<BuildInfo> Coordinator::cancel(std::uint64_t id, std::string_view reason) {
   Impl& d = *impl_;
-  std::lock_guard lock(d.mu);
   return d.mutate<BuildInfo>([&](Batch& b) -> Result<BuildInfo> {
     auto record = d.loadBuild(b.txn, id);
     if (!record) return fail(record.error());
@@ -516,7 +520,6 @@ Result<BuildInfo> Coordinator::cancel(std::uint64_t id, std::string_view reason)
 
 Result<BuildInfo> Coordinator::retry(std::uint64_t id) {
   Impl& d = *impl_;
-  std::lock_guard lock(d.mu);
   return d.mutate<BuildInfo>([&](Batch& b) -> Result<BuildInfo> {
     auto record = d.loadBuild(b.txn, id);
     if (!record) return fail(record.error());
@@ -544,7 +547,6 @@ Result<AddAgentResponse> Coordinator::addAgent(const AddAgentRequest& request) {
   auto secret = randomHex(32);
   if (!secret) return fail(secret.error());
   Impl& d = *impl_;
-  std::lock_guard lock(d.mu);
   return d.mutate<AddAgentResponse>([&](Batch& b) -> Result<AddAgentResponse> {
     if (b.txn.has(d.agents, request.name)) {
       return fail(ErrorCode::kAlreadyExists, "agent " + request.name + " exists already");

@@ -146,6 +146,96 @@ Result<BuildRecord> Coordinator::Impl::loadBuild(const lmdb::Txn& txn, std::uint
   return decodeBuild(*value);
 }
 
+// ---- The committer ------------------------------------------------------------------------
+
+void Coordinator::Impl::runCommitter(std::stop_token stop) {
+  constexpr std::size_t kMaxGroup = 256;
+  for (;;) {
+    std::vector<std::shared_ptr<Job>> group;
+    {
+      std::unique_lock lock(jobs_mu);
+      jobs_cv.wait(lock, stop, [&] { return !jobs.empty(); });
+      if (jobs.empty()) break;  // stopping, nothing left
+      std::size_t n = std::min(kMaxGroup, jobs.size());
+      group.assign(jobs.begin(), jobs.begin() + static_cast<std::ptrdiff_t>(n));
+      jobs.erase(jobs.begin(), jobs.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    commitGroup(std::move(group));
+  }
+}
+
+void Coordinator::Impl::commitGroup(std::vector<std::shared_ptr<Job>> group) {
+  auto finish = [this](const std::vector<std::shared_ptr<Job>>& finished) {
+    std::lock_guard lock(jobs_mu);
+    for (const auto& job : finished) job->done = true;
+    jobs_done_cv.notify_all();
+  };
+  while (!group.empty()) {
+    std::int64_t t = now();
+    std::vector<std::function<void()>> effects;
+    std::set<Hook*> woken;
+    std::uint64_t nb = 0, na = 0, ne = 0;
+    std::shared_ptr<Job> failed;
+    Error failed_error(ErrorCode::kInternal, "");
+    Result<bool> written = fail(ErrorCode::kInternal, "write transaction did not run");
+    try {
+      written = env->write<bool>([&](lmdb::WriteTxn& txn) -> Result<bool> {
+        std::lock_guard lock(mu);
+        Batch b{txn, t, mem.next_build, mem.next_alloc, mem.next_event, {}, {}, {}};
+        for (const auto& job : group) {
+          Status s = job->run(b);
+          if (!s) {
+            failed = job;
+            failed_error = s.error();
+            return fail(s.error());
+          }
+        }
+        if (b.next_build != mem.next_build) {
+          txn.put(meta, "next_build", std::to_string(b.next_build));
+        }
+        if (b.next_alloc != mem.next_alloc) {
+          txn.put(meta, "next_alloc", std::to_string(b.next_alloc));
+        }
+        if (b.next_event != mem.next_event) {
+          txn.put(meta, "next_event", std::to_string(b.next_event));
+        }
+        effects = std::move(b.effects);
+        woken = std::move(b.woken);
+        nb = b.next_build;
+        na = b.next_alloc;
+        ne = b.next_event;
+        return true;
+      });
+    } catch (const lmdb::Error& e) {
+      written = fail(lmdb::toError(e));
+    }
+    if (!written && failed) {
+      // That job's own failure: it leaves the group, the others run again without it.
+      failed->fail(failed_error);
+      finish({failed});
+      std::erase(group, failed);
+      continue;
+    }
+    if (!written) {
+      spdlog::error("coordinator database: {}", written.error().message());
+      for (const auto& job : group) job->fail(written.error());
+      finish(group);
+      return;
+    }
+    {
+      std::lock_guard lock(mu);
+      mem.next_build = nb;
+      mem.next_alloc = na;
+      mem.next_event = ne;
+      for (auto& effect : effects) effect();
+    }
+    for (Hook* hook : woken) hook->cv.notify_all();
+    for (const auto& job : group) job->publish();
+    finish(group);
+    return;
+  }
+}
+
 namespace {
 
 std::uint64_t parseCounter(std::optional<std::string_view> text) {

@@ -4,6 +4,7 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <charconv>
@@ -80,6 +81,16 @@ Result<std::pair<std::string, int>> parseListen(std::string_view listen) {
   return std::pair{std::string(host), port};
 }
 
+// httplib::Server with a deeper listen backlog (the library's is 5, which drops connections
+// when many agents connect at once).
+class HttpServer final : public httplib::Server {
+ public:
+  void raiseBacklog(int backlog) {
+    int fd = svr_sock_;
+    if (fd >= 0) ::listen(fd, backlog);
+  }
+};
+
 bool isLoopback(std::string_view host) {
   return host == "127.0.0.1" || host == "::1" || host == "localhost" || host.starts_with("127.");
 }
@@ -99,7 +110,7 @@ Result<std::uint64_t> parseId(std::string_view text, std::string_view what) {
 struct HttpApi::Impl {
   Coordinator& coordinator;
   HttpApiOptions options;
-  httplib::Server http;
+  HttpServer http;
   std::string host;
   int port = 0;
   std::atomic<bool> stop_requested{false};
@@ -290,6 +301,7 @@ Result<std::unique_ptr<HttpApi>> HttpApi::create(Coordinator& coordinator,
     }
     impl->port = listen->second;
   }
+  impl->http.raiseBacklog(1024);
   if (impl->options.client_token.empty() && !isLoopback(impl->host)) {
     spdlog::warn("listening on {} without a client token (--client-token-file): anyone who can "
                  "reach it may submit and cancel builds and add agents",

@@ -3,12 +3,20 @@
 // coordinator.cc (open, client API), scheduler.cc (agent API, maintenance), hooks.cc (workers)
 // and metrics.cc. Private to the coordinator module.
 //
-// Locking: `mu` guards `mem` and serialises every state change (one LMDB write transaction at a
-// time, under `mu`). Availability checks (maybe HTTP) run without `mu`: a fetch takes its
-// candidates out of the ready index (checking = true), asks the store, then re-locks and
-// commits. Each hook queue has its own mutex, taken after `mu` when both are held.
-// Changes to `mem` are made only after the write transaction committed (Batch::effects), since
-// Env::write may run a transaction function twice (map growth).
+// Writes: every state change is a job (mutate()) run by ONE committer thread, which groups the
+// jobs waiting at that moment into one LMDB write transaction (group commit: one fsync for many
+// agents' requests). Job functions run under `mu` and must re-check the state they act on
+// (the database inside the transaction is the truth; `mem` lags by the effects of the earlier
+// jobs of the same group, so those are looked up in the transaction). A job that fails leaves
+// the group: the transaction is aborted and the others run again without it, so a job's writes
+// never outlive its failure. The commit (fsync) happens without `mu`; the jobs' effects on
+// `mem` are applied under `mu` after the commit, in order, and only then do callers get their
+// results. Env::write may also run the group again (map growth): job functions have no effects
+// outside the transaction except through Batch::effects.
+// Locking: `mu` guards `mem`; it is never held while waiting for the committer. Availability
+// checks (maybe HTTP) run without `mu`: a fetch takes its candidates out of the ready index
+// (checking = true), asks the store, then submits its allocation job. Each hook queue has its
+// own mutex, taken after `mu` when both are held.
 
 #include <spdlog/spdlog.h>
 
@@ -136,6 +144,21 @@ struct Coordinator::Impl {
 
   std::mutex mu;
   Memory mem;  // guarded by mu
+
+  // The committer's queue of jobs (see mutate()).
+  struct Job {
+    std::function<Status(Batch&)> run;      // an error leaves the job out of its group
+    std::function<void()> publish;          // after the commit: hand the staged result over
+    std::function<void(const Error&)> fail;  // the job failed (or the transaction did)
+    bool done = false;                      // guarded by jobs_mu
+  };
+  std::mutex jobs_mu;
+  std::condition_variable_any jobs_cv;
+  std::condition_variable jobs_done_cv;
+  std::vector<std::shared_ptr<Job>> jobs;  // guarded by jobs_mu
+  std::jthread committer;
+  void runCommitter(std::stop_token stop);
+  void commitGroup(std::vector<std::shared_ptr<Job>> group);
   std::vector<std::unique_ptr<Hook>> hooks;
   std::int64_t last_recheck = 0;  // guarded by mu
   std::jthread maintenance;
@@ -145,7 +168,8 @@ struct Coordinator::Impl {
   // --- db.cc ---------------------------------------------------------------------------------
   Status openDb();
   Status load();  // rebuilds mem and the hook queues from the database
-  // Runs `fn` in one write transaction (caller holds mu), then applies the Batch's effects.
+  // Runs `fn` as a job of the committer (see above) and returns its result once committed and
+  // applied. The caller must not hold `mu`; `fn` runs under it.
   template <typename T>
   Result<T> mutate(const std::function<Result<T>(Batch&)>& fn);
   Result<std::optional<DrvRecord>> loadDrv(const lmdb::Txn& txn, const std::string& path);
@@ -184,36 +208,24 @@ std::string eventJson(std::uint64_t seq, std::string_view event, std::int64_t ti
 
 template <typename T>
 Result<T> Coordinator::Impl::mutate(const std::function<Result<T>(Batch&)>& fn) {
-  std::int64_t t = now();
-  std::vector<std::function<void()>> effects;
-  std::set<Hook*> woken;
-  std::uint64_t nb = 0, na = 0, ne = 0;
-  Result<T> result = fail(ErrorCode::kInternal, "write transaction did not run");
-  try {
-    result = env->write<T>([&](lmdb::WriteTxn& txn) -> Result<T> {
-      Batch b{txn, t, mem.next_build, mem.next_alloc, mem.next_event, {}, {}, {}};
-      Result<T> r = fn(b);
-      if (!r) return r;
-      if (b.next_build != mem.next_build) txn.put(meta, "next_build", std::to_string(b.next_build));
-      if (b.next_alloc != mem.next_alloc) txn.put(meta, "next_alloc", std::to_string(b.next_alloc));
-      if (b.next_event != mem.next_event) txn.put(meta, "next_event", std::to_string(b.next_event));
-      effects = std::move(b.effects);
-      woken = std::move(b.woken);
-      nb = b.next_build;
-      na = b.next_alloc;
-      ne = b.next_event;
-      return r;
-    });
-  } catch (const lmdb::Error& e) {
-    return fail(lmdb::toError(e));
-  }
-  if (!result) return result;
-  mem.next_build = nb;
-  mem.next_alloc = na;
-  mem.next_event = ne;
-  for (auto& effect : effects) effect();
-  for (Hook* hook : woken) hook->cv.notify_all();
-  return result;
+  auto job = std::make_shared<Job>();
+  std::optional<Result<T>> staged;
+  std::optional<Result<T>> out;
+  job->run = [&fn, &staged](Batch& b) -> Status {
+    staged.reset();
+    Result<T> r = fn(b);
+    if (!r) return fail(r.error());
+    staged.emplace(std::move(r));
+    return {};
+  };
+  job->publish = [&staged, &out] { out = std::move(staged); };
+  job->fail = [&out](const Error& e) { out.emplace(fail(e)); };
+  std::unique_lock lock(jobs_mu);
+  jobs.push_back(job);
+  jobs_cv.notify_all();
+  jobs_done_cv.wait(lock, [&] { return job->done; });
+  if (!out) return fail(ErrorCode::kInternal, "the coordinator is stopping");
+  return std::move(*out);
 }
 
 }  // namespace narcache::coordinator

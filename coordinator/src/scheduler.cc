@@ -140,8 +140,8 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
     }
 
     // 3. Allocate those whose inputs are all available; the others wait.
-    std::lock_guard lock(d.mu);
     auto putBack = [&] {
+      std::lock_guard lock(d.mu);
       std::int64_t t = d.now();
       for (std::uint64_t id : candidates) {
         auto it = d.mem.active.find(id);
@@ -226,36 +226,33 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
 Result<HeartbeatResponse> Coordinator::heartbeat(const std::string& agent,
                                                  const HeartbeatRequest& request) {
   Impl& d = *impl_;
-  std::lock_guard lock(d.mu);
-  HeartbeatResponse response;
-  std::int64_t t = d.now();
-  d.mem.agents[agent].last_seen = t;
-  std::vector<std::uint64_t> valid;
-  for (std::uint64_t alloc : request.allocations) {
-    auto it = d.mem.allocs.find(alloc);
-    if (it == d.mem.allocs.end() || it->second.agent != agent) {
-      response.canceled.push_back(alloc);
-    } else {
-      valid.push_back(alloc);
-    }
+  {
+    std::lock_guard lock(d.mu);
+    d.mem.agents[agent].last_seen = d.now();
   }
-  if (valid.empty()) return response;
-  auto done = d.mutate<bool>([&](Batch& b) -> Result<bool> {
+  if (request.allocations.empty()) return HeartbeatResponse{};
+  return d.mutate<HeartbeatResponse>([&](Batch& b) -> Result<HeartbeatResponse> {
+    HeartbeatResponse response;
     std::int64_t until = b.now + d.options.lease_seconds;
-    for (std::uint64_t alloc : valid) {
-      const OpenAllocation& open = d.mem.allocs.at(alloc);
-      AllocRecord record{open.build, open.agent, open.request_id, until, 0};
-      if (auto v = b.txn.get(d.allocs, idKey(alloc))) {
-        if (auto old = decodeAlloc(*v)) record.created = old->created;
+    for (std::uint64_t alloc : request.allocations) {
+      auto value = b.txn.get(d.allocs, idKey(alloc));
+      std::optional<AllocRecord> record;
+      if (value) {
+        auto decoded = decodeAlloc(*value);
+        if (!decoded) return fail(decoded.error());
+        record = std::move(*decoded);
       }
-      b.txn.put(d.allocs, idKey(alloc), encode(record));
+      if (!record || record->agent != agent) {
+        response.canceled.push_back(alloc);
+        continue;
+      }
+      record->lease_until = until;
+      b.txn.put(d.allocs, idKey(alloc), encode(*record));
       b.effects.push_back([&d, alloc, until] { d.mem.setLease(alloc, until); });
+      response.valid.push_back(alloc);
     }
-    return true;
+    return response;
   });
-  if (!done) return fail(done.error());
-  response.valid = std::move(valid);
-  return response;
 }
 
 Result<ResultAck> Coordinator::report(const std::string& agent, const ResultReport& report) {
@@ -271,12 +268,14 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
       }
     }
   }
-  std::lock_guard lock(d.mu);
-  auto it = d.mem.allocs.find(report.allocation_id);
-  if (it == d.mem.allocs.end() || it->second.agent != agent) return ResultAck{false};
   std::uint64_t alloc_id = report.allocation_id;
-  std::uint64_t build_id = it->second.build;
   return d.mutate<ResultAck>([&](Batch& b) -> Result<ResultAck> {
+    auto value = b.txn.get(d.allocs, idKey(alloc_id));
+    if (!value) return ResultAck{false};  // closed already (or never existed)
+    auto alloc = decodeAlloc(*value);
+    if (!alloc) return fail(alloc.error());
+    if (alloc->agent != agent) return ResultAck{false};
+    std::uint64_t build_id = alloc->build;
     b.txn.del(d.allocs, idKey(alloc_id));
     b.effects.push_back([&d, alloc_id] { d.mem.removeAllocation(alloc_id); });
     auto record = d.loadBuild(b.txn, build_id);
@@ -364,19 +363,18 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
 
 Result<ResultAck> Coordinator::release(const std::string& agent, const ReleaseRequest& request) {
   Impl& d = *impl_;
-  std::lock_guard lock(d.mu);
-  std::vector<std::uint64_t> mine;
-  for (std::uint64_t alloc : request.allocations) {
-    auto it = d.mem.allocs.find(alloc);
-    if (it != d.mem.allocs.end() && it->second.agent == agent) mine.push_back(alloc);
-  }
-  if (mine.empty()) return ResultAck{false};
   return d.mutate<ResultAck>([&](Batch& b) -> Result<ResultAck> {
-    for (std::uint64_t alloc : mine) {
-      std::uint64_t build_id = d.mem.allocs.at(alloc).build;
+    ResultAck ack{false};
+    for (std::uint64_t alloc : request.allocations) {
+      auto value = b.txn.get(d.allocs, idKey(alloc));
+      if (!value) continue;
+      auto open = decodeAlloc(*value);
+      if (!open) return fail(open.error());
+      if (open->agent != agent) continue;
+      ack.accepted = true;
       b.txn.del(d.allocs, idKey(alloc));
       b.effects.push_back([&d, alloc] { d.mem.removeAllocation(alloc); });
-      auto record = d.loadBuild(b.txn, build_id);
+      auto record = d.loadBuild(b.txn, open->build);
       if (!record) return fail(record.error());
       if (record->info.state != BuildState::kAllocated || record->allocation != alloc) continue;
       record->allocation = 0;
@@ -388,31 +386,39 @@ Result<ResultAck> Coordinator::release(const std::string& agent, const ReleaseRe
                              (request.reason.empty() ? "" : ": " + request.reason);
       d.putBuild(b, *record, BuildState::kAllocated);
     }
-    return ResultAck{true};
+    return ack;
   });
 }
 
 // ---- Maintenance -----------------------------------------------------------------------------
 
 Status Coordinator::Impl::expireLeases(std::int64_t t) {
-  std::lock_guard lock(mu);
-  mem.promote(t);
   std::vector<std::uint64_t> expired;
-  for (auto it = mem.leases.begin(); it != mem.leases.end() && it->first <= t; ++it) {
-    expired.push_back(it->second);
+  {
+    std::lock_guard lock(mu);
+    mem.promote(t);
+    for (auto it = mem.leases.begin(); it != mem.leases.end() && it->first <= t; ++it) {
+      expired.push_back(it->second);
+    }
   }
   if (expired.empty()) return {};
   auto done = mutate<bool>([&](Batch& b) -> Result<bool> {
     for (std::uint64_t alloc : expired) {
-      const OpenAllocation& open = mem.allocs.at(alloc);
-      std::uint64_t build_id = open.build;
-      std::string agent = open.agent;
+      // Re-checked here: a heartbeat may have extended it meanwhile (in memory, or earlier in
+      // this same transaction), or a result closed it.
+      auto m = mem.allocs.find(alloc);
+      if (m == mem.allocs.end() || m->second.lease_until > b.now) continue;
+      auto value = b.txn.get(allocs, idKey(alloc));
+      if (!value) continue;
+      auto open = decodeAlloc(*value);
+      if (!open) return fail(open.error());
+      if (open->lease_until > b.now) continue;
       b.txn.del(allocs, idKey(alloc));
       b.effects.push_back([this, alloc] {
         mem.removeAllocation(alloc);
         mem.lease_expiries_total++;
       });
-      auto record = loadBuild(b.txn, build_id);
+      auto record = loadBuild(b.txn, open->build);
       if (!record) return fail(record.error());
       if (record->info.state != BuildState::kAllocated || record->allocation != alloc) continue;
       record->allocation = 0;
@@ -420,9 +426,8 @@ Status Coordinator::Impl::expireLeases(std::int64_t t) {
       record->info.tries = std::max(0, record->info.tries - 1);  // no try counted
       record->info.updated_at = b.now;
       record->info.not_before = 0;
-      record->info.message = "lease of agent " + agent + " expired";
+      record->info.message = "lease of agent " + open->agent + " expired";
       putBuild(b, *record, BuildState::kAllocated);
-      spdlog::info("build {}: lease of agent {} expired, back in the queue", build_id, agent);
     }
     return true;
   });
@@ -453,11 +458,9 @@ Status Coordinator::Impl::recheckWaiting() {
   for (std::size_t i = 0; i < paths.size(); ++i) {
     if (states[i] == narstore::ItemState::kAvailable) available.insert(paths[i]);
   }
-  std::lock_guard lock(mu);
-  std::set<std::uint64_t> ids;
-  for (const auto& [path, waiting] : mem.waiters) ids.insert(waiting.begin(), waiting.end());
-  if (ids.empty()) return {};
   auto done = mutate<bool>([&](Batch& b) -> Result<bool> {
+    std::set<std::uint64_t> ids;
+    for (const auto& [path, waiting] : mem.waiters) ids.insert(waiting.begin(), waiting.end());
     for (std::uint64_t id : ids) {
       auto record = loadBuild(b.txn, id);
       if (!record) return fail(record.error());
