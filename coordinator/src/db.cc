@@ -264,6 +264,13 @@ Status Coordinator::Impl::load() {
     {
       lmdb::Cursor c(txn, builds);
       for (auto e = c.first(); e; e = c.next()) {
+        // Finished builds are only counted; unfinished ones are decoded and indexed.
+        auto state = peekBuildState(e->second);
+        if (!state) return fail(ErrorCode::kCorruption, "coordinator database: bad build record");
+        if (!isActive(*state)) {
+          mem.by_state[static_cast<int>(*state)]++;
+          continue;
+        }
         auto record = decodeBuild(e->second);
         if (!record) return fail(record.error());
         mem.apply(*record, t);

@@ -98,25 +98,34 @@ std::string Coordinator::metrics() {
   line("narcache_coordinator_agents_connected", "", s.agents_connected);
   head("narcache_coordinator_agents_busy", "gauge", "Agents with at least one allocation.");
   line("narcache_coordinator_agents_busy", "", s.agents_busy);
-  head("narcache_coordinator_hook_queue_length", "gauge", "Events waiting per hook.");
   std::vector<std::string> labels;
   for (std::size_t i = 0; i < s.hooks.size(); ++i) {
     labels.push_back("hook=\"" + std::to_string(i) + "\",event=\"" + s.hooks[i].event +
                      "\",action=\"" + s.hooks[i].action + "\"");
-    line("narcache_coordinator_hook_queue_length", labels[i], s.hooks[i].queued);
   }
-  head("narcache_coordinator_hook_oldest_event_age_seconds", "gauge",
-       "Age of the oldest waiting event per hook.");
-  for (std::size_t i = 0; i < s.hooks.size(); ++i) {
-    line("narcache_coordinator_hook_oldest_event_age_seconds", labels[i], s.hooks[i].oldest_age);
-  }
-  head("narcache_coordinator_hook_failures_total", "counter", "Failed hook actions (retried).");
-  for (std::size_t i = 0; i < s.hooks.size(); ++i) {
-    line("narcache_coordinator_hook_failures_total", labels[i], s.hooks[i].failures_total);
-  }
-  head("narcache_coordinator_hook_events_processed_total", "counter", "Hook events done.");
-  for (std::size_t i = 0; i < s.hooks.size(); ++i) {
-    line("narcache_coordinator_hook_events_processed_total", labels[i], s.hooks[i].processed_total);
+  using HookValue = std::int64_t (*)(const CoordinatorStats::Hook&);
+  struct HookMetric {
+    const char* name;
+    const char* type;
+    const char* help;
+    HookValue value;
+  };
+  const HookMetric hook_metrics[] = {
+      {"narcache_coordinator_hook_queue_length", "gauge", "Events waiting per hook.",
+       [](const CoordinatorStats::Hook& h) { return static_cast<std::int64_t>(h.queued); }},
+      {"narcache_coordinator_hook_oldest_event_age_seconds", "gauge",
+       "Age of the oldest waiting event per hook.",
+       [](const CoordinatorStats::Hook& h) { return h.oldest_age; }},
+      {"narcache_coordinator_hook_failures_total", "counter", "Failed hook actions (retried).",
+       [](const CoordinatorStats::Hook& h) { return static_cast<std::int64_t>(h.failures_total); }},
+      {"narcache_coordinator_hook_events_processed_total", "counter", "Hook events done.",
+       [](const CoordinatorStats::Hook& h) {
+         return static_cast<std::int64_t>(h.processed_total);
+       }},
+  };
+  for (const HookMetric& m : hook_metrics) {
+    head(m.name, m.type, m.help);
+    for (std::size_t i = 0; i < s.hooks.size(); ++i) line(m.name, labels[i], m.value(s.hooks[i]));
   }
   return out;
 }

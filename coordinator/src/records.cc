@@ -121,7 +121,13 @@ std::string buildInfoJson(const BuildInfo& info) {
 }
 
 std::string encode(const BuildRecord& r) {
-  return json{{"b", buildJson(r.info)}, {"a", r.allocation}}.dump();
+  return std::string(1, static_cast<char>('0' + static_cast<int>(r.info.state))) +
+         json{{"b", buildJson(r.info)}, {"a", r.allocation}}.dump();
+}
+
+std::optional<BuildState> peekBuildState(std::string_view value) {
+  if (value.empty() || value[0] < '0' || value[0] > '5') return std::nullopt;
+  return static_cast<BuildState>(value[0] - '0');
 }
 
 std::string encode(const DrvRecord& r) {
@@ -145,7 +151,10 @@ std::string encode(const AgentRecord& r) {
 }
 
 Result<BuildRecord> decodeBuild(std::string_view value) {
-  return parseWith<BuildRecord>(value, "builds", buildFrom);
+  if (!peekBuildState(value)) {
+    return fail(ErrorCode::kCorruption, "coordinator database, table builds: bad record");
+  }
+  return parseWith<BuildRecord>(value.substr(1), "builds", buildFrom);
 }
 Result<DrvRecord> decodeDrv(std::string_view value) {
   return parseWith<DrvRecord>(value, "drvs", drvFrom);

@@ -1,7 +1,7 @@
 #pragma once
 // The records of the coordinator's database and their encodings (JSON values, big-endian id
 // keys). Tables (db.cc opens them):
-//   builds     u64 id -> BuildRecord        drvs      .drv path -> DrvRecord
+//   builds     u64 id -> state digit + BuildRecord       drvs      .drv path -> DrvRecord
 //   drv_text   .drv path -> ATerm text      outputs   output path -> .drv path (its producer)
 //   allocs     u64 id -> AllocRecord        agents    name -> AgentRecord
 //   events     <hook key 16 hex><u64 seq> -> event JSON (see hooks.cc)
@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,6 +58,8 @@ std::string encode(const DrvRecord& record);
 std::string encode(const AllocRecord& record);
 std::string encode(const AgentRecord& record);
 Result<BuildRecord> decodeBuild(std::string_view value);
+// The state of an encoded build record without decoding it (start-up counts every build).
+std::optional<BuildState> peekBuildState(std::string_view value);
 Result<DrvRecord> decodeDrv(std::string_view value);
 Result<AllocRecord> decodeAlloc(std::string_view value);
 Result<AgentRecord> decodeAgent(std::string_view value);
