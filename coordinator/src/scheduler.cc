@@ -159,8 +159,8 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
     };
     if (!checked) {
       putBack();
-      spdlog::warn("fetch by {}: {}", agent, checked.error().message());
       if (response.allocations.empty()) return fail(checked.error());
+      spdlog::warn("fetch by {}: {}", agent, checked.error().message());  // partial answer
       return response;
     }
     auto allocated = d.mutate<std::vector<Allocation>>(
@@ -323,6 +323,10 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
           drv.failing = true;
           info.message += " (derivation failing after " + std::to_string(drv.failures) +
                           " tries: no automatic retry)";
+          b.effects.push_back([id = info.id, path = info.derivation, n = drv.failures] {
+            spdlog::warn("build {}: {} is failing after {} tries: no automatic retry", id, path,
+                         n);
+          });
         }
         d.putDrv(b, info.derivation, drv, was_failing);
         d.putBuild(b, *record, BuildState::kAllocated);
@@ -428,6 +432,9 @@ Status Coordinator::Impl::expireLeases(std::int64_t t) {
       record->info.not_before = 0;
       record->info.message = "lease of agent " + open->agent + " expired";
       putBuild(b, *record, BuildState::kAllocated);
+      b.effects.push_back([id = open->build, agent = open->agent] {
+        spdlog::info("build {}: the lease of agent {} expired, back in the queue", id, agent);
+      });
     }
     return true;
   });
