@@ -384,5 +384,36 @@ TEST_F(SchedulerTest, ListFiltersByStateAndTagWithPaging) {
   EXPECT_TRUE(coord_->listBuilds(allocated)->builds.empty());
 }
 
+TEST_F(SchedulerTest, MetricsCountersFollowTheStates) {
+  open();
+  submit({drv("a"), drv("b")});
+  now_ += 5;
+  CoordinatorStats s = coord_->stats();
+  EXPECT_EQ(s.builds[BuildState::kQueued], 2u);
+  EXPECT_EQ(s.ready, 2u);
+  EXPECT_EQ(s.oldest_queued_age, 5);
+  auto got = fetch("a1");
+  ASSERT_EQ(got.size(), 1u);
+  s = coord_->stats();
+  EXPECT_EQ(s.agents_connected, 1u);
+  EXPECT_EQ(s.agents_busy, 1u);
+  EXPECT_EQ(s.builds[BuildState::kAllocated], 1u);
+  ASSERT_TRUE(report(got[0], ReportStatus::kFailed));  // back in the queue, in backoff
+  s = coord_->stats();
+  EXPECT_EQ(s.builds[BuildState::kQueued], 2u);
+  EXPECT_EQ(s.ready, 1u);
+  EXPECT_EQ(s.retries_total, 1u);
+  EXPECT_EQ(s.agents_busy, 0u);
+  std::string text = coord_->metrics();
+  EXPECT_THAT(text, HasSubstr("narcache_coordinator_queue_ready 1\n"));
+  EXPECT_THAT(text, HasSubstr("narcache_coordinator_builds{state=\"queued\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("narcache_coordinator_queue_oldest_age_seconds 5\n"));
+  EXPECT_THAT(text, HasSubstr("narcache_coordinator_retries_total 1\n"));
+  now_ += 61;
+  s = coord_->stats();
+  EXPECT_EQ(s.agents_connected, 0u);
+  EXPECT_EQ(s.ready, 2u);  // the backoff ended
+}
+
 }  // namespace
 }  // namespace narcache::coordinator::testing

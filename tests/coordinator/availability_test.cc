@@ -1,0 +1,72 @@
+// Both Availability implementations against the real thing: the local Store, and a real
+// `narcache serve` child process asked over HTTP (GET /api/available with the upload token).
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "narcache/coordinator/availability.h"
+#include "narcache/coordinator/coordinator.h"
+#include "narstore/helpers.h"
+#include "support/served_store.h"
+#include "support/support.h"
+
+namespace narcache::coordinator {
+namespace {
+
+using narstore::ItemState;
+using ::testing::HasSubstr;
+
+TEST(AvailabilityTest, LocalAndRemoteAgreeOnAvailableDeletedIncompleteMissing) {
+  test::TempDir dir;
+  test::writeFile(dir / "token", "upload-secret\n");
+  test::ServedStore served(dir / "store", {"--upload-token-file", (dir / "token").string()});
+  narstore::StoreOptions so;
+  so.root = dir / "store";
+  auto store = narstore::Store::open(so);
+  ASSERT_TRUE(store.has_value()) << store.error().message();
+  auto base = narstore::testing::makeItem("base", "base");
+  auto top = narstore::testing::makeItem("top", "top", {base.info.path});
+  ASSERT_TRUE(narstore::testing::addItem(**store, base).has_value());
+  ASSERT_TRUE(narstore::testing::addItem(**store, top).has_value());
+  auto gone = narstore::testing::makeItem("gone", "gone");
+  ASSERT_TRUE(narstore::testing::addItem(**store, gone).has_value());
+  ASSERT_TRUE((*store)->markDeleted(gone.info.path, {0, "test", "test"}).has_value());
+  std::vector<std::string> paths = {
+      top.info.path.fullPath("/nix/store"), gone.info.path.fullPath("/nix/store"),
+      narstore::testing::pathFor("never").fullPath("/nix/store")};
+  std::vector<ItemState> expected = {ItemState::kAvailable, ItemState::kDeleted,
+                                     ItemState::kMissing};
+
+  auto local = localAvailability(**store);
+  auto l = local->check(paths);
+  ASSERT_TRUE(l.has_value()) << l.error().message();
+  EXPECT_EQ(*l, expected);
+
+  auto remote = remoteAvailability({served.url(), "upload-secret", 5});
+  auto r = remote->check(paths);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(*r, expected);
+
+  // top's closure loses base: incomplete, both ways.
+  ASSERT_TRUE((*store)->markDeleted(base.info.path, {0, "test", "test"}).has_value());
+  EXPECT_EQ(local->check({paths[0]})->at(0), ItemState::kIncomplete);
+  EXPECT_EQ(remote->check({paths[0]})->at(0), ItemState::kIncomplete);
+
+  auto denied = remoteAvailability({served.url(), "wrong", 5})->check(paths);
+  ASSERT_FALSE(denied.has_value());
+  EXPECT_EQ(denied.error().code(), ErrorCode::kUnavailable);
+  EXPECT_THAT(denied.error().message(), HasSubstr("HTTP 401"));
+
+  auto bad_path = local->check({"/gnu/store/" + std::string(32, 'a') + "-x"});
+  ASSERT_FALSE(bad_path.has_value());
+}
+
+TEST(AvailabilityTest, UnreachableCacheIsUnavailable) {
+  auto remote = remoteAvailability({"http://127.0.0.1:1", "", 2});
+  auto r = remote->check({narstore::testing::pathFor("x").fullPath("/nix/store")});
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), ErrorCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace narcache::coordinator
