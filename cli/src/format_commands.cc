@@ -19,6 +19,7 @@
 #include "narcache/narinfo/nar.h"
 #include "narcache/narinfo/narinfo.h"
 #include "narcache/narinfo/signature.h"
+#include "narcache/narstore/parallel_restore.h"
 
 namespace narcache::cli {
 namespace {
@@ -78,14 +79,25 @@ void addNarCommands(CommandRegistry& registry) {
     return 0;
   });
 
-  auto dest = std::make_shared<std::string>();
+  struct RestoreArgs {
+    std::string dest;
+    unsigned jobs = 0;
+  };
+  auto restore_args = std::make_shared<RestoreArgs>();
   CLI::App* restore =
       nar->add_subcommand("restore", "Unpack the NAR on stdin into DEST (which must not exist)");
-  restore->add_option("DEST", *dest, "Destination path")->required();
-  registry.add(restore, [dest] {
+  restore->add_option("DEST", restore_args->dest, "Destination path")->required();
+  restore
+      ->add_option("--jobs,-j", restore_args->jobs,
+                   "Threads creating and writing files (default: the number of cores, at least "
+                   "2; 1 still overlaps reading the NAR with writing)")
+      ->check(CLI::Range(0u, 256u));
+  registry.add(restore, [args = restore_args] {
     FdSource in(STDIN_FILENO);
-    if (auto s = restoreNar(in, *dest); !s) {
-      return reportError(s.error().withContext("restoring into '" + *dest + "'"));
+    narstore::ParallelRestoreOptions options;
+    options.jobs = args->jobs;
+    if (auto s = narstore::restoreNarParallel(in, args->dest, options); !s) {
+      return reportError(s.error().withContext("restoring into '" + args->dest + "'"));
     }
     return 0;
   });

@@ -1,12 +1,8 @@
-// NAR restore: materialises a NAR as a file-system tree, safe against hostile NARs.
-//
-// Invariant: every object is created with an *at() call relative to the fd of a directory this
-// restore itself created (or, for the root, the destination's parent), with O_EXCL/O_NOFOLLOW
-// semantics (mkdirat and symlinkat fail on existing names, files are opened O_CREAT|O_EXCL|
-// O_NOFOLLOW, directories re-opened O_DIRECTORY|O_NOFOLLOW). No path with more than one
-// component is ever resolved, so nothing outside `dest` can be created, followed or written,
-// whatever the names and symlink targets in the NAR; the parser has already rejected names with
-// '/', NUL, "." and "..", and duplicates.
+// NAR restore: materialises a NAR as a file-system tree, safe against hostile NARs. The safety
+// rules live in RestoreTarget (nar_restore.h, where the invariant is written down); restoreNar
+// is the sequential restorer built on it, creating each entry as the parser reaches it.
+
+#include "narcache/narinfo/nar_restore.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,8 +10,8 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -46,108 +42,20 @@ mode_t currentUmask() {
   return mask;
 }
 
-class Restorer final : public NarVisitor {
- public:
-  Restorer(int parent_fd, std::string root_name, std::string display)
-      : parent_fd_(parent_fd),
-        root_name_(std::move(root_name)),
-        display_(std::move(display)),
-        fix_modes_((currentUmask() & 0755) != 0) {}
-
-  ~Restorer() override {
-    if (file_fd_ >= 0) ::close(file_fd_);
-    for (int fd : dirs_) ::close(fd);
-  }
-
-  Status directory(std::string_view path) override {
-    auto [dir_fd, name] = place(path);
-    if (::mkdirat(dir_fd, name.c_str(), kDirMode) != 0) return fail(sysError("mkdir", path));
-    int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return fail(sysError("open directory", path));
-    dirs_.push_back(fd);
-    if (fix_modes_ && ::fchmod(fd, kDirMode) != 0) return fail(sysError("chmod", path));
-    return {};
-  }
-
-  Status directoryEnd(std::string_view path) override {
-    int fd = dirs_.back();
-    dirs_.pop_back();
-    if (::close(fd) != 0) return fail(sysError("close", path));
-    return {};
-  }
-
-  Status symlink(std::string_view path, std::string_view target) override {
-    auto [dir_fd, name] = place(path);
-    std::string t(target);
-    if (::symlinkat(t.c_str(), dir_fd, name.c_str()) != 0) return fail(sysError("symlink", path));
-    return {};
-  }
-
-  Status fileBegin(std::string_view path, bool executable, std::uint64_t, std::uint64_t) override {
-    auto [dir_fd, name] = place(path);
-    mode_t mode = executable ? kExecMode : kFileMode;
-    file_fd_ =
-        ::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (file_fd_ < 0) return fail(sysError("create", path));
-    file_path_ = path;
-    if (fix_modes_ && ::fchmod(file_fd_, mode) != 0) return fail(sysError("chmod", path));
-    return {};
-  }
-
-  Status contents(Bytes chunk) override {
-    while (!chunk.empty()) {
-      ssize_t n = ::write(file_fd_, chunk.data(), chunk.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return fail(sysError("write", file_path_));
-      }
-      chunk = chunk.subspan(static_cast<std::size_t>(n));
-    }
-    return {};
-  }
-
-  Status fileEnd() override {
-    int fd = file_fd_;
-    file_fd_ = -1;
-    if (::close(fd) != 0) return fail(sysError("close", file_path_));
-    return {};
-  }
-
- private:
-  // The directory fd and name under which `path` is created.
-  std::pair<int, std::string> place(std::string_view path) {
-    if (path.empty()) return {parent_fd_, root_name_};
-    auto slash = path.rfind('/');
-    std::string name(slash == std::string_view::npos ? path : path.substr(slash + 1));
-    return {dirs_.back(), std::move(name)};
-  }
-
-  Error sysError(std::string_view what, std::string_view path) const {
-    int err = errno;
-    std::string where = display_;
-    if (!path.empty()) {
-      where += '/';
-      where += path;
-    }
-    ErrorCode code = err == EEXIST                    ? ErrorCode::kAlreadyExists
-                     : err == ENOSPC || err == EDQUOT ? ErrorCode::kResourceExhausted
-                     : err == EACCES || err == EPERM  ? ErrorCode::kPermissionDenied
-                                                      : ErrorCode::kIoError;
-    return Error(code, "restore: " + std::string(what) + " '" + where + "': " + std::strerror(err));
-  }
-
-  int parent_fd_;  // not owned
-  std::string root_name_;
-  std::string display_;
-  bool fix_modes_;
-  std::vector<int> dirs_;  // open directories from the root down, owned
-  int file_fd_ = -1;       // the file being written, owned
-  std::string file_path_;
-};
+// strerror(3) without its static buffer (these run on several threads).
+std::string errnoText(int err) {
+  return std::generic_category().message(err);
+}
 
 }  // namespace
 
-Status restoreNar(Source& source, const std::filesystem::path& dest) {
+RestoreTarget::RestoreTarget(Fd parent, std::string root_name, std::string display, bool fix_modes)
+    : parent_(std::move(parent)),
+      root_name_(std::move(root_name)),
+      display_(std::move(display)),
+      fix_modes_(fix_modes) {}
+
+Result<RestoreTarget> RestoreTarget::open(const std::filesystem::path& dest) {
   std::filesystem::path target = dest;
   if (!target.has_filename()) target = target.parent_path();  // "a/b/" names "a/b"
   std::string name = target.filename().string();
@@ -157,21 +65,137 @@ Status restoreNar(Source& source, const std::filesystem::path& dest) {
   }
   std::filesystem::path parent = target.parent_path();
   if (parent.empty()) parent = ".";
-  int parent_fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (parent_fd < 0) {
+  Fd parent_fd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (parent_fd.get() < 0) {
     int err = errno;
     return fail(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
-                "restore: cannot open '" + parent.string() + "': " + std::strerror(err));
+                "restore: cannot open '" + parent.string() + "': " + errnoText(err));
   }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{parent_fd};
   struct stat st;
-  if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+  if (::fstatat(parent_fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     return fail(ErrorCode::kAlreadyExists, "restore: '" + dest.string() + "' already exists");
   }
-  Restorer restorer(parent_fd, name, target.string());
+  return RestoreTarget(std::move(parent_fd), std::move(name), target.string(),
+                       (currentUmask() & 0755) != 0);
+}
+
+std::string RestoreTarget::leafName(std::string_view path) const {
+  if (path.empty()) return root_name_;
+  auto slash = path.rfind('/');
+  return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+}
+
+Result<Fd> RestoreTarget::makeDirectory(int dir_fd, std::string_view path) const {
+  std::string name = leafName(path);
+  if (::mkdirat(dir_fd, name.c_str(), kDirMode) != 0) return fail(sysError(errno, "mkdir", path));
+  Fd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() < 0) return fail(sysError(errno, "open directory", path));
+  if (fix_modes_ && ::fchmod(fd.get(), kDirMode) != 0) return fail(sysError(errno, "chmod", path));
+  return fd;
+}
+
+Result<Fd> RestoreTarget::createFile(int dir_fd, std::string_view path, bool executable) const {
+  std::string name = leafName(path);
+  mode_t mode = executable ? kExecMode : kFileMode;
+  Fd fd(::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+  if (fd.get() < 0) return fail(sysError(errno, "create", path));
+  if (fix_modes_ && ::fchmod(fd.get(), mode) != 0) return fail(sysError(errno, "chmod", path));
+  return fd;
+}
+
+Status RestoreTarget::makeSymlink(int dir_fd, std::string_view path,
+                                  std::string_view target) const {
+  std::string name = leafName(path);
+  std::string t(target);
+  if (::symlinkat(t.c_str(), dir_fd, name.c_str()) != 0) {
+    return fail(sysError(errno, "symlink", path));
+  }
+  return {};
+}
+
+Status RestoreTarget::write(int fd, Bytes data, std::string_view path) const {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(sysError(errno, "write", path));
+    }
+    data = data.subspan(static_cast<std::size_t>(n));
+  }
+  return {};
+}
+
+Status RestoreTarget::close(Fd fd, std::string_view path) const {
+  if (::close(fd.release()) != 0) return fail(sysError(errno, "close", path));
+  return {};
+}
+
+Error RestoreTarget::sysError(int err, std::string_view what, std::string_view path) const {
+  std::string where = display_;
+  if (!path.empty()) {
+    where += '/';
+    where += path;
+  }
+  ErrorCode code = err == EEXIST                    ? ErrorCode::kAlreadyExists
+                   : err == ENOSPC || err == EDQUOT ? ErrorCode::kResourceExhausted
+                   : err == EACCES || err == EPERM  ? ErrorCode::kPermissionDenied
+                                                    : ErrorCode::kIoError;
+  return Error(code, "restore: " + std::string(what) + " '" + where + "': " + errnoText(err));
+}
+
+namespace {
+
+// Creates each entry as the parser reaches it, holding the open directories from the root down
+// and the file being written.
+class Restorer final : public NarVisitor {
+ public:
+  explicit Restorer(const RestoreTarget& target) : target_(target) {}
+
+  Status directory(std::string_view path) override {
+    auto fd = target_.makeDirectory(dirFd(path), path);
+    if (!fd) return fail(fd.error());
+    dirs_.push_back(std::move(*fd));
+    return {};
+  }
+
+  Status directoryEnd(std::string_view) override {
+    dirs_.pop_back();  // read-only directory fd: nothing to report on close
+    return {};
+  }
+
+  Status symlink(std::string_view path, std::string_view target) override {
+    return target_.makeSymlink(dirFd(path), path, target);
+  }
+
+  Status fileBegin(std::string_view path, bool executable, std::uint64_t, std::uint64_t) override {
+    auto fd = target_.createFile(dirFd(path), path, executable);
+    if (!fd) return fail(fd.error());
+    file_ = std::move(*fd);
+    file_path_ = path;
+    return {};
+  }
+
+  Status contents(Bytes chunk) override { return target_.write(file_.get(), chunk, file_path_); }
+
+  Status fileEnd() override { return target_.close(std::move(file_), file_path_); }
+
+ private:
+  int dirFd(std::string_view path) const {
+    return path.empty() ? target_.parentFd() : dirs_.back().get();
+  }
+
+  const RestoreTarget& target_;
+  std::vector<Fd> dirs_;  // open directories from the root down
+  Fd file_;               // the file being written
+  std::string file_path_;
+};
+
+}  // namespace
+
+Status restoreNar(Source& source, const std::filesystem::path& dest) {
+  auto target = RestoreTarget::open(dest);
+  if (!target) return fail(target.error());
+  Restorer restorer(*target);
   auto size = parseNar(source, restorer);
   if (!size) return fail(size.error());
   return {};

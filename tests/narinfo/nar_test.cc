@@ -1,6 +1,7 @@
-// Unit tests of the NAR reader, writer, restore and listing: round trips, a table of malformed
-// NARs built by hand (each with its exact error), and hostile NARs that try to escape the
-// restore destination.
+// Unit tests of the NAR reader, writer, restore and listing: a table of malformed NARs built by
+// hand (each with its exact error); restoreNar runs the restore contract of nar_restore_cases.h
+// (round trips, hostile NARs that try to escape the destination, bad destinations), which
+// narstore's parallel restorer runs too.
 
 #include "narcache/narinfo/nar.h"
 
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "nar_restore_cases.h"
 #include "support/support.h"
 
 namespace narcache {
@@ -23,73 +25,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::TempDir;
-
-// ---- Building NARs by hand ----
-
-std::string u64(std::uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(v >> (8 * i));
-  return out;
-}
-
-std::string pad(std::size_t len) {
-  return std::string((8 - len % 8) % 8, '\0');
-}
-
-// One NAR string: length, bytes, zero padding.
-std::string str(std::string_view s) {
-  return u64(s.size()) + std::string(s) + pad(s.size());
-}
-
-std::string strs(std::initializer_list<std::string_view> list) {
-  std::string out;
-  for (auto s : list) out += str(s);
-  return out;
-}
-
-const std::string kMagic = str("nix-archive-1");
-
-std::string regular(std::string_view contents, bool executable = false) {
-  std::string out = strs({"(", "type", "regular"});
-  if (executable) out += strs({"executable", ""});
-  return out + str("contents") + str(contents) + str(")");
-}
-
-std::string symlink(std::string_view target) {
-  return strs({"(", "type", "symlink", "target"}) + str(target) + str(")");
-}
-
-// Entries are written in the order given, sorted or not.
-std::string directory(const std::vector<std::pair<std::string, std::string>>& entries) {
-  std::string out = strs({"(", "type", "directory"});
-  for (const auto& [name, node] : entries) {
-    out += strs({"entry", "(", "name"}) + str(name) + str("node") + node + str(")");
-  }
-  return out + str(")");
-}
-
-std::string nar(const std::string& node) {
-  return kMagic + node;
-}
+using namespace testnar;  // NARs built by hand, TrickleSource, dumpToString, makeFile, ...
 
 // ---- Helpers ----
-
-// Hands out at most `step` bytes per read, to exercise every buffer boundary.
-class TrickleSource final : public Source {
- public:
-  TrickleSource(std::string_view data, std::size_t step) : data_(data), step_(step) {}
-  Result<std::size_t> read(MutableBytes out) override {
-    std::size_t n = std::min({out.size(), step_, data_.size() - pos_});
-    std::memcpy(out.data(), data_.data() + pos_, n);
-    pos_ += n;
-    return n;
-  }
-
- private:
-  std::string_view data_;
-  std::size_t step_;
-  std::size_t pos_ = 0;
-};
 
 // Logs every event as a line.
 class RecordingVisitor final : public NarVisitor {
@@ -125,45 +63,12 @@ class RecordingVisitor final : public NarVisitor {
   std::string data;
 };
 
-std::string dumpToString(const fs::path& path) {
-  StringSink sink;
-  auto st = dumpPath(path, sink);
-  EXPECT_TRUE(st.has_value()) << st.error().message();
-  return sink.text;
-}
-
 Result<std::uint64_t> validate(std::string_view data) {
   MemorySource source(data);
   return validateNar(source);
 }
 
-Status restoreString(std::string_view data, const fs::path& dest) {
-  MemorySource source(data);
-  return restoreNar(source, dest);
-}
-
-void makeFile(const fs::path& path, const std::string& contents, bool executable = false) {
-  test::writeFile(path, contents);
-  fs::permissions(path, executable ? fs::perms(0755) : fs::perms(0644));
-}
-
-mode_t modeOf(const fs::path& path) {
-  struct stat st;
-  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
-  return st.st_mode & 07777;
-}
-
-// All paths below `root`, relative, sorted.
-std::vector<std::string> listTree(const fs::path& root) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::recursive_directory_iterator(root)) {
-    out.push_back(e.path().lexically_relative(root).string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-// ---- Round trips ----
+// ---- Dumps ----
 
 TEST(NarDump, SingleFileLayout) {
   TempDir dir;
@@ -193,6 +98,9 @@ TEST(NarDump, DirectorySortedByBytesAndExecBitOnly) {
       {"\xc3\xa9", regular("e acute")},
   }));
   EXPECT_EQ(dumpToString(root), expected);
+  auto size = validate(expected);
+  ASSERT_TRUE(size) << size.error().message();
+  EXPECT_EQ(*size, expected.size());
 }
 
 TEST(NarDump, Errors) {
@@ -223,68 +131,6 @@ TEST(NarDump, DepthLimit) {
   auto st = dumpPath(dir / "root", sink);
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code(), ErrorCode::kInvalidArgument);
-}
-
-TEST(NarRoundTrip, TreeSurvivesDumpRestoreDump) {
-  TempDir dir;
-  fs::path root = dir / "root";
-  fs::create_directories(root / "a" / "b" / "c");
-  fs::create_directories(root / "empty");
-  makeFile(root / "a" / "b" / "c" / "deep", "deep");
-  makeFile(root / "run", "#!/bin/sh\n", true);
-  makeFile(root / "empty-file", "");
-  std::string big(3 * 1024 * 1024 + 5, '\0');
-  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 7919) >> 3);
-  makeFile(root / "big", big);
-  fs::create_symlink("/absolute/target", root / "abs");
-  fs::create_symlink("a/b", root / "rel");
-  fs::create_symlink("dangling", root / "dangle");
-
-  std::string first = dumpToString(root);
-  auto size = validate(first);
-  ASSERT_TRUE(size) << size.error().message();
-  EXPECT_EQ(*size, first.size());
-
-  ASSERT_TRUE(restoreString(first, dir / "copy"));
-  EXPECT_EQ(dumpToString(dir / "copy"), first);
-  EXPECT_EQ(modeOf(dir / "copy"), 0755u);
-  EXPECT_EQ(modeOf(dir / "copy" / "run"), 0755u);
-  EXPECT_EQ(modeOf(dir / "copy" / "big"), 0644u);
-  EXPECT_EQ(modeOf(dir / "copy" / "empty"), 0755u);
-  EXPECT_EQ(fs::read_symlink(dir / "copy" / "abs"), "/absolute/target");
-  EXPECT_EQ(test::readFile(dir / "copy" / "big"), big);
-
-  // The same without the big file through a source that trickles bytes in odd-sized pieces.
-  fs::remove(root / "big");
-  std::string small = dumpToString(root);
-  for (std::size_t step : {1, 3, 7, 8, 13, 4096}) {
-    TrickleSource source(small, step);
-    fs::path dest = dir / ("trickle" + std::to_string(step));
-    auto st = restoreNar(source, dest);
-    ASSERT_TRUE(st) << st.error().message();
-    EXPECT_EQ(dumpToString(dest), small);
-  }
-}
-
-TEST(NarRoundTrip, RootFileAndRootSymlink) {
-  TempDir dir;
-  ASSERT_TRUE(restoreString(nar(regular("data", true)), dir / "f"));
-  EXPECT_EQ(test::readFile(dir / "f"), "data");
-  EXPECT_EQ(modeOf(dir / "f"), 0755u);
-  ASSERT_TRUE(restoreString(nar(symlink("/etc/passwd")), dir / "l"));
-  EXPECT_EQ(fs::read_symlink(dir / "l"), "/etc/passwd");
-}
-
-TEST(NarRoundTrip, ModesIgnoreUmask) {
-  TempDir dir;
-  mode_t old = ::umask(077);
-  auto st =
-      restoreString(nar(directory({{"f", regular("x")}, {"x", regular("y", true)}})), dir / "t");
-  ::umask(old);
-  ASSERT_TRUE(st) << st.error().message();
-  EXPECT_EQ(modeOf(dir / "t"), 0755u);
-  EXPECT_EQ(modeOf(dir / "t" / "f"), 0644u);
-  EXPECT_EQ(modeOf(dir / "t" / "x"), 0755u);
 }
 
 TEST(NarParse, EventsAndOffsets) {
@@ -493,119 +339,10 @@ TEST(NarParse, SourceErrorKeepsCode) {
   EXPECT_EQ(r.error().message(), "NAR offset 0: read: disk on fire");
 }
 
-// ---- Hostile restores ----
+// ---- Restore: the contract every restorer keeps (nar_restore_cases.h) ----
 
-// A sandbox with `dest` to restore into and `outside`, a sibling that must stay untouched.
-struct Sandbox {
-  TempDir dir;
-  fs::path dest = dir / "dest";
-  fs::path outside = dir / "outside";
-  Sandbox() { fs::create_directories(outside); }
-  // Everything in the sandbox except the destination's own tree.
-  std::vector<std::string> outsideView() const {
-    std::vector<std::string> out;
-    for (const auto& p : listTree(dir.path())) {
-      if (p != "dest" && p.rfind("dest/", 0) != 0) out.push_back(p);
-    }
-    return out;
-  }
-};
-
-TEST(NarRestore, HostileNarsWriteNothingOutside) {
-  const std::string evil_file = regular("pwned");
-  struct Case {
-    std::string name;
-    std::string data;
-  };
-  const std::vector<Case> cases = {
-      {"SlashInName", nar(directory({{"../outside/x", evil_file}}))},
-      {"DotDot", nar(directory({{"..", directory({{"outside", directory({{"x", evil_file}})}})}}))},
-      {"Dot", nar(directory({{".", evil_file}}))},
-      {"AbsoluteName", nar(directory({{"/tmp/x", evil_file}}))},
-      // A symlink to the outside, then the same name again as a directory with a file in it.
-      {"SymlinkThenDirectory",
-       nar(directory({{"a", symlink("../outside")}, {"a", directory({{"x", evil_file}})}}))},
-      {"SymlinkThenFile", nar(directory({{"a", symlink("../outside/x")}, {"a", evil_file}}))},
-      {"DuplicateFiles", nar(directory({{"a", regular("one")}, {"a", evil_file}}))},
-      {"SymlinkThenPathThroughIt",
-       nar(directory({{"a", symlink("../outside")}, {"a/x", evil_file}}))},
-      {"NulInName", nar(directory({{std::string("x\0/../../outside/x", 18), evil_file}}))},
-      {"TrailingGarbage", nar(directory({{"a", regular("ok")}})) + "junk"},
-  };
-  for (const auto& c : cases) {
-    SCOPED_TRACE(c.name);
-    Sandbox box;
-    auto before = box.outsideView();
-    auto st = restoreString(c.data, box.dest);
-    EXPECT_FALSE(st) << "restore accepted a hostile NAR";
-    if (!st) {
-      EXPECT_EQ(st.error().code(), ErrorCode::kInvalidArgument) << st.error().message();
-    }
-    EXPECT_EQ(box.outsideView(), before);
-    EXPECT_TRUE(fs::is_empty(box.outside));
-  }
-}
-
-TEST(NarRestore, SymlinksAreCreatedButNeverFollowed) {
-  Sandbox box;
-  // Valid NAR: links pointing outside, and sibling entries that sort after them.
-  std::string data = nar(directory({
-      {"a", symlink("../outside")},
-      {"b", symlink("/")},
-      {"c", directory({{"x", regular("inside")}})},
-  }));
-  ASSERT_TRUE(restoreString(data, box.dest));
-  EXPECT_EQ(fs::read_symlink(box.dest / "a"), "../outside");
-  EXPECT_EQ(test::readFile(box.dest / "c" / "x"), "inside");
-  EXPECT_TRUE(fs::is_empty(box.outside));
-}
-
-TEST(NarRestore, RefusesExistingDestination) {
-  Sandbox box;
-  std::string data = nar(directory({{"x", regular("pwned")}}));
-  // An existing directory.
-  fs::create_directories(box.dest);
-  auto st = restoreString(data, box.dest);
-  ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().code(), ErrorCode::kAlreadyExists);
-  EXPECT_TRUE(fs::is_empty(box.dest));
-  fs::remove(box.dest);
-  // A symlink planted at the destination, to a directory and dangling.
-  fs::create_directory_symlink(box.outside, box.dest);
-  st = restoreString(data, box.dest);
-  ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().code(), ErrorCode::kAlreadyExists);
-  fs::remove(box.dest);
-  fs::create_symlink(box.outside / "new", box.dest);
-  st = restoreString(nar(regular("pwned")), box.dest);
-  ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().code(), ErrorCode::kAlreadyExists);
-  EXPECT_TRUE(fs::is_empty(box.outside));
-}
-
-TEST(NarRestore, BadDestinations) {
-  TempDir dir;
-  std::string data = nar(regular("x"));
-  auto no_parent = restoreString(data, dir / "missing" / "dest");
-  ASSERT_FALSE(no_parent);
-  EXPECT_EQ(no_parent.error().code(), ErrorCode::kNotFound);
-  auto dotdot = restoreString(data, dir / "..");
-  ASSERT_FALSE(dotdot);
-  EXPECT_EQ(dotdot.error().code(), ErrorCode::kInvalidArgument);
-  // A trailing slash names the same entry.
-  ASSERT_TRUE(restoreString(nar(directory({})), (dir / "slash").string() + "/"));
-  EXPECT_TRUE(fs::is_directory(dir / "slash"));
-}
-
-TEST(NarRestore, ErrorLeavesPartialTreeInsideDest) {
-  Sandbox box;
-  std::string data = nar(directory({{"a", regular("ok")}, {"b", regular("truncated")}}));
-  data.resize(data.size() - 40);
-  auto st = restoreString(data, box.dest);
-  ASSERT_FALSE(st);
-  EXPECT_EQ(test::readFile(box.dest / "a"), "ok");
-  EXPECT_TRUE(fs::is_empty(box.outside));
-}
+INSTANTIATE_TEST_SUITE_P(Sequential, RestoreContract,
+                         ::testing::Values(RestoreImpl{"restoreNar", restoreNar}), restoreImplName);
 
 // ---- Listing ----
 

@@ -64,8 +64,9 @@ Result<std::uint64_t> validateNar(Source& source);
 // Restores a NAR into `dest`, which must not exist (AlreadyExists, even for a dangling symlink;
 // its parent must). Files get mode 0644 or 0755, directories 0755, whatever the umask. Never
 // creates, follows or writes anything outside `dest`: names are validated by the parser, and
-// every file is opened relative to its directory's fd with O_NOFOLLOW. On error the partial
-// tree is left for the caller to remove.
+// every file is opened relative to its directory's fd with O_NOFOLLOW (RestoreTarget in
+// nar_restore.h keeps these rules). On error the partial tree is left inside `dest` for the
+// caller to remove. narstore's restoreNarParallel restores the same way on several threads.
 Status restoreNar(Source& source, const std::filesystem::path& dest);
 
 // Nix's `.ls` listing of a NAR as JSON text, byte-identical to what Nix 2.8 writes (same key

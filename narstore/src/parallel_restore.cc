@@ -1,0 +1,371 @@
+// Parallel NAR restore (see parallel_restore.h). The parser thread creates directories and hands
+// out one job per file or symlink; workers create, write and close them. Files of at most
+// kPieceSize bytes travel whole in their job; larger ones stream to a single worker through a
+// Stream of pieces, so their bytes are written in order.
+//
+// Invariants:
+// - A job's directory exists before the job is queued (the parser made it), and its fd stays
+//   open until the last job in it is done (jobs share it through a DirRef).
+// - `buffered_` counts the bytes queued and not yet written, plus kJobOverhead per job (but a
+//   streamed file's own job); the parser queues nothing that would take it past max_buffered,
+//   unless it is 0. Its own partial piece or small file (at most kPieceSize) comes on top:
+//   memory stays bounded.
+// - Only the parser feeds a Stream, and it finishes one file before starting the next, so at
+//   most one Stream is incomplete; the worker draining it never waits on anything but the
+//   parser, and the parser only on workers that make progress: no deadlock.
+
+#include "narcache/narstore/parallel_restore.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "narcache/narinfo/nar.h"
+#include "narcache/narinfo/nar_restore.h"
+
+namespace narcache::narstore {
+namespace {
+
+// Files up to this size are queued whole; larger ones stream in pieces of this size.
+constexpr std::size_t kPieceSize = std::size_t{1} << 20;
+// Charged per job on top of its bytes, so that empty files and symlinks count against the
+// budget too (a NAR of a million empty files queues a bounded number of jobs).
+constexpr std::size_t kJobOverhead = 256;
+
+// A directory the parser created, kept open while jobs creating entries in it are pending.
+using DirRef = std::shared_ptr<const Fd>;
+
+// The contents of a large file, in order: fed by the parser, drained by one worker.
+struct Stream {
+  std::deque<std::string> pieces;  // guarded by ParallelRestorer::mutex_
+  bool complete = false;           // guarded by ParallelRestorer::mutex_
+};
+
+struct Job {
+  enum class Kind { kFile, kSymlink };
+  Kind kind = Kind::kFile;
+  int dir_fd = -1;  // where the entry is created
+  DirRef dir;       // keeps dir_fd open; empty for the root (the target's parent fd)
+  std::string path;
+  bool executable = false;
+  std::string data;                // a small file's contents, or a symlink's target
+  std::shared_ptr<Stream> stream;  // a large file's contents
+  std::size_t charge = 0;          // what this job adds to buffered_
+};
+
+class ParallelRestorer final : public NarVisitor {
+ public:
+  ParallelRestorer(const RestoreTarget& target, const ParallelRestoreOptions& options)
+      : target_(target), max_buffered_(options.max_buffered) {
+    unsigned jobs = options.jobs == 0 ? defaultRestoreJobs() : options.jobs;
+    workers_.reserve(jobs);
+    for (unsigned i = 0; i < jobs; ++i) workers_.emplace_back([this] { workerMain(); });
+  }
+
+  // Stops the workers (dropping what is queued) unless finish() already joined them.
+  ~ParallelRestorer() override {
+    if (joined_) return;
+    recordError(Error(ErrorCode::kInternal, "restore abandoned"));
+    join();
+  }
+
+  ParallelRestorer(const ParallelRestorer&) = delete;
+  ParallelRestorer& operator=(const ParallelRestorer&) = delete;
+
+  Status directory(std::string_view path) override {
+    NARCACHE_TRY(checkWorkers());
+    auto fd = target_.makeDirectory(dirFd(path), path);
+    if (!fd) return fail(fd.error());
+    dirs_.push_back(std::make_shared<const Fd>(std::move(*fd)));
+    return {};
+  }
+
+  Status directoryEnd(std::string_view) override {
+    dirs_.pop_back();  // closed when its last pending job is done
+    return {};
+  }
+
+  Status symlink(std::string_view path, std::string_view target) override {
+    Job job = newJob(path);
+    job.kind = Job::Kind::kSymlink;
+    job.data = target;
+    job.charge += job.data.size();
+    return submit(std::move(job));
+  }
+
+  Status fileBegin(std::string_view path, bool executable, std::uint64_t size,
+                   std::uint64_t) override {
+    NARCACHE_TRY(checkWorkers());
+    current_ = newJob(path);
+    current_.executable = executable;
+    if (size <= kPieceSize) {
+      current_.data.reserve(size);
+      return {};
+    }
+    stream_ = std::make_shared<Stream>();
+    current_.stream = stream_;
+    // Its pieces are charged as they come. The job itself is not: it stays charged until the
+    // worker has written the whole file, which waits for the parser, which would wait for it.
+    current_.charge = 0;
+    piece_ = takeSpare();
+    return submit(std::move(current_));  // a worker creates it and waits for the pieces
+  }
+
+  Status contents(Bytes chunk) override {
+    if (!stream_) {
+      current_.data.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+      return {};
+    }
+    while (!chunk.empty()) {
+      std::size_t n = std::min(chunk.size(), kPieceSize - piece_.size());
+      piece_.append(reinterpret_cast<const char*>(chunk.data()), n);
+      chunk = chunk.subspan(n);
+      if (piece_.size() == kPieceSize) NARCACHE_TRY(pushPiece(false));
+    }
+    return {};
+  }
+
+  Status fileEnd() override {
+    if (stream_) return pushPiece(true);
+    current_.charge += current_.data.size();
+    return submit(std::move(current_));
+  }
+
+  // Called once parseNar has returned `parsed`: lets the workers finish what is queued (after a
+  // malformed NAR too: what preceded the bad spot is restored, as restoreNar does), joins them,
+  // and returns the first error.
+  Status finish(Status parsed) {
+    std::optional<Error> earlier;
+    {
+      std::lock_guard lock(mutex_);
+      if (stream_) {  // the NAR ended inside a large file: write what there is
+        buffered_ += piece_.size();
+        if (!piece_.empty()) stream_->pieces.push_back(std::move(piece_));
+        stream_->complete = true;
+        stream_.reset();
+      }
+      earlier = error_;  // a worker's error that came before the parse ended
+      closing_ = true;
+    }
+    pieces_ready_.notify_all();
+    jobs_ready_.notify_all();
+    join();
+    if (!parsed) return fail(earlier ? *earlier : parsed.error());
+    std::lock_guard lock(mutex_);
+    if (error_) return fail(*error_);
+    return {};
+  }
+
+ private:
+  int dirFd(std::string_view path) const {
+    return path.empty() ? target_.parentFd() : dirs_.back()->get();
+  }
+
+  Job newJob(std::string_view path) const {
+    Job job;
+    job.path = path;
+    job.charge = kJobOverhead;
+    if (path.empty()) {
+      job.dir_fd = target_.parentFd();
+    } else {
+      job.dir = dirs_.back();
+      job.dir_fd = job.dir->get();
+    }
+    return job;
+  }
+
+  // A worker's error, if there was one: the parse stops with it.
+  Status checkWorkers() {
+    if (!failed_.load(std::memory_order_relaxed)) return {};
+    std::lock_guard lock(mutex_);
+    return fail(*error_);
+  }
+
+  bool fits(std::size_t n) const { return buffered_ == 0 || buffered_ + n <= max_buffered_; }
+
+  // Queues `job` once the budget has room for it.
+  Status submit(Job job) {
+    {
+      std::unique_lock lock(mutex_);
+      space_ready_.wait(lock, [&] { return fits(job.charge) || error_; });
+      if (error_) return fail(*error_);
+      buffered_ += job.charge;
+      queue_.push_back(std::move(job));
+    }
+    jobs_ready_.notify_one();
+    return {};
+  }
+
+  // Hands piece_ to the stream's worker; `last` also marks the stream complete.
+  Status pushPiece(bool last) {
+    {
+      std::unique_lock lock(mutex_);
+      space_ready_.wait(lock, [&] { return fits(piece_.size()) || error_; });
+      if (error_) return fail(*error_);
+      buffered_ += piece_.size();
+      if (!piece_.empty()) stream_->pieces.push_back(std::move(piece_));
+      if (last) {
+        stream_->complete = true;
+        stream_.reset();
+        if (piece_.capacity() > 0) spare_.push_back(std::move(piece_));
+      } else {
+        piece_ = takeSpareLocked();
+      }
+    }
+    pieces_ready_.notify_all();
+    return {};
+  }
+
+  std::string takeSpare() {
+    std::lock_guard lock(mutex_);
+    return takeSpareLocked();
+  }
+
+  std::string takeSpareLocked() {  // mutex_ held
+    if (spare_.empty()) {
+      std::string piece;
+      piece.reserve(kPieceSize);
+      return piece;
+    }
+    std::string piece = std::move(spare_.back());
+    spare_.pop_back();
+    return piece;
+  }
+
+  void recordError(Error error) {
+    {
+      std::lock_guard lock(mutex_);
+      if (error_) return;
+      error_ = std::move(error);
+      failed_.store(true, std::memory_order_relaxed);
+    }
+    jobs_ready_.notify_all();
+    pieces_ready_.notify_all();
+    space_ready_.notify_all();
+  }
+
+  void join() {
+    for (auto& worker : workers_) worker.join();
+    joined_ = true;
+  }
+
+  // Thread entry point: no exception escapes it.
+  void workerMain() {
+    try {
+      work();
+    } catch (const std::exception& e) {
+      recordError(Error(ErrorCode::kInternal, std::string("restore worker: ") + e.what()));
+    } catch (...) {
+      recordError(Error(ErrorCode::kInternal, "restore worker: unknown exception"));
+    }
+  }
+
+  void work() {
+    std::size_t done_charge = 0;  // released with the next lock, not a lock of its own
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(mutex_);
+        if (done_charge > 0) {
+          buffered_ -= done_charge;
+          done_charge = 0;
+          space_ready_.notify_one();
+        }
+        jobs_ready_.wait(lock, [&] { return !queue_.empty() || closing_ || error_; });
+        if (error_ || queue_.empty()) return;  // stopped, or closing and drained
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      Status status = run(job);
+      if (!status) {
+        recordError(status.error());
+        return;
+      }
+      done_charge = job.charge;
+    }
+  }
+
+  Status run(Job& job) {
+    if (job.kind == Job::Kind::kSymlink) return target_.makeSymlink(job.dir_fd, job.path, job.data);
+    auto fd = target_.createFile(job.dir_fd, job.path, job.executable);
+    if (!fd) return fail(fd.error());
+    if (job.stream) {
+      NARCACHE_TRY(drain(*job.stream, fd->get(), job.path));
+    } else if (!job.data.empty()) {
+      NARCACHE_TRY(target_.write(fd->get(), asBytes(job.data), job.path));
+    }
+    return target_.close(std::move(*fd), job.path);
+  }
+
+  // Writes a large file's pieces as the parser delivers them.
+  Status drain(Stream& stream, int fd, std::string_view path) {
+    for (;;) {
+      std::string piece;
+      {
+        std::unique_lock lock(mutex_);
+        pieces_ready_.wait(lock,
+                           [&] { return !stream.pieces.empty() || stream.complete || error_; });
+        if (error_) return fail(*error_);
+        if (stream.pieces.empty()) return {};
+        piece = std::move(stream.pieces.front());
+        stream.pieces.pop_front();
+      }
+      NARCACHE_TRY(target_.write(fd, asBytes(piece), path));
+      {
+        std::lock_guard lock(mutex_);
+        buffered_ -= piece.size();
+        piece.clear();
+        spare_.push_back(std::move(piece));
+      }
+      space_ready_.notify_one();
+    }
+  }
+
+  const RestoreTarget& target_;
+  const std::size_t max_buffered_;
+
+  // Parser-thread state.
+  std::vector<DirRef> dirs_;        // open directories from the root down
+  Job current_;                     // the file being parsed
+  std::shared_ptr<Stream> stream_;  // its stream, when it is large (also read by finish())
+  std::string piece_;               // the piece of stream_ being filled
+
+  std::mutex mutex_;
+  std::condition_variable jobs_ready_;    // queue_ grew, closing_ or error_
+  std::condition_variable pieces_ready_;  // a stream got a piece or completed, or error_
+  std::condition_variable space_ready_;   // buffered_ shrank, or error_
+  std::deque<Job> queue_;                 // guarded by mutex_
+  std::size_t buffered_ = 0;              // guarded by mutex_
+  std::vector<std::string> spare_;        // guarded by mutex_: written pieces, for reuse
+  std::optional<Error> error_;            // guarded by mutex_: the first error
+  std::atomic<bool> failed_{false};       // error_ is set (read without the lock)
+  bool closing_ = false;                  // guarded by mutex_: nothing more will be queued
+  bool joined_ = false;                   // parser thread: the workers have exited
+  std::vector<std::jthread> workers_;     // last member: started after the rest exists
+};
+
+}  // namespace
+
+unsigned defaultRestoreJobs() {
+  return std::max(2u, std::thread::hardware_concurrency());
+}
+
+Status restoreNarParallel(Source& source, const std::filesystem::path& dest,
+                          const ParallelRestoreOptions& options) {
+  auto target = RestoreTarget::open(dest);
+  if (!target) return fail(target.error());
+  ParallelRestorer restorer(*target, options);
+  auto parsed = parseNar(source, restorer);
+  return restorer.finish(parsed ? Status{} : Status(fail(parsed.error())));
+}
+
+}  // namespace narcache::narstore
