@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "impl.h"
 
@@ -101,6 +102,7 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
 
     // 2. Ask the store about their inputs, without the lock.
     std::vector<std::vector<std::string>> inputs(candidates.size());
+    std::vector<std::optional<std::string>> unbuildable(candidates.size());
     std::vector<std::string> all;
     Status checked;
     try {
@@ -120,8 +122,10 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
         }
         auto paths = d.inputPaths(txn, **drv);
         if (!paths) {
-          checked = fail(paths.error());
-          break;
+          // This build cannot be built (e.g. it needs an output its input derivation does not
+          // have): it fails below instead of blocking every fetch.
+          unbuildable[i] = paths.error().message();
+          continue;
         }
         inputs[i] = std::move(*paths);
         all.insert(all.end(), inputs[i].begin(), inputs[i].end());
@@ -178,6 +182,14 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
             }
             auto record = d.loadBuild(b.txn, candidates[i]);
             if (!record) return fail(record.error());
+            if (unbuildable[i]) {
+              record->info.state = BuildState::kFailed;
+              record->info.updated_at = b.now;
+              record->info.message = "cannot be built: " + *unbuildable[i];
+              d.putBuild(b, *record, BuildState::kQueued);
+              d.emit(b, "failure", record->info);
+              continue;
+            }
             std::vector<std::string> missing;
             for (std::size_t k = 0; k < n; ++k) {
               if (states[begin + k] != narstore::ItemState::kAvailable) {

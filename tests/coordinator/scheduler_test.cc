@@ -415,5 +415,31 @@ TEST_F(SchedulerTest, MetricsCountersFollowTheStates) {
   EXPECT_EQ(s.ready, 2u);  // the backoff ended
 }
 
+TEST_F(SchedulerTest, AnUnbuildableDerivationFailsWithoutBlockingTheQueue) {
+  open();
+  TestDrv a = drv("a");
+  DerivationAttrs attrs;
+  attrs.name = "wants-dev";
+  attrs.builder = "/bin/sh";
+  attrs.system = kSystem;
+  attrs.input_drvs[a.path] = {"dev"};  // a has no output "dev"
+  auto made = makeDerivation(attrs, "/nix/store", [&](const std::string& p) -> Result<Derivation> {
+    return drvs_.count(p) ? Result<Derivation>(drvs_.at(p)) : fail(ErrorCode::kNotFound, p);
+  });
+  ASSERT_TRUE(made.has_value()) << made.error().message();
+  std::string path = *derivationStorePath(*made, "/nix/store");
+  SubmitRequest req;
+  req.derivations = {{a.path, a.text}, {path, writeDerivation(*made)}};
+  req.builds = {{path, 9, {}, false}, {a.path, 0, {}, false}};
+  auto b = coord_->submit(req);
+  ASSERT_TRUE(b.has_value()) << b.error().message();
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].derivation, a.path);
+  BuildInfo bad = info(b->builds[0].id);
+  EXPECT_EQ(bad.state, BuildState::kFailed);
+  EXPECT_THAT(bad.message, HasSubstr("has no output 'dev'"));
+}
+
 }  // namespace
 }  // namespace narcache::coordinator::testing
