@@ -125,11 +125,11 @@ Status runCommand(const std::string& command, const std::string& input, int time
 
 }  // namespace
 
-Status Coordinator::Impl::runAction(Hook& hook, const std::string& event_json) {
+Status Coordinator::Impl::runAction(Hook& hook, const std::string& event_json,
+                                    std::stop_token stop) {
   const HookSpec& spec = hook.spec;
   if (spec.kind == HookSpec::Kind::kCommand) {
-    return runCommand(spec.action, event_json, options.hook_command_timeout_seconds,
-                      hook.worker.get_stop_token());
+    return runCommand(spec.action, event_json, options.hook_command_timeout_seconds, stop);
   }
   if (spec.action == "log") {
     spdlog::info("hook {}: {}", spec.event, event_json);
@@ -176,7 +176,7 @@ void Coordinator::Impl::runHook(Hook& hook, std::stop_token stop) {
     Status done;
     if (!event.empty()) {
       try {
-        done = runAction(hook, event);
+        done = runAction(hook, event, stop);
       } catch (const std::exception& e) {
         done = fail(ErrorCode::kInternal, e.what());
       }

@@ -199,7 +199,7 @@ struct Coordinator::Impl {
   void startHooks();
   void stopHooks();
   void runHook(Hook& hook, std::stop_token stop);
-  Status runAction(Hook& hook, const std::string& event_json);
+  Status runAction(Hook& hook, const std::string& event_json, std::stop_token stop);
 };
 
 std::string eventKey(const Hook& hook, std::uint64_t seq);

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "coordinator/fixture.h"
 
 namespace narcache::coordinator::testing {
@@ -439,6 +442,44 @@ TEST_F(SchedulerTest, AnUnbuildableDerivationFailsWithoutBlockingTheQueue) {
   BuildInfo bad = info(b->builds[0].id);
   EXPECT_EQ(bad.state, BuildState::kFailed);
   EXPECT_THAT(bad.message, HasSubstr("has no output 'dev'"));
+}
+
+TEST_F(SchedulerTest, ConcurrentAgentsBuildEverythingExactlyOnce) {
+  open();
+  std::vector<TestDrv> all;
+  for (int i = 0; i < 40; ++i) all.push_back(drv("c" + std::to_string(i)));
+  submit(all);
+  std::atomic<int> built{0};
+  std::vector<std::thread> agents;
+  for (int a = 0; a < 8; ++a) {
+    agents.emplace_back([&, a] {
+      std::string name = "agent-" + std::to_string(a);
+      for (int n = 0;; ++n) {
+        FetchRequest req;
+        req.request_id = name + "-" + std::to_string(n);
+        req.systems = {kSystem};
+        req.max_parallel = 2;
+        auto got = coord_->fetch(name, req);
+        ASSERT_TRUE(got.has_value());
+        if (got->allocations.empty()) return;
+        for (const Allocation& alloc : got->allocations) {
+          ResultReport r;
+          r.allocation_id = alloc.allocation_id;
+          r.status = ReportStatus::kSucceeded;
+          auto ack = coord_->report(name, r);
+          ASSERT_TRUE(ack.has_value());
+          EXPECT_TRUE(ack->accepted);
+          built++;
+        }
+      }
+    });
+  }
+  for (auto& t : agents) t.join();
+  EXPECT_EQ(built.load(), 40);
+  CoordinatorStats s = coord_->stats();
+  EXPECT_EQ(s.builds[BuildState::kSucceeded], 40u);
+  EXPECT_EQ(s.builds[BuildState::kQueued], 0u);
+  EXPECT_EQ(s.allocations_total, 40u);
 }
 
 }  // namespace
