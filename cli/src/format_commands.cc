@@ -89,8 +89,8 @@ void addNarCommands(CommandRegistry& registry) {
   restore->add_option("DEST", restore_args->dest, "Destination path")->required();
   restore
       ->add_option("--jobs,-j", restore_args->jobs,
-                   "Threads creating and writing files (default: the number of cores, at least "
-                   "2; 1 still overlaps reading the NAR with writing)")
+                   "Threads creating and writing files (default: twice the number of cores, "
+                   "2 to 16; 1 still overlaps reading the NAR with writing)")
       ->check(CLI::Range(0u, 256u));
   registry.add(restore, [args = restore_args] {
     FdSource in(STDIN_FILENO);

@@ -356,7 +356,8 @@ class ParallelRestorer final : public NarVisitor {
 }  // namespace
 
 unsigned defaultRestoreJobs() {
-  return std::max(2u, std::thread::hardware_concurrency());
+  // Measured on 2 cores (docs/benchmarks.md): 4 workers a little ahead of 2, 8 behind.
+  return std::clamp(2 * std::thread::hardware_concurrency(), 2u, 16u);
 }
 
 Status restoreNarParallel(Source& source, const std::filesystem::path& dest,

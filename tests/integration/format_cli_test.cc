@@ -70,6 +70,28 @@ TEST_F(FormatCli, NarRestoreRoundTripsAndListingParses) {
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_NE(again.err.find("narcache: "), std::string::npos) << again.err;
 
+  // Any worker count gives the same tree; a bad count is a usage error.
+  for (std::string jobs : {"1", "7"}) {
+    fs::path copy = tmp_ / ("copy-jobs" + jobs);
+    auto r = narcache({"nar", "restore", "--jobs", jobs, copy.string()}, in);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto same = run({"diff", "-r", "--no-dereference", (tmp_ / "tree").string(), copy.string()});
+    EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
+  }
+  auto bad_jobs = narcache({"nar", "restore", "--jobs", "-1", (tmp_ / "x").string()}, in);
+  EXPECT_NE(bad_jobs.exit_code, 0);
+  EXPECT_FALSE(fs::exists(tmp_ / "x"));
+
+  // A truncated NAR: the parser's error, with the destination named.
+  RunOptions cut;
+  cut.stdin_data = dump.out.substr(0, dump.out.size() - 100);
+  auto truncated = narcache({"nar", "restore", (tmp_ / "cut").string()}, cut);
+  EXPECT_EQ(truncated.exit_code, 1);
+  EXPECT_NE(
+      truncated.err.find("narcache: restoring into '" + (tmp_ / "cut").string() + "': NAR offset "),
+      std::string::npos)
+      << truncated.err;
+
   auto ls = narcache({"nar", "ls"}, in);
   ASSERT_EQ(ls.exit_code, 0) << ls.err;
   EXPECT_EQ(ls.out.rfind("{\"version\":1,\"root\":{\"type\":\"directory\"", 0), 0u) << ls.out;
