@@ -261,6 +261,9 @@ void HttpApi::Impl::setup() {
                               return c.release(a, r);
                             });
 
+  http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+    spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, res.status);
+  });
   http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) {
       sendJson(res, toJson(ErrorBody{res.status == 404 ? "no such endpoint" : "bad request"}),
