@@ -78,26 +78,35 @@ std::string Coordinator::metrics() {
   for (const auto& [state, n] : s.builds) {
     line("narcache_coordinator_builds", "state=\"" + std::string(buildStateName(state)) + "\"", n);
   }
-  head("narcache_coordinator_queue_ready", "gauge",
-       "Queued builds allocatable now (not in retry backoff).");
-  line("narcache_coordinator_queue_ready", "", s.ready);
-  head("narcache_coordinator_queue_oldest_age_seconds", "gauge",
-       "Age of the oldest queued build (since it was queued).");
-  line("narcache_coordinator_queue_oldest_age_seconds", "", s.oldest_queued_age);
-  head("narcache_coordinator_allocations_total", "counter", "Builds handed to agents.");
-  line("narcache_coordinator_allocations_total", "", s.allocations_total);
-  head("narcache_coordinator_retries_total", "counter", "Automatic retries after a failed try.");
-  line("narcache_coordinator_retries_total", "", s.retries_total);
-  head("narcache_coordinator_lease_expiries_total", "counter",
-       "Allocations whose lease expired (build re-queued).");
-  line("narcache_coordinator_lease_expiries_total", "", s.lease_expiries_total);
-  head("narcache_coordinator_derivations_failing", "gauge",
-       "Derivations past the retry threshold (no automatic retry).");
-  line("narcache_coordinator_derivations_failing", "", s.derivations_failing);
-  head("narcache_coordinator_agents_connected", "gauge", "Agents seen within the lease time.");
-  line("narcache_coordinator_agents_connected", "", s.agents_connected);
-  head("narcache_coordinator_agents_busy", "gauge", "Agents with at least one allocation.");
-  line("narcache_coordinator_agents_busy", "", s.agents_busy);
+  struct Scalar {
+    const char* name;
+    const char* type;
+    const char* help;
+    std::int64_t value;
+  };
+  auto n = [](std::uint64_t v) { return static_cast<std::int64_t>(v); };
+  const Scalar scalars[] = {
+      {"narcache_coordinator_queue_ready", "gauge",
+       "Queued builds allocatable now (not in retry backoff).", n(s.ready)},
+      {"narcache_coordinator_queue_oldest_age_seconds", "gauge",
+       "Age of the oldest queued build (since it was queued).", s.oldest_queued_age},
+      {"narcache_coordinator_allocations_total", "counter", "Builds handed to agents.",
+       n(s.allocations_total)},
+      {"narcache_coordinator_retries_total", "counter", "Automatic retries after a failed try.",
+       n(s.retries_total)},
+      {"narcache_coordinator_lease_expiries_total", "counter",
+       "Allocations whose lease expired (build re-queued).", n(s.lease_expiries_total)},
+      {"narcache_coordinator_derivations_failing", "gauge",
+       "Derivations past the retry threshold (no automatic retry).", n(s.derivations_failing)},
+      {"narcache_coordinator_agents_connected", "gauge", "Agents seen within the lease time.",
+       n(s.agents_connected)},
+      {"narcache_coordinator_agents_busy", "gauge", "Agents with at least one allocation.",
+       n(s.agents_busy)},
+  };
+  for (const Scalar& m : scalars) {
+    head(m.name, m.type, m.help);
+    line(m.name, "", m.value);
+  }
   std::vector<std::string> labels;
   for (std::size_t i = 0; i < s.hooks.size(); ++i) {
     labels.push_back("hook=\"" + std::to_string(i) + "\",event=\"" + s.hooks[i].event +
