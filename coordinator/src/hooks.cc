@@ -59,7 +59,7 @@ std::string eventKey(const Hook& hook, std::uint64_t seq) {
 std::string eventJson(std::uint64_t seq, std::string_view event, std::int64_t time,
                       const BuildInfo& info) {
   return "{\"seq\":" + std::to_string(seq) + ",\"event\":\"" + std::string(event) +
-         "\",\"time\":" + std::to_string(time) + ",\"build\":" + buildInfoJson(info) + "}";
+         "\",\"time\":" + std::to_string(time) + ",\"build\":" + toJson(info) + "}";
 }
 
 namespace {

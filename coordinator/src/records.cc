@@ -2,34 +2,13 @@
 
 #include "records.h"
 
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 namespace narcache::coordinator {
 namespace {
 
 using nlohmann::json;
-
-json buildJson(const BuildInfo& b) {
-  json j{{"id", b.id},
-         {"derivation", b.derivation},
-         {"system", b.system},
-         {"state", buildStateName(b.state)},
-         {"priority", b.priority},
-         {"tags", b.tags},
-         {"tries", b.tries},
-         {"submitted_at", b.submitted_at},
-         {"updated_at", b.updated_at},
-         {"not_before", b.not_before},
-         {"agent", b.agent},
-         {"waiting_for", b.waiting_for},
-         {"blocked_by", b.blocked_by},
-         {"outputs", b.outputs},
-         {"message", b.message},
-         {"log_url", b.log_url},
-         {"skipped", b.skipped}};
-  if (b.retry_of) j["retry_of"] = *b.retry_of;
-  return j;
-}
 
 template <typename T>
 Result<T> parseWith(std::string_view value, std::string_view table, T (*fn)(const json&)) {
@@ -39,34 +18,6 @@ Result<T> parseWith(std::string_view value, std::string_view table, T (*fn)(cons
     return fail(ErrorCode::kCorruption,
                 "coordinator database, table " + std::string(table) + ": " + e.what());
   }
-}
-
-BuildRecord buildFrom(const json& j) {
-  BuildRecord r;
-  BuildInfo& b = r.info;
-  const json& i = j.at("b");
-  b.id = i.at("id").get<std::uint64_t>();
-  b.derivation = i.at("derivation").get<std::string>();
-  b.system = i.at("system").get<std::string>();
-  auto state = parseBuildState(i.at("state").get<std::string>());
-  if (!state) throw json::other_error::create(501, "bad state", nullptr);
-  b.state = *state;
-  b.priority = i.at("priority").get<int>();
-  b.tags = i.at("tags").get<std::map<std::string, std::string>>();
-  b.tries = i.at("tries").get<int>();
-  b.submitted_at = i.at("submitted_at").get<std::int64_t>();
-  b.updated_at = i.at("updated_at").get<std::int64_t>();
-  b.not_before = i.at("not_before").get<std::int64_t>();
-  b.agent = i.at("agent").get<std::string>();
-  b.waiting_for = i.at("waiting_for").get<std::vector<std::string>>();
-  b.blocked_by = i.at("blocked_by").get<std::vector<std::string>>();
-  b.outputs = i.at("outputs").get<std::map<std::string, std::string>>();
-  b.message = i.at("message").get<std::string>();
-  b.log_url = i.at("log_url").get<std::string>();
-  b.skipped = i.at("skipped").get<bool>();
-  if (i.contains("retry_of")) b.retry_of = i.at("retry_of").get<std::uint64_t>();
-  r.allocation = j.at("a").get<std::uint64_t>();
-  return r;
 }
 
 DrvRecord drvFrom(const json& j) {
@@ -116,13 +67,11 @@ std::uint64_t keyId(std::string_view key) {
   return id;
 }
 
-std::string buildInfoJson(const BuildInfo& info) {
-  return buildJson(info).dump();
-}
-
 std::string encode(const BuildRecord& r) {
+  // "<state digit><allocation id>\n<BuildInfo JSON of the wire protocol>": the state is
+  // readable without decoding (start-up counts every build).
   return std::string(1, static_cast<char>('0' + static_cast<int>(r.info.state))) +
-         json{{"b", buildJson(r.info)}, {"a", r.allocation}}.dump();
+         std::to_string(r.allocation) + "\n" + toJson(r.info);
 }
 
 std::optional<BuildState> peekBuildState(std::string_view value) {
@@ -151,11 +100,20 @@ std::string encode(const AgentRecord& r) {
 }
 
 Result<BuildRecord> decodeBuild(std::string_view value) {
-  if (!peekBuildState(value)) {
+  auto bad = [] {
     return fail(ErrorCode::kCorruption, "coordinator database, table builds: bad record");
-  }
-  return parseWith<BuildRecord>(value.substr(1), "builds", buildFrom);
+  };
+  std::size_t nl = value.find('\n');
+  if (!peekBuildState(value) || nl == std::string_view::npos) return bad();
+  BuildRecord record;
+  auto [ptr, ec] = std::from_chars(value.data() + 1, value.data() + nl, record.allocation);
+  if (ec != std::errc() || ptr != value.data() + nl) return bad();
+  auto info = parse<BuildInfo>(value.substr(nl + 1));
+  if (!info) return fail(info.error().withContext("coordinator database, table builds"));
+  record.info = std::move(*info);
+  return record;
 }
+
 Result<DrvRecord> decodeDrv(std::string_view value) {
   return parseWith<DrvRecord>(value, "drvs", drvFrom);
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The records of the coordinator's database and their encodings (JSON values, big-endian id
 // keys). Tables (db.cc opens them):
-//   builds     u64 id -> state digit + BuildRecord       drvs      .drv path -> DrvRecord
+//   builds     u64 id -> state digit, allocation, BuildInfo JSON       drvs      .drv path -> DrvRecord
 //   drv_text   .drv path -> ATerm text      outputs   output path -> .drv path (its producer)
 //   allocs     u64 id -> AllocRecord        agents    name -> AgentRecord
 //   events     <hook key 16 hex><u64 seq> -> event JSON (see hooks.cc)
@@ -49,9 +49,6 @@ struct AgentRecord {
 
 std::string idKey(std::uint64_t id);  // 8 bytes, big-endian: keys sort by id
 std::uint64_t keyId(std::string_view key);
-
-// BuildInfo as JSON (the field names of the wire protocol); also the "build" of hook events.
-std::string buildInfoJson(const BuildInfo& info);
 
 std::string encode(const BuildRecord& record);
 std::string encode(const DrvRecord& record);
