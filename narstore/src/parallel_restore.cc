@@ -9,7 +9,8 @@
 // - `buffered_` counts the bytes queued and not yet written, plus kJobOverhead per job (but a
 //   streamed file's own job); the parser queues nothing that would take it past max_buffered,
 //   unless it is 0. Its own partial piece or small file (at most kPieceSize) comes on top:
-//   memory stays bounded.
+//   memory stays bounded. At most kMaxQueuedJobs jobs wait, which bounds the open directory
+//   fds: the parser's stack (at most 257) plus the queued and running jobs' directories.
 // - Only the parser feeds a Stream, and it finishes one file before starting the next, so at
 //   most one Stream is incomplete; the worker draining it never waits on anything but the
 //   parser, and the parser only on workers that make progress: no deadlock.
@@ -37,6 +38,10 @@ namespace {
 
 // Files up to this size are queued whole; larger ones stream in pieces of this size.
 constexpr std::size_t kPieceSize = std::size_t{1} << 20;
+// Jobs waiting for a worker, at most. Each keeps its directory open: this bounds the open fds
+// (a NAR of many directories holding one small file each would otherwise queue thousands of
+// directory fds and run into the fd limit, 1024 by default).
+constexpr std::size_t kMaxQueuedJobs = 128;
 // Charged per job on top of its bytes, so that empty files and symlinks count against the
 // budget too (a NAR of a million empty files queues a bounded number of jobs).
 constexpr std::size_t kJobOverhead = 256;
@@ -196,7 +201,8 @@ class ParallelRestorer final : public NarVisitor {
   Status submit(Job job) {
     {
       std::unique_lock lock(mutex_);
-      space_ready_.wait(lock, [&] { return fits(job.charge) || error_; });
+      space_ready_.wait(
+          lock, [&] { return (fits(job.charge) && queue_.size() < kMaxQueuedJobs) || error_; });
       if (error_) return fail(*error_);
       buffered_ += job.charge;
       queue_.push_back(std::move(job));
@@ -284,6 +290,7 @@ class ParallelRestorer final : public NarVisitor {
         if (error_ || queue_.empty()) return;  // stopped, or closing and drained
         job = std::move(queue_.front());
         queue_.pop_front();
+        if (queue_.size() + 1 == kMaxQueuedJobs) space_ready_.notify_one();
       }
       Status status = run(job);
       if (!status) {

@@ -97,6 +97,31 @@ TEST(ParallelRestore, WorkerErrorStopsTheRestore) {
   }
 }
 
+// Thousands of directories of one small file each, under a low fd limit: queued jobs keep
+// their directories open, so their number must stay bounded.
+TEST(ParallelRestore, ManyDirectoriesStayWithinTheFdLimit) {
+  std::vector<std::pair<std::string, std::string>> dirs;
+  for (int i = 0; i < 3000; ++i) {
+    dirs.emplace_back("d" + std::to_string(10000 + i),
+                      directory({{"f", regular(std::string(16000, 'x'))}}));
+  }
+  std::string data = nar(directory(dirs));
+  Sandbox box;
+  Status st;
+  {
+    rlimit old{};
+    ::getrlimit(RLIMIT_NOFILE, &old);
+    rlimit low = old;
+    low.rlim_cur = 256;
+    ::setrlimit(RLIMIT_NOFILE, &low);
+    MemorySource source(data);
+    st = restoreNarParallel(source, box.dest, {.jobs = 1, .max_buffered = std::size_t{64} << 20});
+    ::setrlimit(RLIMIT_NOFILE, &old);
+  }
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ(listTree(box.dest).size(), 6000u);
+}
+
 // A truncated NAR that ends inside a streamed file: the parse error is reported, the files
 // before it are complete, the streamed one holds what the NAR had.
 TEST(ParallelRestore, TruncatedInsideStreamedFile) {
