@@ -152,9 +152,10 @@ int main(int argc, char** argv) {
   options.initial_map_size = 1ull << 30;
   auto coord = check(Coordinator::open(options), "open");
 
-  std::printf("coordinator benchmark: %zu queued builds, %d agents, %zu builds over HTTP, "
-              "%zu finished builds for /metrics\n\n",
-              queued, kAgents, http_builds, metrics_builds);
+  std::printf(
+      "coordinator benchmark: %zu queued builds, %d agents, %zu builds over HTTP, "
+      "%zu finished builds for /metrics\n\n",
+      queued, kAgents, http_builds, metrics_builds);
 
   // 1. Submission vs a bare LMDB put loop.
   auto t0 = Clock::now();
@@ -162,8 +163,8 @@ int main(int argc, char** argv) {
     SubmitRequest req;
     if (start == 0) req.derivations = drvs;
     for (std::size_t i = start; i < std::min(queued, start + 1000); ++i) {
-      req.builds.push_back({drvs[i % kDrvs].path, static_cast<int>(i % 7), {{"bench", "1"}},
-                            false});
+      req.builds.push_back(
+          {drvs[i % kDrvs].path, static_cast<int>(i % 7), {{"bench", "1"}}, false});
     }
     check(coord->submit(req), "submit");
   }
@@ -177,9 +178,7 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(eo.dir);
     auto env = lmdb::Env::open(eo);
     lmdb::Dbi dbi;
-    {
-      dbi = env->openDbi("t", 0, true);
-    }
+    { dbi = env->openDbi("t", 0, true); }
     std::string value(500, 'x');
     auto b0 = Clock::now();
     for (std::size_t start = 0; start < queued; start += 1000) {
@@ -231,9 +230,10 @@ int main(int argc, char** argv) {
     }
     for (auto& t : agents) t.join();
     double s = seconds(Clock::now() - a0);
-    printRow(("allocation in-process (fetch + report, " + std::to_string(kAgents) + " agents)").c_str(), allocated / s, "allocs/s",
-             std::to_string(allocated.load()) + " builds in " + std::to_string(s).substr(0, 5) +
-                 " s");
+    printRow(
+        ("allocation in-process (fetch + report, " + std::to_string(kAgents) + " agents)").c_str(),
+        allocated / s, "allocs/s",
+        std::to_string(allocated.load()) + " builds in " + std::to_string(s).substr(0, 5) + " s");
     printRow("  fetch latency p50", fetch_lat.pct(0.5), "ms");
     printRow("  fetch latency p99", fetch_lat.pct(0.99), "ms");
     printRow("  report latency p99", report_lat.pct(0.99), "ms");
@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
         httplib::Client client("127.0.0.1", port);
         client.set_keep_alive(true);
         client.set_tcp_nodelay(true);
-    client.set_tcp_nodelay(true);
+        client.set_tcp_nodelay(true);
         client.set_read_timeout(60, 0);
         httplib::Headers auth{{"Authorization", "Bearer " + name + ":" + secrets[a]}};
         for (int n = 0;; ++n) {
@@ -280,7 +280,8 @@ int main(int argc, char** argv) {
           auto res = client.Post("/api/v1/agent/fetch", auth, toJson(req), "application/json");
           fetch_lat.add(Clock::now() - f0);
           if (!res) die("HTTP fetch " + std::to_string(n) + ": " + httplib::to_string(res.error()));
-          if (res->status != 200) die("HTTP fetch: " + std::to_string(res->status) + " " + res->body);
+          if (res->status != 200)
+            die("HTTP fetch: " + std::to_string(res->status) + " " + res->body);
           auto got = parse<FetchResponse>(res->body);
           if (!got) die("fetch body");
           if (got->allocations.empty()) return;
@@ -295,9 +296,10 @@ int main(int argc, char** argv) {
     }
     for (auto& t : agents) t.join();
     double s = seconds(Clock::now() - a0);
-    printRow(("allocation over HTTP (fetch + result, " + std::to_string(kAgents) + " agents)").c_str(), allocated / s, "allocs/s",
-             std::to_string(allocated.load()) + " builds in " + std::to_string(s).substr(0, 5) +
-                 " s");
+    printRow(
+        ("allocation over HTTP (fetch + result, " + std::to_string(kAgents) + " agents)").c_str(),
+        allocated / s, "allocs/s",
+        std::to_string(allocated.load()) + " builds in " + std::to_string(s).substr(0, 5) + " s");
     printRow("  HTTP fetch latency p50", fetch_lat.pct(0.5), "ms");
     printRow("  HTTP fetch latency p99", fetch_lat.pct(0.99), "ms");
   }

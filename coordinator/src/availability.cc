@@ -65,7 +65,7 @@ class RemoteAvailability final : public Availability {
 
  private:
   Result<std::vector<narstore::ItemState>> ask(const std::vector<std::string>& paths,
-                                                std::size_t begin, std::size_t end) {
+                                               std::size_t begin, std::size_t end) {
     httplib::Client client(options_.cache_url);
     client.set_connection_timeout(options_.timeout_seconds, 0);
     client.set_read_timeout(options_.timeout_seconds, 0);

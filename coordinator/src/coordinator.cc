@@ -28,8 +28,8 @@ std::string sha256Hex(std::string_view text) {
 bool validAgentName(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
   });
 }
 
@@ -425,8 +425,7 @@ Result<SubmitResponse> Coordinator::submit(const SubmitRequest& request) {
       if (!drv) return fail(drv.error());
       if (!*drv) {
         return fail(ErrorCode::kInvalidArgument,
-                    "derivation " + sb.derivation +
-                        " is unknown (send its text in `derivations`)");
+                    "derivation " + sb.derivation + " is unknown (send its text in `derivations`)");
       }
       auto r = d.newBuild(b, sb.derivation, **drv, sb.priority, sb.tags, std::nullopt);
       if (!r) return fail(r.error());
@@ -524,16 +523,15 @@ Result<BuildInfo> Coordinator::retry(std::uint64_t id) {
     auto record = d.loadBuild(b.txn, id);
     if (!record) return fail(record.error());
     if (isActive(record->info.state)) {
-      return fail(ErrorCode::kConflict,
-                  "build " + std::to_string(id) + " is still " +
-                      std::string(buildStateName(record->info.state)) +
-                      " (cancel it first, or wait for it)");
+      return fail(ErrorCode::kConflict, "build " + std::to_string(id) + " is still " +
+                                            std::string(buildStateName(record->info.state)) +
+                                            " (cancel it first, or wait for it)");
     }
     auto drv = d.loadDrv(b.txn, record->info.derivation);
     if (!drv) return fail(drv.error());
     if (!*drv) return fail(ErrorCode::kInternal, "derivation of build " + std::to_string(id));
-    auto r = d.newBuild(b, record->info.derivation, **drv, record->info.priority,
-                        record->info.tags, id);
+    auto r =
+        d.newBuild(b, record->info.derivation, **drv, record->info.priority, record->info.tags, id);
     if (!r) return fail(r.error());
     return r->info;
   });

@@ -294,8 +294,7 @@ Status Coordinator::Impl::load() {
         if (!record) return fail(record.error());
         mem.addAllocation(keyId(e->first),
                           OpenAllocation{record->build, record->agent, record->request_id,
-                                         std::max(record->lease_until,
-                                                  t + options.lease_seconds)});
+                                         std::max(record->lease_until, t + options.lease_seconds)});
       }
     }
     {

@@ -108,10 +108,10 @@ Status runCommand(const std::string& command, const std::string& input, int time
     if (stop.stop_requested() || std::chrono::steady_clock::now() > deadline) {
       ::kill(-pid, SIGKILL);
       ::waitpid(pid, &status, 0);
-      return fail(ErrorCode::kUnavailable, stop.stop_requested()
-                                               ? "stopped"
-                                               : "timed out after " +
-                                                     std::to_string(timeout_seconds) + " s");
+      return fail(ErrorCode::kUnavailable,
+                  stop.stop_requested()
+                      ? "stopped"
+                      : "timed out after " + std::to_string(timeout_seconds) + " s");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

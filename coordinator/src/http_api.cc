@@ -75,8 +75,8 @@ Result<std::pair<std::string, int>> parseListen(std::string_view listen) {
   int port = -1;
   auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port < 0 || port > 65535) {
-    return fail(ErrorCode::kInvalidArgument, "listen address '" + std::string(listen) +
-                                                 "': bad port");
+    return fail(ErrorCode::kInvalidArgument,
+                "listen address '" + std::string(listen) + "': bad port");
   }
   return std::pair{std::string(host), port};
 }
@@ -186,8 +186,7 @@ void HttpApi::Impl::setup() {
   clientPost<UnknownDerivationsRequest>(
       "/api/v1/derivations/unknown",
       [&c](const UnknownDerivationsRequest& r) { return c.unknownDerivations(r); });
-  clientPost<SubmitRequest>("/api/v1/builds",
-                            [&c](const SubmitRequest& r) { return c.submit(r); });
+  clientPost<SubmitRequest>("/api/v1/builds", [&c](const SubmitRequest& r) { return c.submit(r); });
   clientPost<AddAgentRequest>("/api/v1/agents",
                               [&c](const AddAgentRequest& r) { return c.addAgent(r); });
 
@@ -233,33 +232,28 @@ void HttpApi::Impl::setup() {
     if (!info) return sendError(res, info.error());
     sendJson(res, toJson(*info));
   });
-  http.Post(R"(/api/v1/builds/(\d+)/(cancel|retry))",
-            [this](const httplib::Request& req, httplib::Response& res) {
-              if (!clientAuthorized(req)) return unauthorized(res, "a client token is required");
-              auto id = parseId(req.matches[1].str(), "build id");
-              if (!id) return sendError(res, id.error());
-              auto info = req.matches[2].str() == "cancel" ? coordinator.cancel(*id)
-                                                            : coordinator.retry(*id);
-              if (!info) return sendError(res, info.error());
-              sendJson(res, toJson(*info));
-            });
+  http.Post(R"(/api/v1/builds/(\d+)/(cancel|retry))", [this](const httplib::Request& req,
+                                                             httplib::Response& res) {
+    if (!clientAuthorized(req)) return unauthorized(res, "a client token is required");
+    auto id = parseId(req.matches[1].str(), "build id");
+    if (!id) return sendError(res, id.error());
+    auto info = req.matches[2].str() == "cancel" ? coordinator.cancel(*id) : coordinator.retry(*id);
+    if (!info) return sendError(res, info.error());
+    sendJson(res, toJson(*info));
+  });
 
-  agentPost<FetchRequest>("/api/v1/agent/fetch",
-                          [&c](const std::string& a, const FetchRequest& r) {
-                            return c.fetch(a, r);
-                          });
-  agentPost<HeartbeatRequest>("/api/v1/agent/heartbeat",
-                              [&c](const std::string& a, const HeartbeatRequest& r) {
-                                return c.heartbeat(a, r);
-                              });
-  agentPost<ResultReport>("/api/v1/agent/result",
-                          [&c](const std::string& a, const ResultReport& r) {
-                            return c.report(a, r);
-                          });
-  agentPost<ReleaseRequest>("/api/v1/agent/release",
-                            [&c](const std::string& a, const ReleaseRequest& r) {
-                              return c.release(a, r);
-                            });
+  agentPost<FetchRequest>("/api/v1/agent/fetch", [&c](const std::string& a, const FetchRequest& r) {
+    return c.fetch(a, r);
+  });
+  agentPost<HeartbeatRequest>(
+      "/api/v1/agent/heartbeat",
+      [&c](const std::string& a, const HeartbeatRequest& r) { return c.heartbeat(a, r); });
+  agentPost<ResultReport>(
+      "/api/v1/agent/result",
+      [&c](const std::string& a, const ResultReport& r) { return c.report(a, r); });
+  agentPost<ReleaseRequest>(
+      "/api/v1/agent/release",
+      [&c](const std::string& a, const ReleaseRequest& r) { return c.release(a, r); });
 
   http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
     spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, res.status);
@@ -284,8 +278,7 @@ void HttpApi::Impl::setup() {
       });
 }
 
-Result<std::unique_ptr<HttpApi>> HttpApi::create(Coordinator& coordinator,
-                                                 HttpApiOptions options) {
+Result<std::unique_ptr<HttpApi>> HttpApi::create(Coordinator& coordinator, HttpApiOptions options) {
   auto listen = parseListen(options.listen);
   if (!listen) return fail(listen.error());
   auto impl = std::make_unique<Impl>(coordinator, std::move(options));
@@ -306,9 +299,10 @@ Result<std::unique_ptr<HttpApi>> HttpApi::create(Coordinator& coordinator,
   }
   impl->http.raiseBacklog(1024);
   if (impl->options.client_token.empty() && !isLoopback(impl->host)) {
-    spdlog::warn("listening on {} without a client token (--client-token-file): anyone who can "
-                 "reach it may submit and cancel builds and add agents",
-                 impl->options.listen);
+    spdlog::warn(
+        "listening on {} without a client token (--client-token-file): anyone who can "
+        "reach it may submit and cancel builds and add agents",
+        impl->options.listen);
   }
   return std::unique_ptr<HttpApi>(new HttpApi(std::move(impl)));
 }

@@ -90,7 +90,7 @@ struct Memory {
   std::unordered_map<std::string, std::set<std::uint64_t>> waiters;  // output path -> builds
   std::unordered_map<std::string, int> active_per_drv;
   std::unordered_map<std::uint64_t, OpenAllocation> allocs;
-  std::set<std::pair<std::int64_t, std::uint64_t>> leases;  // (lease_until, allocation)
+  std::set<std::pair<std::int64_t, std::uint64_t>> leases;              // (lease_until, allocation)
   std::unordered_map<std::string, std::vector<std::uint64_t>> fetches;  // agent\nrequest_id
   std::map<std::string, AgentState> agents;
 
@@ -147,10 +147,10 @@ struct Coordinator::Impl {
 
   // The committer's queue of jobs (see mutate()).
   struct Job {
-    std::function<Status(Batch&)> run;      // an error leaves the job out of its group
-    std::function<void()> publish;          // after the commit: hand the staged result over
+    std::function<Status(Batch&)> run;       // an error leaves the job out of its group
+    std::function<void()> publish;           // after the commit: hand the staged result over
     std::function<void(const Error&)> fail;  // the job failed (or the transaction did)
-    bool done = false;                      // guarded by jobs_mu
+    bool done = false;                       // guarded by jobs_mu
   };
   std::mutex jobs_mu;
   std::condition_variable_any jobs_cv;

@@ -31,8 +31,8 @@ CoordinatorStats Coordinator::stats() {
   for (const auto& hook : d.hooks) {
     CoordinatorStats::Hook h;
     h.event = hook->spec.event;
-    h.action = hook->spec.kind == HookSpec::Kind::kCommand ? "command"
-                                                           : "builtin:" + hook->spec.action;
+    h.action =
+        hook->spec.kind == HookSpec::Kind::kCommand ? "command" : "builtin:" + hook->spec.action;
     {
       std::lock_guard lock(hook->mu);
       h.queued = hook->queue.size();

@@ -1,11 +1,10 @@
 #pragma once
 // The records of the coordinator's database and their encodings (JSON values, big-endian id
 // keys). Tables (db.cc opens them):
-//   builds     u64 id -> state digit, allocation, BuildInfo JSON       drvs      .drv path -> DrvRecord
-//   drv_text   .drv path -> ATerm text      outputs   output path -> .drv path (its producer)
-//   allocs     u64 id -> AllocRecord        agents    name -> AgentRecord
-//   events     <hook key 16 hex><u64 seq> -> event JSON (see hooks.cc)
-//   meta       name -> decimal counter (next ids)
+//   builds     u64 id -> state digit, allocation, BuildInfo JSON       drvs      .drv path ->
+//   DrvRecord drv_text   .drv path -> ATerm text      outputs   output path -> .drv path (its
+//   producer) allocs     u64 id -> AllocRecord        agents    name -> AgentRecord events <hook
+//   key 16 hex><u64 seq> -> event JSON (see hooks.cc) meta       name -> decimal counter (next ids)
 // Value types; decoders return Corruption naming the table.
 
 #include <cstdint>
@@ -27,7 +26,7 @@ struct BuildRecord {
 
 struct DrvRecord {
   std::string system;
-  std::map<std::string, std::string> outputs;                   // name -> path
+  std::map<std::string, std::string> outputs;                  // name -> path
   std::map<std::string, std::vector<std::string>> input_drvs;  // .drv path -> output names
   std::vector<std::string> input_srcs;
   int failures = 0;      // failed tries since the last success

@@ -115,9 +115,9 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
         }
         auto drv = d.loadDrv(txn, record->info.derivation);
         if (!drv || !*drv) {
-          checked = drv ? fail(ErrorCode::kInternal, "unknown derivation " +
-                                                         record->info.derivation)
-                        : fail(drv.error());
+          checked =
+              drv ? fail(ErrorCode::kInternal, "unknown derivation " + record->info.derivation)
+                  : fail(drv.error());
           break;
         }
         auto paths = d.inputPaths(txn, **drv);
@@ -167,8 +167,8 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
       spdlog::warn("fetch by {}: {}", agent, checked.error().message());  // partial answer
       return response;
     }
-    auto allocated = d.mutate<std::vector<Allocation>>(
-        [&](Batch& b) -> Result<std::vector<Allocation>> {
+    auto allocated =
+        d.mutate<std::vector<Allocation>>([&](Batch& b) -> Result<std::vector<Allocation>> {
           std::vector<Allocation> out;
           std::size_t offset = 0;
           for (std::size_t i = 0; i < candidates.size(); ++i) {
@@ -327,8 +327,8 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
         if (drv.failures <= d.options.max_retries) {
           int doublings = std::min(drv.failures - 1, kMaxBackoffDoublings);
           info.state = BuildState::kQueued;
-          info.not_before =
-              b.now + static_cast<std::int64_t>(d.options.retry_backoff_seconds) * (1LL << doublings);
+          info.not_before = b.now + static_cast<std::int64_t>(d.options.retry_backoff_seconds) *
+                                        (1LL << doublings);
           b.effects.push_back([&d] { d.mem.retries_total++; });
         } else {
           info.state = BuildState::kFailed;
@@ -336,8 +336,7 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
           info.message += " (derivation failing after " + std::to_string(drv.failures) +
                           " tries: no automatic retry)";
           b.effects.push_back([id = info.id, path = info.derivation, n = drv.failures] {
-            spdlog::warn("build {}: {} is failing after {} tries: no automatic retry", id, path,
-                         n);
+            spdlog::warn("build {}: {} is failing after {} tries: no automatic retry", id, path, n);
           });
         }
         d.putDrv(b, info.derivation, drv, was_failing);
@@ -348,7 +347,8 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
           for (const auto& [name, path] : drv.outputs) {
             auto w = d.mem.waiters.find(path);
             if (w == d.mem.waiters.end()) continue;
-            for (std::uint64_t id : std::vector<std::uint64_t>(w->second.begin(), w->second.end())) {
+            for (std::uint64_t id :
+                 std::vector<std::uint64_t>(w->second.begin(), w->second.end())) {
               auto waiter = d.loadBuild(b.txn, id);
               if (!waiter) return fail(waiter.error());
               if (waiter->info.state != BuildState::kWaiting) continue;
@@ -398,8 +398,8 @@ Result<ResultAck> Coordinator::release(const std::string& agent, const ReleaseRe
       record->info.tries = std::max(0, record->info.tries - 1);
       record->info.updated_at = b.now;
       record->info.not_before = 0;
-      record->info.message = "released by agent " + agent +
-                             (request.reason.empty() ? "" : ": " + request.reason);
+      record->info.message =
+          "released by agent " + agent + (request.reason.empty() ? "" : ": " + request.reason);
       d.putBuild(b, *record, BuildState::kAllocated);
     }
     return ack;

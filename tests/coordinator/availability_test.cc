@@ -1,10 +1,11 @@
 // Both Availability implementations against the real thing: the local Store, and a real
 // `narcache serve` child process asked over HTTP (GET /api/available with the upload token).
 
+#include "narcache/coordinator/availability.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "narcache/coordinator/availability.h"
 #include "narcache/coordinator/coordinator.h"
 #include "narstore/helpers.h"
 #include "support/served_store.h"
@@ -31,9 +32,9 @@ TEST(AvailabilityTest, LocalAndRemoteAgreeOnAvailableDeletedIncompleteMissing) {
   auto gone = narstore::testing::makeItem("gone", "gone");
   ASSERT_TRUE(narstore::testing::addItem(**store, gone).has_value());
   ASSERT_TRUE((*store)->markDeleted(gone.info.path, {0, "test", "test"}).has_value());
-  std::vector<std::string> paths = {
-      top.info.path.fullPath("/nix/store"), gone.info.path.fullPath("/nix/store"),
-      narstore::testing::pathFor("never").fullPath("/nix/store")};
+  std::vector<std::string> paths = {top.info.path.fullPath("/nix/store"),
+                                    gone.info.path.fullPath("/nix/store"),
+                                    narstore::testing::pathFor("never").fullPath("/nix/store")};
   std::vector<ItemState> expected = {ItemState::kAvailable, ItemState::kDeleted,
                                      ItemState::kMissing};
 

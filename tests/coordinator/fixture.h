@@ -23,7 +23,7 @@ inline constexpr const char* kSystem = "x86_64-linux";
 struct TestDrv {
   std::string path;
   std::string text;
-  std::string out;  // path of output "out"
+  std::string out;                   // path of output "out"
   std::vector<std::string> closure;  // .drv paths: itself and its input drvs, recursively
 };
 

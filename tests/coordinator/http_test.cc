@@ -57,8 +57,8 @@ TEST_F(HttpTest, ClientTokenAgentCredentialsAndErrors) {
   ASSERT_TRUE(wrong);
   EXPECT_EQ(wrong->status, 401);
 
-  auto bad_json = client_->Post("/api/v1/builds", bearer("client-secret"), "{not json",
-                                "application/json");
+  auto bad_json =
+      client_->Post("/api/v1/builds", bearer("client-secret"), "{not json", "application/json");
   ASSERT_TRUE(bad_json);
   EXPECT_EQ(bad_json->status, 400);
   auto err = nlohmann::json::parse(bad_json->body);
@@ -67,16 +67,16 @@ TEST_F(HttpTest, ClientTokenAgentCredentialsAndErrors) {
   TestDrv a = drv("a"), b = drv("b");
   nlohmann::json submit{{"derivations", {{{"path", b.path}, {"text", a.text}}}},
                         {"builds", nlohmann::json::array()}};
-  auto bad_path = client_->Post("/api/v1/builds", bearer("client-secret"), submit.dump(),
-                                "application/json");
+  auto bad_path =
+      client_->Post("/api/v1/builds", bearer("client-secret"), submit.dump(), "application/json");
   ASSERT_TRUE(bad_path);
   EXPECT_EQ(bad_path->status, 400);
   EXPECT_THAT(bad_path->body, HasSubstr("its text gives the store path"));
 
   submit = {{"derivations", {{{"path", a.path}, {"text", a.text}}}},
             {"builds", {{{"derivation", a.path}, {"priority", 3}}}}};
-  auto ok = client_->Post("/api/v1/builds", bearer("client-secret"), submit.dump(),
-                          "application/json");
+  auto ok =
+      client_->Post("/api/v1/builds", bearer("client-secret"), submit.dump(), "application/json");
   ASSERT_TRUE(ok);
   ASSERT_EQ(ok->status, 200) << ok->body;
   auto submitted = parse<SubmitResponse>(ok->body);
@@ -100,8 +100,8 @@ TEST_F(HttpTest, ClientTokenAgentCredentialsAndErrors) {
   EXPECT_EQ(dup->status, 409);
 
   std::string fetch_body = R"({"request_id":"r1","systems":["x86_64-linux"],"max_parallel":1})";
-  auto denied = client_->Post("/api/v1/agent/fetch", bearer("agent-1:wrong"), fetch_body,
-                              "application/json");
+  auto denied =
+      client_->Post("/api/v1/agent/fetch", bearer("agent-1:wrong"), fetch_body, "application/json");
   ASSERT_TRUE(denied);
   EXPECT_EQ(denied->status, 401);
   auto fetched = client_->Post("/api/v1/agent/fetch", bearer("agent-1:" + agent->secret),
@@ -163,8 +163,8 @@ TEST_F(HookTest, FailingHookDoesNotBlockOthersAndEventsSurviveARestart) {
   std::string good_out = (dir_ / "good.jsonl").string();
   std::string gated_out = (dir_ / "gated.jsonl").string();
   // "gated" fails until the flag file exists; "good" appends every event as one line.
-  auto gated = parseHookSpec("submitted=command:test -f " + flag + " && (cat; echo) >> " +
-                             gated_out);
+  auto gated =
+      parseHookSpec("submitted=command:test -f " + flag + " && (cat; echo) >> " + gated_out);
   auto good = parseHookSpec("submitted=command:(cat; echo) >> " + good_out);
   auto log = parseHookSpec("success=builtin:log");
   auto roots = parseHookSpec("success=builtin:root-outputs");
@@ -190,8 +190,8 @@ TEST_F(HookTest, FailingHookDoesNotBlockOthersAndEventsSurviveARestart) {
   ASSERT_TRUE(eventually([&] { return coord_->stats().hooks[0].queued == 0; }));
   EXPECT_EQ(lines(gated_out), 3u);
   EXPECT_EQ(lines(good_out), 3u);  // nothing delivered twice to the hook that had succeeded
-  auto first = nlohmann::json::parse(test::readFile(gated_out).substr(
-      0, test::readFile(gated_out).find('\n')));
+  auto first = nlohmann::json::parse(
+      test::readFile(gated_out).substr(0, test::readFile(gated_out).find('\n')));
   EXPECT_EQ(first["event"], "submitted");
   EXPECT_EQ(first["build"]["state"], "queued");
 

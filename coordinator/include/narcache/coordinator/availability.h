@@ -22,8 +22,7 @@ class Availability {
  public:
   virtual ~Availability() = default;
   // One state per path, in order (full store paths).
-  virtual Result<std::vector<narstore::ItemState>> check(
-      const std::vector<std::string>& paths) = 0;
+  virtual Result<std::vector<narstore::ItemState>> check(const std::vector<std::string>& paths) = 0;
 };
 
 std::unique_ptr<Availability> localAvailability(const narstore::Store& store);

@@ -44,20 +44,20 @@
 namespace narcache::coordinator {
 
 struct CoordinatorOptions {
-  std::filesystem::path db_dir;             // created when missing
-  Availability* availability = nullptr;     // required
-  narstore::Store* store = nullptr;         // local store (builtin:root-outputs), optional
-  std::string cache_url;                    // for log links: <cache_url>/log/<drv base name>
-  int max_retries = 2;                      // automatic tries after the first, per derivation
+  std::filesystem::path db_dir;          // created when missing
+  Availability* availability = nullptr;  // required
+  narstore::Store* store = nullptr;      // local store (builtin:root-outputs), optional
+  std::string cache_url;                 // for log links: <cache_url>/log/<drv base name>
+  int max_retries = 2;                   // automatic tries after the first, per derivation
   int lease_seconds = 60;
-  int retry_backoff_seconds = 10;           // before try n+1: backoff * 2^(n-1)
-  int build_timeout_seconds = 0;            // handed to agents; 0: none
+  int retry_backoff_seconds = 10;  // before try n+1: backoff * 2^(n-1)
+  int build_timeout_seconds = 0;   // handed to agents; 0: none
   int max_silent_seconds = 0;
-  int waiting_recheck_seconds = 5;          // fallback re-check of waiting builds
+  int waiting_recheck_seconds = 5;  // fallback re-check of waiting builds
   int max_allocations_per_fetch = 16;
   std::vector<HookSpec> hooks;
-  int hook_poll_ms = 2000;                  // fallback poll of the hook queues
-  int hook_backoff_initial_ms = 1000;       // a failing action is retried after this, doubling
+  int hook_poll_ms = 2000;             // fallback poll of the hook queues
+  int hook_backoff_initial_ms = 1000;  // a failing action is retried after this, doubling
   int hook_backoff_max_ms = 60000;
   int hook_command_timeout_seconds = 60;
   narstore::Clock clock = narstore::systemClock;

@@ -15,11 +15,11 @@
 namespace narcache::coordinator {
 
 // Event types, as written in `--hook` and in the event JSON's "event" field.
-inline constexpr std::string_view kHookEvents[] = {"submitted", "started", "success",
-                                                   "failure", "missing-inputs", "canceled"};
+inline constexpr std::string_view kHookEvents[] = {"submitted", "started",        "success",
+                                                   "failure",   "missing-inputs", "canceled"};
 
 struct HookSpec {
-  std::string event;   // one of kHookEvents
+  std::string event;  // one of kHookEvents
   enum class Kind { kCommand, kBuiltin } kind = Kind::kCommand;
   std::string action;  // the command, or the builtin's name ("log", "root-outputs")
   std::string text;    // the spec as given: identifies the hook's queue across restarts
