@@ -30,6 +30,7 @@
 #include "narcache/narinfo/refscan.h"
 #include "narcache/narinfo/store_path.h"
 #include "narcache/narstore/http_cache.h"
+#include "store_view.h"
 
 namespace narcache::agent {
 namespace {
@@ -159,6 +160,11 @@ class Build {
   Result<std::set<std::string>> neededInputs() const;
   // Fills inputs_ (the closure) or r_.missing_inputs.
   Status queryClosure(const std::set<std::string>& roots);
+  // References of a path present locally but unknown to the cache: the store paths present
+  // locally whose hash parts occur in its NAR.
+  Result<std::vector<std::string>> localReferences(const std::string& full);
+  // Sets up view_ when the kernel allows it (see store_view.h).
+  Status prepareStoreView();
   Status substitute(const NarInfo& info);
   Status runBuilder();
   Status packOutputs();
@@ -175,6 +181,8 @@ class Build {
   fs::path work_dir_;
   fs::path build_dir_;
   std::map<std::string, fs::path> nar_files_;  // output name -> compressed nar
+  std::vector<std::string> local_candidates_;  // hash parts of the local store's entries
+  std::optional<StoreView> view_;              // the builder's view of the store, if isolated
 };
 
 Status Build::loadDerivation() {
@@ -275,7 +283,12 @@ Status Build::queryClosure(const std::set<std::string>& roots) {
       }
       std::error_code ec;
       if (fs::exists(fs::symlink_status(physical(full), ec))) {
-        inputs_[full] = std::nullopt;  // present here, references unknown
+        inputs_[full] = std::nullopt;  // present here, unknown to the cache
+        auto refs = localReferences(full);
+        if (!refs) return fail(refs.error().withContext("input '" + full + "'"));
+        for (auto& ref : *refs) {
+          if (seen.insert(ref).second) queue.push_back(std::move(ref));
+        }
       } else {
         r_.missing_inputs.push_back(full);
       }
@@ -300,6 +313,34 @@ Status Build::queryClosure(const std::set<std::string>& roots) {
   }
   std::sort(r_.missing_inputs.begin(), r_.missing_inputs.end());
   return {};
+}
+
+Result<std::vector<std::string>> Build::localReferences(const std::string& full) {
+  if (local_candidates_.empty()) {
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(physical(store_dir_), ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      const std::string base = it->path().filename().string();
+      if (StorePath::parseBaseName(base)) local_candidates_.push_back(base.substr(0, 32));
+    }
+    std::sort(local_candidates_.begin(), local_candidates_.end());
+    local_candidates_.erase(std::unique(local_candidates_.begin(), local_candidates_.end()),
+                            local_candidates_.end());
+  }
+  auto scanner = RefScanner::create(local_candidates_);
+  if (!scanner) return fail(scanner.error());
+  NARCACHE_TRY(dumpPath(physical(full), *scanner));
+  std::set<std::string> found = scanner->found();
+  std::vector<std::string> refs;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(physical(store_dir_), ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string base = it->path().filename().string();
+    if (base.size() > 33 && found.count(base.substr(0, 32)) && StorePath::parseBaseName(base)) {
+      refs.push_back(store_dir_ + "/" + base);
+    }
+  }
+  return refs;
 }
 
 Status Build::substitute(const NarInfo& info) {
@@ -345,14 +386,19 @@ Status Build::substitute(const NarInfo& info) {
   return {};
 }
 
-// Message for a failed execve, written by the child without allocating.
-const char* execErrorText(int err) {
+// Message for a failed execve or mount, written by the child without allocating (strerror may
+// allocate for its translations).
+const char* childErrorText(int err) {
   switch (err) {
     case ENOENT: return "No such file or directory";
     case EACCES: return "Permission denied";
+    case EPERM: return "Operation not permitted";
     case ENOEXEC: return "Exec format error";
     case ENOTDIR: return "Not a directory";
-    default: return "cannot execute";
+    case EINVAL: return "Invalid argument";
+    case EBUSY: return "Device or resource busy";
+    case ENOMEM: return "Cannot allocate memory";
+    default: return "error";
   }
 }
 
@@ -392,12 +438,8 @@ Status Build::runBuilder() {
   for (auto& s : arg_strings) argv.push_back(s.data());
   argv.push_back(nullptr);
 
-  const bool use_ns = mountNamespace();
-  const std::string phys_store = physical(store_dir_).string();
-  if (use_ns) {
-    std::error_code ec;
-    fs::create_directories(store_dir_, ec);  // the mount point
-  }
+  NARCACHE_TRY(prepareStoreView());
+  const StoreView* view = view_ ? &*view_ : nullptr;
   const std::string exec_prefix = "narcache: executing '" + drv_.builder + "': ";
   const std::string ns_prefix =
       "narcache: cannot set up the mount namespace for " + store_dir_ + ": ";
@@ -427,13 +469,13 @@ Status Build::runBuilder() {
     ::dup2(write_end.get(), 2);
     ::close_range(3, ~0U, 0);
     ::umask(022);
-    if (use_ns) {
-      if (::unshare(CLONE_NEWNS) != 0 ||
-          ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-          ::mount(phys_store.c_str(), store_dir_.c_str(), nullptr, MS_BIND | MS_REC, nullptr) !=
-              0) {
+    if (view != nullptr) {
+      const char* step = "";
+      if (int err = view->enterInChild(&step); err != 0) {
         writeAll(2, ns_prefix.c_str());
-        writeAll(2, execErrorText(errno));
+        writeAll(2, step);
+        writeAll(2, ": ");
+        writeAll(2, childErrorText(err));
         writeAll(2, "\n");
         ::_exit(127);
       }
@@ -442,7 +484,7 @@ Status Build::runBuilder() {
     ::execve(argv[0], argv.data(), envp.data());
     int err = errno;
     writeAll(2, exec_prefix.c_str());
-    writeAll(2, execErrorText(err));
+    writeAll(2, childErrorText(err));
     writeAll(2, "\n");
     ::_exit(127);
   }
@@ -514,7 +556,50 @@ Status Build::runBuilder() {
                                     : "signal " + std::to_string(WTERMSIG(status)));
     return {};
   }
+  if (view_) NARCACHE_TRY(view_->collectOutputs());
   r_.status = BuildStatus::kSucceeded;
+  return {};
+}
+
+Status Build::prepareStoreView() {
+  const fs::path phys_store = physical(store_dir_);
+  std::error_code ec;
+  if (!mountNamespace() && build_dir_.string().starts_with(store_dir_ + "/")) {
+    progress("store isolation unavailable: the build directory " + build_dir_.string() +
+             " lies in the store dir");
+    return {};
+  }
+  if (mountNamespace()) {
+    fs::create_directories(store_dir_, ec);  // the mount point on the host
+    if (ec) {
+      return fail(ErrorCode::kIoError,
+                  "cannot create the mount point '" + store_dir_ + "': " + ec.message());
+    }
+  }
+  std::vector<std::string> inputs;
+  for (const auto& [full, info] : inputs_) inputs.push_back(fs::path(full).filename().string());
+  std::vector<std::string> outputs;
+  for (const auto& [name, out] : drv_.outputs) {
+    outputs.push_back(fs::path(out.path).filename().string());
+  }
+  auto view = StoreView::prepare(phys_store, store_dir_, drv_.name, inputs, outputs);
+  if (!view) return fail(view.error());
+  const char* step = "";
+  if (int err = view->probe(&step); err != 0) {
+    const std::string why = std::string(step) + ": " + errnoText(err);
+    if (mountNamespace()) {
+      return fail(err == EPERM ? ErrorCode::kPermissionDenied : ErrorCode::kIoError,
+                  "cannot set up the mount namespace that puts " + phys_store.string() + " on " +
+                      store_dir_ + " (" + why + "); a store root other than / needs root");
+    }
+    progress("store isolation unavailable (" + why + "): the builder sees the whole store " +
+             store_dir_);
+    return {};
+  }
+  progress("store isolation: the builder sees only its " + std::to_string(inputs.size()) +
+           " input paths and its outputs in " + store_dir_);
+  view_.emplace(std::move(*view));
+  r_.store_isolated = true;
   return {};
 }
 
@@ -600,7 +685,7 @@ Status Build::packOutputs() {
       if (!algo) {
         r_.status = BuildStatus::kFailed;
         r_.message = "fixed output '" + out.path + "': hash algorithm '" + algo_name +
-                     "' is not supported by narcache build (sha256, sha512)";
+                     "' is not supported by narcache build (sha256, sha512, sha1, md5)";
         return {};
       }
       auto wanted = Hash::parseAs(out.hash, *algo);
@@ -763,6 +848,7 @@ Status Build::run() {
   r_.log_file = o_.log_file.empty() ? work_dir_ / "log" : o_.log_file;
 
   NARCACHE_TRY(runBuilder());
+  view_.reset();  // removes the view directory
   if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
   r_.log_tail = lastLines(readFileTail(r_.log_file, 64 * 1024), 20);
   if (r_.status != BuildStatus::kSucceeded) {

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -219,6 +221,45 @@ TEST_F(BuilderTest, CorruptedInputNar) {
   EXPECT_FALSE(fs::exists(built->outputs[0].info.fullPath()));
   for (const auto& e : fs::directory_iterator(store_dir_)) {
     EXPECT_EQ(e.path().filename().string().find(".narcache-sub-"), std::string::npos);
+  }
+}
+
+// The builder's store dir holds exactly its input closure and its outputs; an unrelated path in
+// the physical store is neither listed nor readable; outputs land in the physical store.
+TEST_F(BuilderTest, StoreIsolationShowsOnlyInputsAndOutputs) {
+  auto dep = create("dep", "/bin/sh", "mkdir $out; echo dep > $out/x");
+  auto built = agent::buildDerivation(options(dep));
+  ASSERT_TRUE(built && built->status == BuildStatus::kSucceeded);
+  if (!built->store_isolated) {
+    GTEST_SKIP() << "no store isolation here (needs root and mount namespaces)";
+  }
+  const std::string dep_out = built->outputs[0].info.fullPath();
+  const std::string unrelated = store_dir_ + "/00000000000000000000000000000000-unrelated";
+  fs::create_directories(unrelated);
+  writeFile(fs::path(unrelated) / "secret", "secret\n");
+  auto drv =
+      create("user", "/bin/sh",
+             "mkdir $out; ls $NIX_STORE > $out/listing; cat " + dep_out + "/x > $out/dep; if cat " +
+                 unrelated + "/secret; then echo readable > $out/leak; fi; echo w > " + dep_out +
+                 "/y || echo ro > $out/ro",
+             {"--input-drv", dep.string()});
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message << r->log_tail;
+  EXPECT_TRUE(r->store_isolated);
+  const fs::path out = r->outputs[0].physical_path;
+  std::set<std::string> listed;
+  std::istringstream lines(readFile(out / "listing"));
+  for (std::string line; std::getline(lines, line);) listed.insert(line);
+  EXPECT_EQ(listed, (std::set<std::string>{fs::path(dep_out).filename().string(),
+                                           out.filename().string()}));
+  EXPECT_EQ(readFile(out / "dep"), "dep\n");
+  EXPECT_FALSE(fs::exists(out / "leak"));
+  EXPECT_EQ(readFile(out / "ro"), "ro\n");  // inputs are read-only
+  EXPECT_FALSE(fs::exists(fs::path(dep_out) / "y"));
+  // Nothing of the view is left in the store.
+  for (const auto& e : fs::directory_iterator(store_dir_)) {
+    EXPECT_EQ(e.path().filename().string().find(".narcache-view-"), std::string::npos);
   }
 }
 

@@ -266,6 +266,21 @@ TEST_F(BuildTest, FailuresReportTheirStatusAndLogTail) {
   EXPECT_EQ(probe.out, "404");
 }
 
+// sha1 (flat) and md5 (recursive) fixed outputs build, with Nix's CA (nix32 digests, checked
+// with `nix-hash --type sha1 --flat --base32` and `nix-hash --type md5 --base32`).
+TEST_F(BuildTest, Sha1AndMd5FixedOutputsBuild) {
+  auto sha1 = create("src-sha1", "printf 'hello\\n' > $out",
+                     {"--env", "outputHashAlgo=sha1", "--env",
+                      "outputHash=f572d396fae9206628714fb2ce00f72e94f2258f"});
+  json j = buildOk(sha1);
+  EXPECT_EQ(j["outputs"]["out"].value("ca", ""), "fixed:sha1:iwjz551fyw0cxcjgf4l6c879zabd6wpm");
+  auto md5 = create("src-md5", "printf 'hello\\n' > $out",
+                    {"--env", "outputHashAlgo=md5", "--env", "outputHashMode=recursive", "--env",
+                     "outputHash=4ycxcbh0ac0abr4zxw23l6isnk"});
+  j = buildOk(md5);
+  EXPECT_EQ(j["outputs"]["out"].value("ca", ""), "fixed:r:md5:4ycxcbh0ac0abr4zxw23l6isnk");
+}
+
 TEST_F(BuildTest, FixedOutputHashMismatchFails) {
   auto bad =
       create("bad-src", "printf 'bye\\n' > $out",

@@ -27,8 +27,9 @@ std::string trim(std::string s) {
 }
 
 // Input-addressed, explicit `outputs = ["out"]`, several outputs (also with a non-"out" first
-// one), fixed outputs (recursive SRI sha256, flat base16 sha256, flat nix32 sha1), input
-// derivations (several outputs, fixed-output ones) and input sources (toFile and a path).
+// one), fixed outputs (recursive SRI sha256, flat base16 sha256, flat nix32 sha1, recursive SRI
+// md5), input derivations (several outputs, fixed-output ones) and input sources (toFile and a
+// path).
 constexpr const char* kExpr = R"nix(
 let sys = "x86_64-linux"; in rec {
   plain = derivation { name = "plain"; builder = "/bin/sh"; system = sys;
@@ -47,6 +48,8 @@ let sys = "x86_64-linux"; in rec {
     outputHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"; };
   fixedSha1 = derivation { name = "fixed-sha1"; builder = "/bin/sh"; system = sys;
     outputHashAlgo = "sha1"; outputHash = "143xibwh31h9bvxzalr0sjvbbvpa6ffs"; };
+  fixedMd5 = derivation { name = "fixed-md5"; builder = "/bin/sh"; system = sys;
+    outputHashMode = "recursive"; outputHash = "md5-1B2M2Y8AsgTpgAmY7PhCfg=="; };
   withInputs = derivation { name = "with-inputs"; builder = "/bin/sh"; system = sys;
     x = "${multi.dev} ${multi.lib} ${fixedRec} ${fixedFlat} ${fixedSha1} ${devFirst}";
     src = builtins.toFile "src.txt" "hello"; p = ./data.txt; };
@@ -55,9 +58,9 @@ let sys = "x86_64-linux"; in rec {
 }
 )nix";
 
-const std::vector<std::string> kAttrs = {"plain",     "explicitOut", "multi",
-                                         "devFirst",  "fixedRec",    "fixedFlat",
-                                         "fixedSha1", "withInputs",  "top"};
+const std::vector<std::string> kAttrs = {"plain",      "explicitOut", "multi",     "devFirst",
+                                         "fixedRec",   "fixedFlat",   "fixedSha1", "fixedMd5",
+                                         "withInputs", "top"};
 
 struct StoreCase {
   std::string label;
@@ -171,7 +174,6 @@ TEST_P(DrvInterop, NarcacheAgreesWithNixInstantiate) {
     EXPECT_EQ(nlohmann::json::parse(ours.out), nlohmann::json::parse(theirs.out));
 
     // drv create from the same attributes writes the same bytes and prints the same path.
-    if (attr == "fixedSha1") continue;  // narcache hashes only sha256/sha512
     auto args = createArgs(*drv, store_dir_, [&](const std::string& p) { return physical(p); });
     const fs::path created = tmp_ / (attr + ".drv");
     args.push_back("--output=" + created.string());

@@ -8,9 +8,13 @@
 //   2. Run the builder as Nix does outside a sandbox: a cleared environment plus the
 //      derivation's env, NIX_BUILD_TOP/TMPDIR/TEMPDIR/TMP/TEMP set to a fresh build directory
 //      (also the working directory), HOME=/homeless-shelter, NIX_STORE, PATH=/path-not-set unless
-//      the derivation sets it; stdout and stderr go to the build log. When the physical store
-//      (store_root + store dir) is not the logical store dir, the builder runs in a private mount
-//      namespace in which the physical store is bind-mounted on the logical store dir.
+//      the derivation sets it; stdout and stderr go to the build log. Where the kernel allows it
+//      (root, mount namespaces), the builder runs in a private mount namespace in which the
+//      store dir holds only the input closure (read-only) and the outputs it creates, which are
+//      moved into the physical store afterwards (agent/src/store_view.h). Otherwise, when the
+//      physical store is the logical one, it runs without isolation and sees the whole store
+//      (said in a progress message); when they differ (store_root not "/"), the namespace is
+//      needed to put the physical store on the logical store dir, and its absence is an error.
 //   3. After exit 0: every output must exist; each is NAR-serialised once, and in the same pass
 //      hashed (NarHash/NarSize), scanned for references among the input closure and the outputs
 //      (self-references included) and compressed with zstd to a temporary file (FileHash,
@@ -85,6 +89,7 @@ struct BuildResult {
   std::vector<std::string> substituted;     // input paths fetched from the cache
   std::filesystem::path log_file;           // empty when the log was not kept
   std::string log_tail;                     // last lines of the log (up to 20)
+  bool store_isolated = false;              // the builder saw only its inputs and outputs
   int exit_code = -1;                       // builder's exit code, 128+signal when killed
   double build_seconds = 0;                 // time the builder ran
 };
