@@ -281,6 +281,24 @@ TEST_F(BuildTest, Sha1AndMd5FixedOutputsBuild) {
   EXPECT_EQ(j["outputs"]["out"].value("ca", ""), "fixed:r:md5:4ycxcbh0ac0abr4zxw23l6isnk");
 }
 
+// Without CAP_SYS_ADMIN (dropped with setpriv) the build falls back to no isolation, says so,
+// and the builder sees the whole store.
+TEST_F(BuildTest, WithoutPrivilegeFallsBackToNoIsolation) {
+  if (run({"setpriv", "--version"}).exit_code != 0) GTEST_SKIP() << "setpriv is not installed";
+  wipeStore();
+  const std::string unrelated = store_dir_ + "/00000000000000000000000000000000-unrelated";
+  fs::create_directories(unrelated);
+  auto drv = create("open", "mkdir $out && ls $NIX_STORE > $out/listing");
+  auto r = run({"setpriv", "--bounding-set", "-sys_admin", NARCACHE_BIN, "build", drv.string(),
+                "--cache", server_->url(), "--trusted-key", public_key_, "--upload-token-file",
+                (tmp_ / "token").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("store isolation unavailable (unshare: Operation not permitted)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(readFile(outPath(drv) + "/listing").find("-unrelated"), std::string::npos);
+}
+
 TEST_F(BuildTest, FixedOutputHashMismatchFails) {
   auto bad =
       create("bad-src", "printf 'bye\\n' > $out",
