@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <iterator>
 #include <queue>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -104,22 +106,24 @@ Plan planFromGraph(const narstore::StoreGraph& g, const Policy& policy) {
   };
 
   // 1. Unexpired roots: their whole closures.
+  std::vector<std::string> root_hashes;
   for (const narstore::Root& root : g.roots) {
     ++s.roots;
     if (root.expired(now)) {
       ++s.roots_expired;
       continue;
     }
-    for (const StorePath& p : root.paths) {
-      auto v = g.find(p.hashPart());
-      if (!v) {
-        ++s.root_paths_missing;
-        continue;
-      }
-      if (reason[*v] == kNone) {
-        reason[*v] = kRoot;
-        queue.push_back(*v);
-      }
+    for (const StorePath& p : root.paths) root_hashes.push_back(p.hashPart());
+  }
+  std::vector<std::string_view> root_views(root_hashes.begin(), root_hashes.end());
+  for (const auto& v : g.findAll(root_views)) {
+    if (!v) {
+      ++s.root_paths_missing;
+      continue;
+    }
+    if (reason[*v] == kNone) {
+      reason[*v] = kRoot;
+      queue.push_back(*v);
     }
   }
   walk(queue, kRoot, reason);

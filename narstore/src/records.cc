@@ -97,14 +97,42 @@ std::optional<TombstoneRecord> TombstoneRecord::decode(std::string_view data) {
   return r;
 }
 
-std::string GcMetaRecord::encode() const {
-  return encodeU64(static_cast<std::uint64_t>(created)) + encodeU64(nar_size) + file_name;
+std::string encodeId(std::uint32_t id) {
+  std::string out(4, '\0');
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((id >> (8 * (3 - i))) & 0xff);
+  return out;
 }
 
-std::optional<GcMetaRecord> GcMetaRecord::decode(std::string_view data) {
-  if (data.size() < 16) return std::nullopt;
-  return GcMetaRecord{static_cast<std::int64_t>(decodeU64(data.substr(0, 8))),
-                      decodeU64(data.substr(8, 8)), std::string(data.substr(16))};
+std::uint32_t decodeId(std::string_view data) {
+  if (data.size() != 4) return 0;
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(data[i]);
+  return v;
+}
+
+std::string GcNodeRecord::encode() const {
+  std::string out = hash_part;
+  out.resize(32, '\0');
+  out += encodeU64(static_cast<std::uint64_t>(created));
+  out += encodeU64(static_cast<std::uint64_t>(last_access));
+  out += encodeU64(nar_size);
+  out += encodeU64(file_size);
+  out += encodeU64(file_id).substr(0, 4);  // little-endian: the low 4 bytes
+  return out;
+}
+
+std::optional<GcNodeRecord> GcNodeRecord::decode(std::string_view data) {
+  if (data.size() != kSize) return std::nullopt;
+  GcNodeRecord r;
+  r.hash_part = std::string(data.substr(0, 32));
+  r.created = static_cast<std::int64_t>(decodeU64(data.substr(32, 8)));
+  r.last_access = static_cast<std::int64_t>(decodeU64(data.substr(40, 8)));
+  r.nar_size = decodeU64(data.substr(48, 8));
+  r.file_size = decodeU64(data.substr(56, 8));
+  for (int i = 3; i >= 0; --i) {
+    r.file_id = (r.file_id << 8) | static_cast<unsigned char>(data[64 + i]);
+  }
+  return r;
 }
 
 std::string RootRecord::encode() const {
@@ -135,12 +163,13 @@ std::optional<RootRecord> RootRecord::decode(std::string_view data) {
 }
 
 std::string FileRecord::encode() const {
-  return encodeU64(refcount) + encodeU64(size);
+  return encodeU64(refcount) + encodeU64(size) + encodeId(id);
 }
 
 std::optional<FileRecord> FileRecord::decode(std::string_view data) {
-  if (data.size() != 16) return std::nullopt;
-  return FileRecord{decodeU64(data.substr(0, 8)), decodeU64(data.substr(8, 8))};
+  if (data.size() != 16 && data.size() != 20) return std::nullopt;  // 16: schema 1, no id
+  return FileRecord{decodeU64(data.substr(0, 8)), decodeU64(data.substr(8, 8)),
+                    data.size() == 20 ? decodeId(data.substr(16, 4)) : 0};
 }
 
 std::string narFileName(const Hash& file_hash, Compression compression) {

@@ -454,13 +454,42 @@ Result<AddResult> LmdbStore::commitInTxn(lmdb::WriteTxn& txn, const NarInfo& sto
       if (auto decoded = FileRecord::decode(*f)) file = *decoded;
     } else {
       file.size = *stored.file_size;
+      addCounter(txn, t.meta, Counters::kNextFileId, 1);
+      file.id = static_cast<std::uint32_t>(counter(txn, t.meta, Counters::kNextFileId));
       addCounter(txn, t.meta, Counters::kNarFiles, 1);
       addCounter(txn, t.meta, Counters::kNarBytes, static_cast<std::int64_t>(file.size));
       txn.del(t.pending_unlink, file_name);  // used again: no longer awaiting its unlink
     }
     ++file.refcount;
     txn.put(t.files, file_name, file.encode());
-    txn.put(t.gcmeta, h, GcMetaRecord{record.created, stored.nar_size, file_name}.encode());
+    // The GC graph: the item gets the next id, the largest so far, so its gcnode and gcrefs
+    // rows are appended (MDB_APPEND: pages are filled, not split in half). All its references
+    // are valid (checked above), so each has an id.
+    const std::uint64_t next_id = counter(txn, t.meta, Counters::kNextItemId) + 1;
+    if (next_id > 0xffffffffu) {
+      return fail(ErrorCode::kResourceExhausted, "item ids exhausted (2^32 uploads)");
+    }
+    addCounter(txn, t.meta, Counters::kNextItemId, 1);
+    const std::string key = encodeId(static_cast<std::uint32_t>(next_id));
+    txn.put(t.itemid, h, key);
+    GcNodeRecord node{h, record.created, 0, stored.nar_size, file.size, file.id};
+    if (auto a = txn.get(t.atime, h)) node.last_access = static_cast<std::int64_t>(decodeU64(*a));
+    txn.put(t.gcnode, key, node.encode(), MDB_APPEND);
+    std::vector<std::uint32_t> targets;
+    for (const StorePath& ref : stored.references) {
+      if (ref.hashPart() == h) continue;
+      if (auto id = itemId(txn, ref.hashPart())) targets.push_back(*id);
+    }
+    std::sort(targets.begin(), targets.end());
+    targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
+    for (std::size_t k = 0; k < targets.size(); ++k) {
+      txn.put(t.gcrefs, key, encodeId(targets[k]), k == 0 ? MDB_APPEND : 0);
+    }
+    // Valid items that already reference it (it was marked deleted, and is back): their
+    // edges to it come back with its new id.
+    for (const std::string& r : dups(txn, t.referrers, h)) {
+      if (auto id = itemId(txn, r)) txn.put(t.gcrefs, encodeId(*id), key);
+    }
     addCounter(txn, t.meta, Counters::kItems, 1);
     addCounter(txn, t.meta, Counters::kNarSize, static_cast<std::int64_t>(stored.nar_size));
     for (const auto& d : deleted_in_closure) txn.put(t.incomplete, h, d, MDB_NODUPDATA);
@@ -759,6 +788,17 @@ Status LmdbStore::flushAccessTimes() {
         auto old = txn.get(tables_.atime, h);
         if (old && static_cast<std::int64_t>(decodeU64(*old)) >= when) continue;
         txn.put(tables_.atime, h, encodeU64(static_cast<std::uint64_t>(when)));
+        // Mirrored in the item's gcnode record (what the GC scan reads).
+        if (auto id = itemId(txn, h)) {
+          const std::string key = encodeId(*id);
+          auto node = txn.get(tables_.gcnode, key);
+          if (node && node->size() == GcNodeRecord::kSize) {
+            std::string value(*node);
+            value.replace(GcNodeRecord::kLastAccessOffset, 8,
+                          encodeU64(static_cast<std::uint64_t>(when)));
+            txn.put(tables_.gcnode, key, value);
+          }
+        }
       }
       return {};
     });
@@ -816,7 +856,16 @@ std::optional<std::uint64_t> LmdbStore::removeItemRows(lmdb::WriteTxn& txn, cons
   txn.del(t.listings, h);
   txn.del(t.incomplete, h);
   txn.del(t.atime, h);
-  txn.del(t.gcmeta, h);
+  if (auto id = itemId(txn, h)) {
+    const std::string key = encodeId(*id);
+    txn.del(t.itemid, h);
+    txn.del(t.gcnode, key);
+    txn.del(t.gcrefs, key);
+    // Valid referrers keep their references to a marked-deleted item, but not the edges.
+    for (const std::string& r : dups(txn, t.referrers, h)) {
+      if (auto rid = itemId(txn, r)) txn.delDup(t.gcrefs, encodeId(*rid), key);
+    }
+  }
   addCounter(txn, t.meta, Counters::kItems, -1);
   addCounter(txn, t.meta, Counters::kNarSize, -static_cast<std::int64_t>(info.nar_size));
   // The nar file stays on disk (clients holding the narinfo may still fetch it); once no item
@@ -878,7 +927,9 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& opti
     t.files = env.openDbi("files", 0, true);
     t.listings = env.openDbi("listings", 0, true);
     t.roots = env.openDbi("roots", 0, true);
-    t.gcmeta = env.openDbi("gcmeta", 0, true);
+    t.itemid = env.openDbi("itemid", 0, true);
+    t.gcnode = env.openDbi("gcnode", 0, true);
+    t.gcrefs = env.openDbi("gcrefs", kDupFixed, true);
     t.pending_unlink = env.openDbi("pending_unlink", 0, true);
 
     auto r = env.write<std::string>([&](lmdb::WriteTxn& txn) -> Result<std::string> {
@@ -890,14 +941,13 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& opti
         }
         txn.put(t.meta, "schema_version", std::to_string(kSchemaVersion));
         txn.put(t.meta, "store_dir", options.store_dir);
-        txn.put(t.meta, Counters::kGcMetaFeature, "1");
         return options.store_dir;
       }
       if (!version) {
         return fail(ErrorCode::kNotFound, "no store at " + options.root.string() +
                                               " (create one with `narcache store init`)");
       }
-      if (*version != std::to_string(kSchemaVersion)) {
+      if (*version != std::to_string(kSchemaVersion) && *version != "1") {  // 1: migrated
         return fail(ErrorCode::kInvalidArgument,
                     "store at " + options.root.string() + " has schema version " +
                         std::string(*version) + "; this narcache knows version " +
@@ -908,7 +958,7 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& opti
     });
     if (!r) return fail(r.error());
     store->store_dir_ = *r;
-    NARCACHE_TRY(store->migrateGcMeta());
+    NARCACHE_TRY(store->migrateToItemIds());
     for (const char* sub : {"nar", "tmp", "log"}) {
       std::filesystem::create_directories(options.root / sub, ec);
     }

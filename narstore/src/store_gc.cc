@@ -3,6 +3,7 @@
 // store_impl.h for the tables). Invariant 3 (GC is safe) is kept in deleteUnreachable: every
 // decision is re-made inside the one write transaction that deletes.
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,101 +23,19 @@ namespace {
 
 constexpr std::size_t kHashLen = kStorePathHashLength;
 
-// An index over names that come in sorted order (hash parts, nar file names: nix32 text whose
-// characters carry 5 uniformly random bits each). Each name is packed into three numbers of 12
-// characters (60 bits) each — exact for 32-character hash parts; a nar file name's tail past 36
-// characters (its extension) is folded in. The first number is uniform, so a directory of its
-// top bits points straight at the right neighbourhood of the sorted array. Nothing points into
-// the LMDB map: random reads there cost a TLB miss each (the map is large), which is what made
-// hash maps over the mapped keys slow.
-class SortedNameIndex {
- public:
-  explicit SortedNameIndex(std::size_t n) {
-    keys_.reserve(n);
-    bits_ = 1;
-    while ((std::size_t{1} << bits_) < n && bits_ < 30) ++bits_;
-  }
-  // Names must be appended in increasing order.
-  void append(std::string_view key) { keys_.push_back(pack(key)); }
-  void finish() {
-    std::size_t buckets = std::size_t{1} << bits_;
-    dir_.assign(buckets + 1, 0);
-    std::size_t i = 0;
-    for (std::size_t b = 0; b <= buckets; ++b) {
-      while (i < keys_.size() && bucketOf(keys_[i].a) < b) ++i;
-      dir_[b] = static_cast<std::uint32_t>(i);
-    }
-  }
-  static constexpr std::uint32_t kAbsent = 0xffffffffu;
-  std::optional<std::uint32_t> find(std::string_view name) const {
-    std::uint32_t out = kAbsent;
-    findBatch(&name, 1, &out);
-    if (out == kAbsent) return std::nullopt;
-    return out;
-  }
-  // Looks up n names at once (out[i] = index or kAbsent), prefetching each stage for the whole
-  // batch first so that the cache misses overlap instead of queueing.
-  void findBatch(const std::string_view* names, std::size_t n, std::uint32_t* out) const {
-    constexpr std::size_t kMax = 256;
-    Packed k[kMax];
-    std::uint32_t from[kMax];
-    for (std::size_t start = 0; start < n; start += kMax) {
-      std::size_t m = std::min(kMax, n - start);
-      for (std::size_t j = 0; j < m; ++j) {
-        k[j] = pack(names[start + j]);
-        __builtin_prefetch(&dir_[bucketOf(k[j].a)]);
-      }
-      for (std::size_t j = 0; j < m; ++j) {
-        from[j] = dir_[bucketOf(k[j].a)];
-        if (from[j] < keys_.size()) __builtin_prefetch(&keys_[from[j]]);
-      }
-      for (std::size_t j = 0; j < m; ++j) {
-        std::uint32_t found = kAbsent;
-        std::uint32_t to = dir_[bucketOf(k[j].a) + 1];
-        for (std::uint32_t i = from[j]; i < to; ++i) {
-          const Packed& p = keys_[i];
-          if (p.a == k[j].a && p.b == k[j].b && p.c == k[j].c) {
-            found = i;
-            break;
-          }
-          if (p.a > k[j].a) break;
-        }
-        out[start + j] = found;
-      }
-    }
-  }
-
- private:
-  struct Packed {
-    std::uint64_t a, b, c;
-  };
-  static Packed pack(std::string_view key) {
-    static const auto digits = [] {
-      std::array<std::uint8_t, 256> d{};
-      for (std::size_t i = 0; i < kNix32Alphabet.size(); ++i) {
-        d[static_cast<unsigned char>(kNix32Alphabet[i])] = static_cast<std::uint8_t>(i);
-      }
-      return d;
-    }();
-    auto part = [&](std::size_t from) {
-      std::uint64_t v = 0;
-      for (std::size_t i = from; i < from + 12; ++i) {
-        v = (v << 5) | (i < key.size() ? digits[static_cast<unsigned char>(key[i])] : 0);
-      }
-      return v;
-    };
-    Packed p{part(0), part(12), part(24)};
-    for (std::size_t i = 36; i < key.size(); ++i) {
-      p.c = (p.c * 131) ^ static_cast<unsigned char>(key[i]);
-    }
-    return p;
-  }
-  std::size_t bucketOf(std::uint64_t a) const { return a >> (60 - bits_); }
-
-  std::vector<Packed> keys_;
-  std::vector<std::uint32_t> dir_;
-  int bits_ = 1;
-};
+// Drops this process's page-table entries for the whole LMDB map: MADV_DONTNEED on a shared
+// file mapping unmaps the pages from the process only (they stay in the page cache, and a later
+// access by any thread maps them again). The graph scan calls it every kReleaseEvery records.
+// Why: with every page faulted in, the kernel maps up to 15 page-cached neighbours too
+// ("fault-around", 64 KiB), and the gc tables' pages sit between narinfo pages all over the
+// file, so a scan that reads ~100 MiB of records would otherwise leave most of the file mapped
+// in the process (resident set ~ file size).
+void releaseMappedPages(const lmdb::Txn& txn) {
+  MDB_envinfo info;
+  if (mdb_env_info(mdb_txn_env(txn.handle()), &info) != 0 || info.me_mapaddr == nullptr) return;
+  ::madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
+}
+constexpr std::size_t kReleaseEvery = 1 << 16;  // gcnode records (~5 MiB) or gcrefs keys
 
 Status validateRootName(std::string_view name) {
   bool ok = !name.empty() && name.size() <= 200;
@@ -149,38 +68,132 @@ std::string_view urlFileName(std::string_view narinfo) {
 }  // namespace
 
 std::optional<std::uint32_t> StoreGraph::find(std::string_view hash_part) const {
-  std::size_t lo = 0;
-  std::size_t hi = size();
-  while (lo < hi) {
-    std::size_t mid = lo + (hi - lo) / 2;
-    int c = hashPart(mid).compare(hash_part);
-    if (c == 0) return static_cast<std::uint32_t>(mid);
-    if (c < 0) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return std::nullopt;
+  return findAll({hash_part}).front();
 }
 
-Status LmdbStore::migrateGcMeta() {
+std::vector<std::optional<std::uint32_t>> StoreGraph::findAll(
+    const std::vector<std::string_view>& hash_parts) const {
+  std::vector<std::optional<std::uint32_t>> out(hash_parts.size());
+  std::unordered_map<std::string_view, std::vector<std::size_t>> wanted;
+  for (std::size_t k = 0; k < hash_parts.size(); ++k) wanted[hash_parts[k]].push_back(k);
+  for (std::size_t i = 0; i < size() && !wanted.empty(); ++i) {
+    auto it = wanted.find(hashPart(i));
+    if (it == wanted.end()) continue;
+    for (std::size_t k : it->second) out[k] = static_cast<std::uint32_t>(i);
+    wanted.erase(it);
+  }
+  return out;
+}
+
+std::optional<std::uint32_t> LmdbStore::itemId(const lmdb::Txn& txn,
+                                               std::string_view hash_part) const {
+  auto v = txn.get(tables_.itemid, hash_part);
+  if (!v || v->size() != 4) return std::nullopt;
+  return decodeId(*v);
+}
+
+Status LmdbStore::migrateToItemIds() {
   const Tables& t = tables_;
   {
     lmdb::ReadTxn txn = env_->beginRead();
-    if (txn.has(t.meta, Counters::kGcMetaFeature)) return {};
+    auto version = txn.get(t.meta, "schema_version");
+    if (!version || *version != "1") return {};
   }
   return env_->write<void>([&](lmdb::WriteTxn& txn) -> Status {
-    if (txn.has(t.meta, Counters::kGcMetaFeature)) return {};
-    lmdb::Cursor cursor(txn, t.items);
-    for (auto e = cursor.first(); e; e = cursor.next()) {
-      auto record = ItemRecord::decode(e->second);
-      if (!record) continue;  // verify reports it
-      GcMetaRecord meta{record->created, record->nar_size,
-                        std::string(urlFileName(record->narinfo))};
-      txn.put(t.gcmeta, e->first, meta.encode());
+    auto version = txn.get(t.meta, "schema_version");
+    if (!version || *version != "1") return {};
+    // 1. File ids, in name order.
+    std::vector<std::pair<std::string, FileRecord>> files;
+    {
+      lmdb::Cursor cursor(txn, t.files);
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        files.emplace_back(std::string(e->first),
+                           FileRecord::decode(e->second).value_or(FileRecord{}));
+      }
     }
-    txn.put(t.meta, Counters::kGcMetaFeature, "1");
+    std::uint32_t file_id = 0;
+    for (auto& [name, file] : files) {
+      file.id = ++file_id;
+      txn.put(t.files, name, file.encode());
+    }
+    auto fileOf = [&](std::string_view name) -> const FileRecord* {
+      auto it = std::lower_bound(files.begin(), files.end(), name,
+                                 [](const auto& f, std::string_view n) { return f.first < n; });
+      return it != files.end() && it->first == name ? &it->second : nullptr;
+    };
+    // 2. Item ids in hash order (so an id is its hash part's rank in `hashes`, plus one) and
+    // their gcnode records, from the item records, the files and the access times.
+    std::string hashes;
+    std::uint32_t item_id = 0;
+    {
+      lmdb::Cursor cursor(txn, t.items);
+      for (auto e = cursor.first(); e; e = cursor.next()) {
+        auto record = ItemRecord::decode(e->second);
+        if (!record || e->first.size() != kHashLen) continue;  // verify reports it
+        const FileRecord* file = fileOf(urlFileName(record->narinfo));
+        GcNodeRecord node{std::string(e->first), record->created, 0, record->nar_size,
+                          file != nullptr ? file->size : 0, file != nullptr ? file->id : 0};
+        if (auto a = txn.get(t.atime, e->first)) {
+          node.last_access = static_cast<std::int64_t>(decodeU64(*a));
+        }
+        const std::string key = encodeId(++item_id);
+        hashes.append(e->first);
+        txn.put(t.itemid, e->first, key);
+        txn.put(t.gcnode, key, node.encode(), MDB_APPEND);
+      }
+    }
+    auto idOf = [&](std::string_view h) -> std::uint32_t {
+      std::size_t lo = 0;
+      std::size_t hi = hashes.size() / kHashLen;
+      while (lo < hi) {
+        std::size_t mid = lo + (hi - lo) / 2;
+        int c = std::string_view(hashes).substr(mid * kHashLen, kHashLen).compare(h);
+        if (c == 0) return static_cast<std::uint32_t>(mid + 1);
+        if (c < 0) {
+          lo = mid + 1;
+        } else {
+          hi = mid;
+        }
+      }
+      return 0;
+    };
+    // 3. gcrefs from refs (in source hash order, so in id order: appended).
+    {
+      std::vector<std::uint32_t> targets;
+      std::uint32_t source = 0;
+      auto flush = [&] {
+        std::sort(targets.begin(), targets.end());
+        for (std::size_t k = 0; k < targets.size(); ++k) {
+          txn.put(t.gcrefs, encodeId(source), encodeId(targets[k]), k == 0 ? MDB_APPEND : 0);
+        }
+        targets.clear();
+      };
+      lmdb::Cursor cursor(txn, t.refs);
+      for (auto e = cursor.first(); e; e = cursor.nextNoDup()) {
+        flush();
+        source = idOf(e->first);
+        if (source == 0) continue;  // refs of an invalid item: verify reports them
+        for (auto m = cursor.getMultiple(); m; m = cursor.nextMultiple()) {
+          std::string_view values = m->second.empty() ? e->second : m->second;
+          for (std::size_t k = 0; k + kHashLen <= values.size(); k += kHashLen) {
+            if (std::uint32_t target = idOf(values.substr(k, kHashLen))) {
+              targets.push_back(target);
+            }
+          }
+        }
+      }
+      flush();
+    }
+    // 4. The schema-1 table goes; the counters and the version.
+    MDB_dbi gcmeta = 0;
+    if (mdb_dbi_open(txn.handle(), "gcmeta", 0, &gcmeta) == 0) {
+      int rc = mdb_drop(txn.handle(), gcmeta, 1);
+      if (rc != 0) return fail(ErrorCode::kInternal, std::string("mdb_drop: ") + mdb_strerror(rc));
+    }
+    txn.del(t.meta, "feature:gcmeta");
+    txn.put(t.meta, Counters::kNextItemId, encodeU64(item_id));
+    txn.put(t.meta, Counters::kNextFileId, encodeU64(file_id));
+    txn.put(t.meta, "schema_version", std::to_string(kSchemaVersion));
     return {};
   });
 }
@@ -271,100 +284,83 @@ Result<StoreGraph> LmdbStore::scanGraph() const {
     g.scanned_at = clock_();
     g.roots_generation = counter(txn, t.meta, Counters::kRootsGeneration);
 
-    // Nar files, in name order; names stay views into the map until the snapshot ends.
-    const std::uint64_t n_files = txn.count(t.files);
-    SortedNameIndex file_index(n_files);
-    g.file_size.reserve(n_files);
-    g.file_refcount.reserve(n_files);
-    {
-      lmdb::Cursor cursor(txn, t.files);
-      for (auto e = cursor.first(); e; e = cursor.next()) {
-        FileRecord f = FileRecord::decode(e->second).value_or(FileRecord{});
-        file_index.append(e->first);
-        g.file_size.push_back(f.size);
-        g.file_refcount.push_back(static_cast<std::uint32_t>(f.refcount));
-      }
-      file_index.finish();
+    // Items (gcnode), in id order. Ids are never reused, so they may be sparse: index_of maps
+    // an id to its item index (4 bytes per id ever handed out).
+    const std::uint64_t max_id = counter(txn, t.meta, Counters::kNextItemId);
+    const std::uint64_t n = txn.count(t.gcnode);
+    if (n >= 0xffffffffu || max_id >= 0xffffffffu) {
+      return fail(ErrorCode::kResourceExhausted, "too many items to scan");
     }
-
-    // Items (the compact gcmeta table), in hash order.
-    const std::uint64_t n = txn.count(t.gcmeta);
-    if (n >= 0xffffffffu) return fail(ErrorCode::kResourceExhausted, "too many items to scan");
+    constexpr std::uint32_t kAbsent = 0xffffffffu;
+    std::vector<std::uint32_t> index_of(max_id + 1, kAbsent);
     g.hashes.reserve(n * kHashLen);
     g.created.reserve(n);
+    g.last_access.reserve(n);
     g.nar_size.reserve(n);
-    SortedNameIndex item_index(n);             // hash part -> item index
-    std::vector<std::string_view> file_names;  // per item, views into the map (this snapshot)
-    file_names.reserve(n);
+    g.file.reserve(n);
+    // Nar files by id, numbered in order of first use.
+    const std::uint64_t max_file_id = counter(txn, t.meta, Counters::kNextFileId);
+    std::vector<std::uint32_t> file_index(max_file_id + 1, kAbsent);
     {
-      lmdb::Cursor cursor(txn, t.gcmeta);
+      lmdb::Cursor cursor(txn, t.gcnode);
       for (auto e = cursor.first(); e; e = cursor.next()) {
-        if (e->first.size() != kHashLen || e->second.size() < 16) {
-          return fail(ErrorCode::kCorruption,
-                      "gcmeta record of " + std::string(e->first) + " is malformed");
+        const std::uint32_t id = decodeId(e->first);
+        std::string_view v = e->second;
+        if (id == 0 || id > max_id || v.size() != GcNodeRecord::kSize) {
+          return fail(ErrorCode::kCorruption, "gcnode record " + std::to_string(id) +
+                                                  " is malformed (run narcache verify)");
         }
-        item_index.append(e->first);
-        g.hashes.append(e->first);
-        g.created.push_back(static_cast<std::int64_t>(decodeU64(e->second.substr(0, 8))));
-        g.nar_size.push_back(decodeU64(e->second.substr(8, 8)));
-        file_names.push_back(e->second.substr(16));
+        if (g.created.size() % kReleaseEvery == kReleaseEvery - 1) releaseMappedPages(txn);
+        index_of[id] = static_cast<std::uint32_t>(g.created.size());
+        g.hashes.append(v.substr(0, kHashLen));
+        g.created.push_back(static_cast<std::int64_t>(decodeU64(v.substr(32, 8))));
+        g.last_access.push_back(static_cast<std::int64_t>(decodeU64(v.substr(40, 8))));
+        g.nar_size.push_back(decodeU64(v.substr(48, 8)));
+        std::uint32_t file_id = 0;
+        for (int i = 3; i >= 0; --i) {
+          file_id = (file_id << 8) | static_cast<unsigned char>(v[64 + i]);
+        }
+        if (file_id > max_file_id) file_id = 0;
+        std::uint32_t& f = file_index[file_id];
+        if (f == kAbsent) {
+          f = static_cast<std::uint32_t>(g.file_size.size());
+          g.file_size.push_back(decodeU64(v.substr(56, 8)));
+          g.file_refcount.push_back(0);
+        }
+        ++g.file_refcount[f];
+        g.file.push_back(f);
       }
     }
-    item_index.finish();
     const std::size_t count = g.created.size();
-    g.file.resize(count);
-    file_index.findBatch(file_names.data(), count, g.file.data());
-    std::vector<std::string_view>().swap(file_names);
-    g.last_access.assign(count, 0);
+    // References (gcrefs), in source id order, i.e. item order: the CSR arrays are filled as
+    // they come, a page of a key's duplicates at a time. A target without an index cannot
+    // occur (edges to an item go with it) and is skipped.
+    g.ref_offsets.assign(count + 1, 0);
     {
-      // Both tables are in hash order: merge.
-      lmdb::Cursor cursor(txn, t.atime);
-      std::size_t i = 0;
-      for (auto e = cursor.first(); e && i < count; e = cursor.next()) {
-        while (i < count && g.hashPart(i) < e->first) ++i;
-        if (i < count && g.hashPart(i) == e->first) {
-          g.last_access[i] = static_cast<std::int64_t>(decodeU64(e->second));
-        }
-      }
-    }
-    // References: the refs table is in (source hash, target hash) order, so sources merge
-    // with the items; targets are looked up (a deleted target has no index: no edge).
-    // Pass 1: (source index, target view) for every entry; pass 2: targets looked up in
-    // batches (an unknown target — a deleted item — is no edge); then the CSR offsets.
-    std::vector<std::uint32_t> sources;
-    std::vector<std::string_view> targets;
-    {
-      const std::uint64_t n_refs = txn.count(t.refs);
-      sources.reserve(n_refs);
-      targets.reserve(n_refs);
-      lmdb::Cursor cursor(txn, t.refs);
-      std::size_t i = 0;
-      // One key at a time, its values a page at a time (the table is DUPFIXED, 32 bytes).
+      lmdb::Cursor cursor(txn, t.gcrefs);
+      g.ref_targets.reserve(txn.count(t.gcrefs));
+      std::size_t keys = 0;
       for (auto e = cursor.first(); e; e = cursor.nextNoDup()) {
-        std::string_view source = e->first;
-        while (i < count && g.hashPart(i) < source) ++i;
-        if (i >= count || g.hashPart(i) != source) continue;
+        if (++keys % kReleaseEvery == 0) releaseMappedPages(txn);
+        const std::uint32_t source_id = decodeId(e->first);
+        if (source_id > max_id || index_of[source_id] == kAbsent) continue;
+        const std::uint32_t source = index_of[source_id];
         for (auto m = cursor.getMultiple(); m; m = cursor.nextMultiple()) {
-          // A key with one value has no duplicate page: LMDB then returns no data.
           std::string_view values = m->second.empty() ? e->second : m->second;
-          for (std::size_t k = 0; k + kHashLen <= values.size(); k += kHashLen) {
-            sources.push_back(static_cast<std::uint32_t>(i));
-            targets.push_back(values.substr(k, kHashLen));
+          const auto* p = reinterpret_cast<const unsigned char*>(values.data());
+          for (std::size_t k = 0; k + 4 <= values.size(); k += 4) {
+            std::uint32_t target = (std::uint32_t{p[k]} << 24) | (std::uint32_t{p[k + 1]} << 16) |
+                                   (std::uint32_t{p[k + 2]} << 8) | std::uint32_t{p[k + 3]};
+            if (target <= max_id && index_of[target] != kAbsent) {
+              g.ref_targets.push_back(index_of[target]);
+            }
           }
         }
+        g.ref_offsets[source + 1] = g.ref_targets.size();
       }
-    }
-    std::vector<std::uint32_t> found(targets.size());
-    item_index.findBatch(targets.data(), targets.size(), found.data());
-    std::vector<std::string_view>().swap(targets);
-    g.ref_offsets.assign(count + 1, 0);
-    for (std::size_t k = 0; k < found.size(); ++k) {
-      if (found[k] != SortedNameIndex::kAbsent) ++g.ref_offsets[sources[k] + 1];
-    }
-    for (std::size_t v = 0; v < count; ++v) g.ref_offsets[v + 1] += g.ref_offsets[v];
-    g.ref_targets.reserve(g.ref_offsets[count]);
-    for (std::size_t k = 0; k < found.size(); ++k) {
-      if (found[k] != SortedNameIndex::kAbsent) g.ref_targets.push_back(found[k]);
+      for (std::size_t v = 0; v < count; ++v) {
+        g.ref_offsets[v + 1] = std::max(g.ref_offsets[v + 1], g.ref_offsets[v]);
+      }
     }
 
     {
@@ -379,6 +375,7 @@ Result<StoreGraph> LmdbStore::scanGraph() const {
         g.roots.push_back(std::move(root));
       }
     }
+    releaseMappedPages(txn);
     return g;
   });
 }
@@ -417,11 +414,12 @@ Result<GcBatchResult> LmdbStore::deleteUnreachable(const std::vector<GcCandidate
       std::unordered_map<std::string_view, std::size_t> index;
       cands.reserve(batch.size());
       for (const GcCandidate& c : batch) {
-        auto meta_value = txn.get(t.gcmeta, c.hash_part);
+        auto id = itemId(txn, c.hash_part);
         auto rec = txn.get(t.items, c.hash_part);
-        if (!rec || !meta_value) continue;  // gone already
-        auto meta = GcMetaRecord::decode(*meta_value);
-        bool keep = !meta || meta->created != c.created;  // re-added since the scan
+        if (!rec || !id) continue;  // gone already
+        auto node_value = txn.get(t.gcnode, encodeId(*id));
+        auto node = node_value ? GcNodeRecord::decode(*node_value) : std::nullopt;
+        bool keep = !node || node->created != c.created;  // re-added since the scan
         if (auto a = txn.get(t.atime, c.hash_part)) {
           keep = keep || static_cast<std::int64_t>(decodeU64(*a)) > c.last_access;
         }

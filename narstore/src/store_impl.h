@@ -11,16 +11,23 @@
 //   tombstones  hash part -> TombstoneRecord
 //   incomplete  hash part -> hash parts of deleted items in its closure (dupsort, fixed 32);
 //               present exactly for valid items whose closure holds a deleted item
-//   files       nar file name -> FileRecord (refcount, size): how many valid items use it
+//   files       nar file name -> FileRecord (refcount, size, file id): how many valid items use
+//               it; the id (from meta "gc:next_file_id") names the file in gcnode
 //   listings    hash part -> .ls JSON
 //   roots       name -> RootRecord (GC roots: paths and optional expiry)
-//   gcmeta      hash part -> GcMetaRecord (created, NarSize, nar file name): exactly the valid
-//               items; a compact copy of what the GC graph scan needs, so that planning never
-//               reads narinfo texts
+//   itemid      hash part -> item id (4 bytes, big-endian): exactly the valid items. Ids come
+//               from meta "gc:next_item_id" and are never reused (a re-upload gets a new one)
+//   gcnode      item id -> GcNodeRecord (hash part, created, last access, NarSize, nar file
+//               size and id; fixed 68 bytes): exactly the valid items, in upload order
+//   gcrefs      item id -> ids of the valid items it references (dupsort, fixed 4 bytes; no
+//               self-refs); the refs table restricted to valid targets, as numbers
+//               gcnode and gcrefs are everything the GC graph scan reads besides roots: a few
+//               dozen bytes per item and 4 per reference, never a narinfo or a hash lookup
 //   pending_unlink  nar file name -> i64 time it lost its last user; exactly the names absent
 //               from `files` that await unlinking (cancelled by a new upload or commit)
-//   meta "gc:roots_generation" counts addRoot calls (plans made before a new root are stale);
-//   meta "feature:gcmeta" is set once gcmeta was filled (older stores are migrated at open)
+//   meta "gc:roots_generation" counts addRoot calls (plans made before a new root are stale)
+// Schema versions: 1 had a hash-keyed "gcmeta" table instead of itemid/gcnode/gcrefs and file
+// records without ids; openStore migrates a version-1 store in one write transaction.
 // Every invariant between the tables is kept inside the one write transaction that changes
 // them; verify.cc recomputes all of them from items.
 
@@ -39,7 +46,7 @@
 
 namespace narcache::narstore {
 
-inline constexpr std::uint64_t kSchemaVersion = 1;
+inline constexpr std::uint64_t kSchemaVersion = 2;
 
 struct ItemRecord {
   std::int64_t created = 0;
@@ -61,13 +68,21 @@ struct TombstoneRecord {
   static std::optional<TombstoneRecord> decode(std::string_view data);
 };
 
-struct GcMetaRecord {
+// The GC graph's view of one valid item (gcnode value). Fixed layout, little-endian:
+// hash part [0,32), created [32,40), last access [40,48) (0: never; mirrors atime), NarSize
+// [48,56), nar file size [56,64), nar file id [64,68).
+struct GcNodeRecord {
+  static constexpr std::size_t kSize = 68;
+  static constexpr std::size_t kLastAccessOffset = 40;
+  std::string hash_part;
   std::int64_t created = 0;
+  std::int64_t last_access = 0;
   std::uint64_t nar_size = 0;
-  std::string file_name;
+  std::uint64_t file_size = 0;
+  std::uint32_t file_id = 0;
 
   std::string encode() const;
-  static std::optional<GcMetaRecord> decode(std::string_view data);
+  static std::optional<GcNodeRecord> decode(std::string_view data);
 };
 
 struct RootRecord {
@@ -82,6 +97,7 @@ struct RootRecord {
 struct FileRecord {
   std::uint64_t refcount = 0;
   std::uint64_t size = 0;
+  std::uint32_t id = 0;  // 0 only in schema-1 records (16 bytes, without the id)
 
   std::string encode() const;
   static std::optional<FileRecord> decode(std::string_view data);
@@ -89,6 +105,9 @@ struct FileRecord {
 
 std::string encodeU64(std::uint64_t v);
 std::uint64_t decodeU64(std::string_view data);  // 0 when malformed
+// Item and file ids: 4 bytes big-endian, so that LMDB's byte order is numeric order.
+std::string encodeId(std::uint32_t id);
+std::uint32_t decodeId(std::string_view data);  // 0 when malformed
 
 // "<52 nix32 chars>.nar<ext>": the only nar file names accepted anywhere.
 struct NarFileName {
@@ -117,7 +136,8 @@ struct Counters {
   static constexpr std::string_view kNarBytes = "count:nar_bytes";
   static constexpr std::string_view kNarSize = "count:nar_size";
   static constexpr std::string_view kRootsGeneration = "gc:roots_generation";
-  static constexpr std::string_view kGcMetaFeature = "feature:gcmeta";
+  static constexpr std::string_view kNextItemId = "gc:next_item_id";  // last id handed out
+  static constexpr std::string_view kNextFileId = "gc:next_file_id";
 };
 
 // --- Helpers shared by the store's source files -----------------------------------------
@@ -147,7 +167,7 @@ class LmdbStore final : public Store {
  public:
   struct Tables {
     lmdb::Dbi meta, items, refs, referrers, atime, tombstones, incomplete, files, listings, roots,
-        gcmeta, pending_unlink;
+        itemid, gcnode, gcrefs, pending_unlink;
   };
 
   static Result<std::unique_ptr<LmdbStore>> openStore(const StoreOptions& options, bool create);
@@ -214,7 +234,11 @@ class LmdbStore final : public Store {
   Result<TmpFile> writeTmp(Source& body) const;
   // Links tmp into nar/<name> (no replace); returns whether this call created it.
   Result<bool> installNarFile(const TmpFile& tmp, const std::string& name);
-  Status migrateGcMeta();  // fills gcmeta for stores made before it existed
+  // Schema 1 -> 2 in one write transaction: item and file ids, gcnode and gcrefs from items,
+  // refs, atime and files; drops gcmeta. A no-op for a version-2 store.
+  Status migrateToItemIds();
+  // The id of a valid item (itemid), or nullopt.
+  std::optional<std::uint32_t> itemId(const lmdb::Txn& txn, std::string_view hash_part) const;
   Result<AddResult> commitItem(const NarInfo& stored, const ItemRecord& record,
                                const std::string& listing, const std::string& file_name);
   // The body of commitItem inside a given write transaction (check_file: stat the nar file).
@@ -222,7 +246,7 @@ class LmdbStore final : public Store {
                                 const ItemRecord& record, const std::string& listing,
                                 const std::string& file_name, bool check_file);
   // Removes a valid item's rows (items, refs, referrers entries, listing, incomplete, atime,
-  // gcmeta), its counters and one use of its nar file (pending_unlink when it was the last).
+  // itemid, gcnode, gcrefs, and its valid referrers' gcrefs edges to it), its counters and one use of its nar file (pending_unlink when it was the last).
   // Returns the size of its nar file when that lost its last user (nullopt: still used).
   std::optional<std::uint64_t> removeItemRows(lmdb::WriteTxn& txn, const std::string& h,
                                               const NarInfo& info);

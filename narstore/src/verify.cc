@@ -230,6 +230,8 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
       job.items.push_back(h);
     }
     std::uint64_t nar_bytes = 0;
+    std::unordered_map<std::string, FileRecord> file_records;
+    std::unordered_set<std::uint32_t> file_ids;
     {
       lmdb::Cursor cursor(txn, t.files);
       for (auto e = cursor.first(); e; e = cursor.next()) {
@@ -241,6 +243,10 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
           continue;
         }
         nar_bytes += rec->size;
+        if (rec->id == 0 || !file_ids.insert(rec->id).second) {
+          problem("nar/" + name, "file id " + std::to_string(rec->id) + " is not unique");
+        }
+        file_records.emplace(name, *rec);
         if (rec->refcount != refcount[name]) {
           problem("nar/" + name, "refcount is " + std::to_string(rec->refcount) + ", " +
                                      std::to_string(refcount[name]) + " items use it");
@@ -260,27 +266,77 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
         }
       }
     }
-    // The compact GC table mirrors the items exactly.
+    // The GC graph mirrors the items exactly: itemid (one distinct id per valid item), gcnode
+    // (hash part, created, last access, NarSize, nar file size and id) and gcrefs (the
+    // references to valid items, as ids).
     {
-      lmdb::Cursor cursor(txn, t.gcmeta);
-      std::size_t seen = 0;
+      std::unordered_map<std::string, std::uint32_t> ids;
+      std::unordered_map<std::uint32_t, std::string> hash_of;
+      const std::uint64_t max_id = counter(txn, t.meta, Counters::kNextItemId);
+      lmdb::Cursor cursor(txn, t.itemid);
       for (auto e = cursor.first(); e; e = cursor.next()) {
-        auto it = items.find(std::string(e->first));
-        if (it == items.end()) {
-          problem(std::string(e->first), "gcmeta entry for an item that is not valid");
+        std::string h(e->first);
+        std::uint32_t id = decodeId(e->second);
+        if (items.count(h) == 0) {
+          problem(h, "item id entry for an item that is not valid");
+          continue;
+        }
+        if (id == 0 || id > max_id || !hash_of.emplace(id, h).second) {
+          problem(items[h].base_name, "item id " + std::to_string(id) + " is not unique");
+          continue;
+        }
+        ids.emplace(h, id);
+      }
+      for (const auto& [h, f] : items) {
+        if (ids.count(h) == 0) problem(f.base_name, "has no item id");
+      }
+      lmdb::Cursor nodes(txn, t.gcnode);
+      std::size_t seen = 0;
+      for (auto e = nodes.first(); e; e = nodes.next()) {
+        const std::uint32_t id = decodeId(e->first);
+        auto it = hash_of.find(id);
+        if (it == hash_of.end()) {
+          problem("gcnode " + std::to_string(id), "record of an id that is no valid item");
           continue;
         }
         ++seen;
-        auto m = GcMetaRecord::decode(e->second);
-        if (!m || m->created != it->second.created || m->nar_size != it->second.nar_size ||
-            m->file_name != it->second.file_name) {
-          problem(it->second.base_name, "gcmeta entry disagrees with the item");
+        const ItemFacts& f = items.at(it->second);
+        auto node = GcNodeRecord::decode(e->second);
+        auto file = file_records.find(f.file_name);
+        auto a = txn.get(t.atime, it->second);
+        std::int64_t last_access = a ? static_cast<std::int64_t>(decodeU64(*a)) : 0;
+        if (!node || node->hash_part != it->second || node->created != f.created ||
+            node->nar_size != f.nar_size || node->last_access != last_access ||
+            file == file_records.end() || node->file_size != file->second.size ||
+            node->file_id != file->second.id) {
+          problem(f.base_name, "gcnode record disagrees with the item");
         }
       }
-      if (seen != items.size()) {
-        for (const auto& [h, f] : items) {
-          if (!txn.has(t.gcmeta, h)) problem(f.base_name, "has no gcmeta entry");
+      if (seen != hash_of.size()) {
+        for (const auto& [id, h] : hash_of) {
+          if (!txn.has(t.gcnode, encodeId(id))) problem(items.at(h).base_name, "has no gcnode");
         }
+      }
+      std::map<std::uint32_t, std::set<std::uint32_t>> edges;
+      lmdb::Cursor refs(txn, t.gcrefs);
+      for (auto e = refs.first(); e; e = refs.next()) {
+        edges[decodeId(e->first)].insert(decodeId(e->second));
+      }
+      for (const auto& [h, f] : items) {
+        auto id = ids.find(h);
+        if (id == ids.end()) continue;
+        std::set<std::uint32_t> want;
+        for (const auto& r : f.refs) {
+          if (auto target = ids.find(r); target != ids.end()) want.insert(target->second);
+        }
+        auto have = edges.find(id->second);
+        if (want != (have == edges.end() ? std::set<std::uint32_t>{} : have->second)) {
+          problem(f.base_name, "gcrefs edges disagree with its references");
+        }
+        if (have != edges.end()) edges.erase(have);
+      }
+      for (const auto& [id, unused] : edges) {
+        problem("gcrefs " + std::to_string(id), "edges of an id that is no valid item");
       }
     }
     // Files awaiting their unlink are used by no item.

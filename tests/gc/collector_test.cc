@@ -322,7 +322,7 @@ TEST(CollectTest, MaxSizeOnARealStore) {
   f.expectConsistent();
 }
 
-TEST(StoreMigrationTest, ReopenedStoreKeepsGcMeta) {
+TEST(StoreReopenTest, ReopenedStoreKeepsItsGraph) {
   test::TempDir dir;
   {
     auto store = initStore(dir / "s");

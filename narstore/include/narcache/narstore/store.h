@@ -108,8 +108,9 @@ struct Root {
 };
 
 // A compact snapshot of the reference graph and what GC needs per item, read in one read
-// transaction (Store::scanGraph). Items are numbered 0..size()-1 in hash order; nar files
-// 0..files()-1 in name order. References are in CSR form: item i references
+// transaction (Store::scanGraph). Items are numbered 0..size()-1 in upload order (the store's
+// item ids); nar files 0..file_size.size()-1 in order of first use. References are in CSR
+// form: item i references
 // ref_targets[ref_offsets[i] .. ref_offsets[i+1]) (indices; self-references excluded).
 struct StoreGraph {
   std::int64_t scanned_at = 0;             // the store's clock when the snapshot was taken
@@ -129,8 +130,11 @@ struct StoreGraph {
   std::string_view hashPart(std::size_t i) const {
     return std::string_view(hashes).substr(32 * i, 32);
   }
-  // Index of an item by hash part (binary search), or nullopt.
+  // Index of an item by hash part, or nullopt: one pass over all items (O(size())).
   std::optional<std::uint32_t> find(std::string_view hash_part) const;
+  // The indices of many items at once (nullopt: not an item), in one pass over all items.
+  std::vector<std::optional<std::uint32_t>> findAll(
+      const std::vector<std::string_view>& hash_parts) const;
 };
 
 // One item the collector wants to delete, as the plan saw it.
