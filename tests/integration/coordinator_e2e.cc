@@ -71,7 +71,7 @@ void CoordinatorE2E::startCoordinator(const std::vector<std::string>& extra) {
                                    "--listen",
                                    listen,
                                    "--lease",
-                                   "3s",
+                                   lease_,
                                    "--retry-backoff",
                                    "1s"};
   argv.insert(argv.end(), extra.begin(), extra.end());
@@ -126,13 +126,27 @@ BackgroundProcess& CoordinatorE2E::startAgent(const std::string& name, int max_p
   fs::path secret = addAgent(name);
   auto& slot = agents_[name];
   if (slot) slot->stop(SIGKILL);
-  slot = std::make_unique<BackgroundProcess>(std::vector<std::string>{
-      NARCACHE_BIN, "agent", "--coordinator",
-      coordinator_url.empty() ? coordinatorUrl() : coordinator_url, "--name", name, "--secret-file",
-      secret.string(), "--cache", cache_url.empty() ? server_->url() : cache_url,
-      "--upload-token-file", (tmp_ / "token").string(), "--work-dir",
-      (tmp_ / ("agent-" + name)).string(), "--max-parallel", std::to_string(max_parallel),
-      "--trusted-key", public_key_});
+  slot = std::make_unique<BackgroundProcess>(
+      std::vector<std::string>{NARCACHE_BIN,
+                               "agent",
+                               "--coordinator",
+                               coordinator_url.empty() ? coordinatorUrl() : coordinator_url,
+                               "--name",
+                               name,
+                               "--secret-file",
+                               secret.string(),
+                               "--cache",
+                               cache_url.empty() ? server_->url() : cache_url,
+                               "--upload-token-file",
+                               (tmp_ / "token").string(),
+                               "--work-dir",
+                               (tmp_ / ("agent-" + name)).string(),
+                               "--max-parallel",
+                               std::to_string(max_parallel),
+                               "--trusted-key",
+                               public_key_,
+                               "--store-root",
+                               separate_stores_ ? (tmp_ / ("root-" + name)).string() : "/"});
   return *slot;
 }
 

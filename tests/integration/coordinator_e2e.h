@@ -62,7 +62,10 @@ class CoordinatorE2E : public ::testing::Test {
   std::string describeBuilds();
   std::string agentLogs() const;
 
-  std::vector<std::string> coordinatorArgs_;
+  std::string lease_ = "3s";  // --lease of the coordinator
+  // Each agent gets its own physical store (--store-root <tmp>/root-<name>; the builder runs in
+  // a mount namespace, which needs root), so that every input is substituted from the cache.
+  bool separate_stores_ = false;
   TempDir tmp_;
   std::string store_dir_;
   std::string public_key_;

@@ -10,6 +10,7 @@
 //   * a failing hook command does not stop another hook, and no event is lost across a
 //     coordinator killed and restarted.
 #include <signal.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <set>
@@ -25,6 +26,7 @@ using coordinator::BuildState;
 using nlohmann::json;
 
 TEST_F(CoordinatorE2E, DagOfFiftyWithFlakyBuildsThreeAgentsAndNixFetchesTheClosure) {
+  separate_stores_ = ::geteuid() == 0;  // inputs come from the cache, not a shared store dir
   startCoordinator();
   // 5 layers of 10; node i of layer k refers to nodes i and i+1 of layer k-1 (so every node
   // is in the closure of the top, which refers to all of layer 4). Every 7th node fails on its

@@ -1,0 +1,106 @@
+// Agents behind fault-injecting proxies (tests/support/fault_proxy.h), one in front of the
+// coordinator and one in front of the cache: dropped connections before and after the request
+// was forwarded, delays, truncated answers. Every build still succeeds, the store verifies
+// clean, and every output is there exactly once, as the builder made it.
+#include <signal.h>
+#include <unistd.h>
+
+#include <set>
+
+#include "coordinator_e2e.cc"  // NOLINT: shared fixture, one executable per *_test.cc
+#include "support/fault_proxy.h"
+
+namespace narcache::test {
+namespace {
+
+namespace fs = std::filesystem;
+using coordinator::BuildState;
+
+TEST_F(CoordinatorE2E, BuildsFinishThroughFaultyProxiesAndNothingIsCorrupted) {
+  lease_ = "5s";
+  separate_stores_ = ::geteuid() == 0;  // else the agents share the store dir (fewer downloads)
+  startCoordinator();
+  FaultOptions to_coordinator;
+  to_coordinator.target_port = coordinator_port_;
+  to_coordinator.seed = 42;
+  to_coordinator.drop_before = 0.08;
+  to_coordinator.drop_after = 0.08;
+  to_coordinator.truncate = 0.08;
+  to_coordinator.delay = 0.15;
+  to_coordinator.max_faults = 120;
+  FaultProxy coordinator_proxy(to_coordinator);
+  FaultOptions to_cache = to_coordinator;
+  to_cache.target_port = server_->port();
+  to_cache.seed = 7;
+  to_cache.drop_before = 0.12;  // higher: the engine keeps its cache connections alive
+  to_cache.drop_after = 0.12;
+  to_cache.truncate = 0.12;
+  to_cache.delay = 0.1;
+  to_cache.max_faults = 80;
+  FaultProxy cache_proxy(to_cache);
+
+  // 4 layers of 5, each node referring to two of the layer below; outputs of a few KiB so
+  // that truncation can cut nars in the middle.
+  std::vector<std::vector<fs::path>> layers(4);
+  std::vector<fs::path> all;
+  for (int k = 0; k < 4; ++k) {
+    for (int i = 0; i < 5; ++i) {
+      std::string name = "f" + std::to_string(k) + "-" + std::to_string(i);
+      std::string script = "mkdir $out && for x in 1 2 3 4 5 6 7 8; do echo " + name +
+                           " $x line of text to make the nar a little longer >> $out/data; "
+                           "done";
+      std::vector<fs::path> deps;
+      if (k > 0) {
+        for (int j : {i, (i + 1) % 5}) {
+          deps.push_back(layers[k - 1][j]);
+          script += " && cat " + outPath(layers[k - 1][j]) + "/data >> $out/data && echo " +
+                    outPath(layers[k - 1][j]) + " >> $out/deps";
+        }
+      }
+      layers[k].push_back(create(name, script, deps));
+      all.push_back(layers[k].back());
+    }
+  }
+  startAgent("p1", 2, coordinator_proxy.url(), cache_proxy.url());
+  startAgent("p2", 2, coordinator_proxy.url(), cache_proxy.url());
+  auto ids = submit(all);
+  ASSERT_TRUE(waitSucceeded(ids, 120));
+  for (const auto& b : builds()) {
+    EXPECT_EQ(b.state, BuildState::kSucceeded) << b.derivation;
+  }
+  auto c = coordinator_proxy.counts();
+  auto s = cache_proxy.counts();
+  std::fprintf(stderr,
+               "coordinator proxy: %d connections, %d dropped before, %d after, %d truncated, "
+               "%d delayed\ncache proxy: %d connections, %d dropped before, %d after, %d "
+               "truncated, %d delayed\n",
+               c.connections, c.dropped_before, c.dropped_after, c.truncated, c.delayed,
+               s.connections, s.dropped_before, s.dropped_after, s.truncated, s.delayed);
+  EXPECT_GT(c.dropped_before + c.dropped_after + c.truncated, 0);
+  EXPECT_GT(s.dropped_before + s.dropped_after + s.truncated, 0);
+  coordinator_proxy.stop();
+  cache_proxy.stop();
+
+  // The store is consistent and holds each output once, with the builder's content.
+  auto verify = narcache({"verify", "--store", (tmp_ / "server").string()});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  for (const auto& drv : all) {
+    std::string out = outPath(drv);
+    std::string hash = fs::path(out).filename().string().substr(0, 32);
+    auto narinfo = run({"curl", "-sf", server_->url("/" + hash + ".narinfo")});
+    EXPECT_EQ(narinfo.exit_code, 0) << out;
+  }
+  // Rebuild everything locally from the cache with Nix's judgement on hashes and signatures.
+  if (!haveNix()) GTEST_SKIP() << "nix-bin is not installed (scripts/setup.sh installs it)";
+  NixEnv nix;
+  const std::string from = server_->url() + "?store=" + store_dir_;
+  std::vector<std::string> verify_args = {
+      "nix",       "store", "verify", "--store", from, "--option", "trusted-public-keys",
+      public_key_, "-r"};
+  for (const auto& d : layers[3]) verify_args.push_back(outPath(d));
+  auto checked = nix.run(verify_args);
+  EXPECT_EQ(checked.exit_code, 0) << checked.err;
+}
+
+}  // namespace
+}  // namespace narcache::test
