@@ -269,7 +269,6 @@ int main(int argc, char** argv) {
         httplib::Client client("127.0.0.1", port);
         client.set_keep_alive(true);
         client.set_tcp_nodelay(true);
-        client.set_tcp_nodelay(true);
         client.set_read_timeout(60, 0);
         httplib::Headers auth{{"Authorization", "Bearer " + name + ":" + secrets[a]}};
         for (int n = 0;; ++n) {

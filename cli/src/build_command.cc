@@ -46,6 +46,7 @@ nlohmann::ordered_json toJson(const agent::BuildResult& r) {
   j["exitCode"] = r.exit_code;
   j["buildSeconds"] = r.build_seconds;
   j["substituted"] = r.substituted;
+  j["storeIsolated"] = r.store_isolated;
   auto& outputs = j["outputs"] = nlohmann::ordered_json::object();
   for (const auto& out : r.outputs) {
     nlohmann::ordered_json o;

@@ -123,7 +123,7 @@ void addHashCommand(CommandRegistry& registry, CLI::App* group, const std::strin
   CLI::App* cmd = group->add_subcommand(name, description);
   cmd->add_option(is_path ? "PATH" : "FILE", args->target)->required();
   cmd->add_option("--format", args->format, "nix32 (default), base16, base64 or sri");
-  cmd->add_option("--type", args->type, "sha256 (default) or sha512");
+  cmd->add_option("--type", args->type, "sha256 (default), sha512, sha1 or md5");
   registry.add(cmd, [args, is_path] {
     auto format = parseHashFormat(args->format);
     if (!format) return reportError(format.error());

@@ -291,11 +291,12 @@ TEST_F(BuildTest, WithoutPrivilegeFallsBackToNoIsolation) {
   auto drv = create("open", "mkdir $out && ls $NIX_STORE > $out/listing");
   auto r = run({"setpriv", "--bounding-set", "-sys_admin", NARCACHE_BIN, "build", drv.string(),
                 "--cache", server_->url(), "--trusted-key", public_key_, "--upload-token-file",
-                (tmp_ / "token").string()});
+                (tmp_ / "token").string(), "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("store isolation unavailable (unshare: Operation not permitted)"),
             std::string::npos)
       << r.err;
+  EXPECT_EQ(json::parse(r.out).at("storeIsolated"), false);
   EXPECT_NE(readFile(outPath(drv) + "/listing").find("-unrelated"), std::string::npos);
 }
 
