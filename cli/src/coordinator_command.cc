@@ -110,7 +110,9 @@ int runCoordinator(const CoordinatorArgs& args) {
       if (!token) return reportError(token.error());
       remote.token = *token;
     }
-    availability = coordinator::remoteAvailability(remote);
+    auto remote_availability = coordinator::remoteAvailability(remote);
+    if (!remote_availability) return reportError(remote_availability.error());
+    availability = std::move(*remote_availability);
     options.cache_url = remote.cache_url;
   }
   options.availability = availability.get();

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "http_support.h"
 #include "narcache/narinfo/store_path.h"
 
 namespace narcache::coordinator {
@@ -44,11 +45,8 @@ Result<narstore::ItemState> parseItemState(std::string_view name) {
 
 class RemoteAvailability final : public Availability {
  public:
-  explicit RemoteAvailability(RemoteAvailabilityOptions options) : options_(std::move(options)) {
-    while (!options_.cache_url.empty() && options_.cache_url.back() == '/') {
-      options_.cache_url.pop_back();
-    }
-  }
+  RemoteAvailability(RemoteAvailabilityOptions options, http::HttpUrl url)
+      : options_(std::move(options)), url_(std::move(url)) {}
 
   Result<std::vector<narstore::ItemState>> check(const std::vector<std::string>& paths) override {
     constexpr std::size_t kBatch = 200;  // keeps the query string well under URL limits
@@ -66,15 +64,16 @@ class RemoteAvailability final : public Availability {
  private:
   Result<std::vector<narstore::ItemState>> ask(const std::vector<std::string>& paths,
                                                std::size_t begin, std::size_t end) {
-    httplib::Client client(options_.cache_url);
+    httplib::Client client(url_.origin);
     client.set_connection_timeout(options_.timeout_seconds, 0);
     client.set_read_timeout(options_.timeout_seconds, 0);
     httplib::Params params;
     for (std::size_t i = begin; i < end; ++i) params.emplace("path", paths[i]);
     httplib::Headers headers;
     if (!options_.token.empty()) headers.emplace("Authorization", "Bearer " + options_.token);
-    std::string where = options_.cache_url + "/api/available";
-    auto res = client.Get("/api/available", params, headers);
+    std::string path = url_.prefix + "/api/available";
+    std::string where = url_.origin + path;
+    auto res = client.Get(path, params, headers);
     if (!res) {
       return fail(ErrorCode::kUnavailable, where + ": " + httplib::to_string(res.error()));
     }
@@ -99,6 +98,7 @@ class RemoteAvailability final : public Availability {
   }
 
   RemoteAvailabilityOptions options_;
+  http::HttpUrl url_;
 };
 
 }  // namespace
@@ -107,8 +107,10 @@ std::unique_ptr<Availability> localAvailability(const narstore::Store& store) {
   return std::make_unique<LocalAvailability>(store);
 }
 
-std::unique_ptr<Availability> remoteAvailability(const RemoteAvailabilityOptions& options) {
-  return std::make_unique<RemoteAvailability>(options);
+Result<std::unique_ptr<Availability>> remoteAvailability(const RemoteAvailabilityOptions& options) {
+  auto url = http::parseHttpUrl(options.cache_url, "cache URL");
+  if (!url) return fail(url.error());
+  return std::unique_ptr<Availability>(std::make_unique<RemoteAvailability>(options, std::move(*url)));
 }
 
 }  // namespace narcache::coordinator

@@ -10,25 +10,10 @@
 #include <charconv>
 #include <cstring>
 
+#include "http_support.h"
+
 namespace narcache::coordinator {
 namespace {
-
-// The one place where an error code becomes an HTTP status.
-int httpStatus(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kNotFound: return 404;
-    case ErrorCode::kAlreadyExists: return 409;
-    case ErrorCode::kInvalidArgument: return 400;
-    case ErrorCode::kCorruption: return 422;
-    case ErrorCode::kConflict: return 409;
-    case ErrorCode::kPermissionDenied: return 403;
-    case ErrorCode::kResourceExhausted: return 507;
-    case ErrorCode::kUnavailable: return 503;
-    case ErrorCode::kIoError: return 500;
-    case ErrorCode::kInternal: return 500;
-  }
-  return 500;
-}
 
 void sendJson(httplib::Response& res, std::string body, int status = 200) {
   res.status = status;
@@ -36,63 +21,18 @@ void sendJson(httplib::Response& res, std::string body, int status = 200) {
 }
 
 void sendError(httplib::Response& res, const Error& error) {
-  int status = httpStatus(error.code());
+  int status = http::httpStatus(error.code());
   // Server-side failures are logged with their detail; clients get it too only for 4xx (their
   // own request's fault), never an exception text.
   if (status >= 500) spdlog::error("request failed: {}", error.message());
   sendJson(res, toJson(ErrorBody{error.message()}), status);
 }
 
-bool constantTimeEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-std::string_view bearer(const httplib::Request& req) {
+// The Bearer token of a request, or empty.
+std::string_view bearerOf(const httplib::Request& req) {
   auto it = req.headers.find("Authorization");
   if (it == req.headers.end()) return {};
-  std::string_view v = it->second;
-  if (!v.starts_with("Bearer ")) return {};
-  v.remove_prefix(7);
-  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\r')) v.remove_suffix(1);
-  return v;
-}
-
-Result<std::pair<std::string, int>> parseListen(std::string_view listen) {
-  std::size_t colon = listen.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) {
-    return fail(ErrorCode::kInvalidArgument,
-                "listen address '" + std::string(listen) + "': expected host:port");
-  }
-  std::string_view host = listen.substr(0, colon);
-  std::string_view port_text = listen.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = -1;
-  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port < 0 || port > 65535) {
-    return fail(ErrorCode::kInvalidArgument,
-                "listen address '" + std::string(listen) + "': bad port");
-  }
-  return std::pair{std::string(host), port};
-}
-
-// httplib::Server with a deeper listen backlog (the library's is 5, which drops connections
-// when many agents connect at once).
-class HttpServer final : public httplib::Server {
- public:
-  void raiseBacklog(int backlog) {
-    int fd = svr_sock_;
-    if (fd >= 0) ::listen(fd, backlog);
-  }
-};
-
-bool isLoopback(std::string_view host) {
-  return host == "127.0.0.1" || host == "::1" || host == "localhost" || host.starts_with("127.");
+  return http::bearerToken(it->second);
 }
 
 Result<std::uint64_t> parseId(std::string_view text, std::string_view what) {
@@ -110,21 +50,20 @@ Result<std::uint64_t> parseId(std::string_view text, std::string_view what) {
 struct HttpApi::Impl {
   Coordinator& coordinator;
   HttpApiOptions options;
-  HttpServer http;
+  http::Server http;
   std::string host;
   int port = 0;
-  std::atomic<bool> stop_requested{false};
 
   Impl(Coordinator& c, HttpApiOptions o) : coordinator(c), options(std::move(o)) {}
 
   bool clientAuthorized(const httplib::Request& req) const {
     if (options.client_token.empty()) return true;
-    return constantTimeEquals(bearer(req), options.client_token);
+    return http::secretEquals(bearerOf(req), options.client_token);
   }
 
   // The authenticated agent's name, or empty.
   std::string agentOf(const httplib::Request& req) {
-    std::string_view token = bearer(req);
+    std::string_view token = bearerOf(req);
     std::size_t colon = token.find(':');
     if (colon == std::string_view::npos) return {};
     std::string name(token.substr(0, colon));
@@ -279,26 +218,15 @@ void HttpApi::Impl::setup() {
 }
 
 Result<std::unique_ptr<HttpApi>> HttpApi::create(Coordinator& coordinator, HttpApiOptions options) {
-  auto listen = parseListen(options.listen);
+  auto listen = http::parseListenAddress(options.listen);
   if (!listen) return fail(listen.error());
   auto impl = std::make_unique<Impl>(coordinator, std::move(options));
   impl->setup();
-  impl->host = listen->first;
-  if (listen->second == 0) {
-    impl->port = impl->http.bind_to_any_port(impl->host);
-    if (impl->port <= 0) {
-      return fail(ErrorCode::kUnavailable,
-                  "cannot bind " + impl->options.listen + ": " + std::strerror(errno));
-    }
-  } else {
-    if (!impl->http.bind_to_port(impl->host, listen->second)) {
-      return fail(ErrorCode::kUnavailable,
-                  "cannot bind " + impl->options.listen + ": " + std::strerror(errno));
-    }
-    impl->port = listen->second;
-  }
-  impl->http.raiseBacklog(1024);
-  if (impl->options.client_token.empty() && !isLoopback(impl->host)) {
+  impl->host = listen->host;
+  auto port = impl->http.bind(*listen, impl->options.listen);
+  if (!port) return fail(port.error());
+  impl->port = *port;
+  if (impl->options.client_token.empty() && !http::isLoopbackHost(impl->host)) {
     spdlog::warn(
         "listening on {} without a client token (--client-token-file): anyone who can "
         "reach it may submit and cancel builds and add agents",
@@ -317,29 +245,15 @@ int HttpApi::port() const {
 }
 
 std::string HttpApi::address() const {
-  bool v6 = impl_->host.find(':') != std::string::npos;
-  return (v6 ? "[" + impl_->host + "]" : impl_->host) + ":" + std::to_string(impl_->port);
+  return http::formatHostPort(impl_->host, impl_->port);
 }
 
 Status HttpApi::run() {
-  // httplib ignores a stop() that comes before its accept loop runs: re-send it.
-  std::jthread restopper([this](std::stop_token stop) {
-    while (!stop.stop_requested()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (impl_->stop_requested.load() && impl_->http.is_running()) impl_->http.stop();
-    }
-  });
-  bool ok = impl_->http.listen_after_bind();
-  restopper.request_stop();
-  if (!ok && !impl_->stop_requested.load()) {
-    return fail(ErrorCode::kUnavailable, "serving " + address() + " failed");
-  }
-  return {};
+  return impl_->http.serve(address());
 }
 
 void HttpApi::stop() {
-  impl_->stop_requested.store(true);
-  impl_->http.stop();
+  impl_->http.requestStop();
 }
 
 }  // namespace narcache::coordinator

@@ -7,38 +7,12 @@
 #include <thread>
 
 #include "body_pipe.h"
+#include "http_support.h"
 
 namespace narcache::narstore {
 namespace {
 
-struct Endpoint {
-  std::string origin;  // "http://host:port"
-  std::string prefix;  // path prefix without trailing '/', may be empty
-};
-
-Result<Endpoint> parseUrl(std::string_view url) {
-  std::string_view rest;
-  if (url.starts_with("http://")) {
-    rest = url.substr(7);
-  } else if (url.starts_with("https://")) {
-    rest = url.substr(8);
-  } else {
-    return fail(ErrorCode::kInvalidArgument,
-                "not an http:// or https:// URL: '" + std::string(url) + "'");
-  }
-  rest = rest.substr(0, rest.find('?'));  // Nix store parameters do not concern the server
-  auto slash = rest.find('/');
-  std::string_view host = rest.substr(0, slash);
-  if (host.empty())
-    return fail(ErrorCode::kInvalidArgument, "URL without a host: '" + std::string(url) + "'");
-  Endpoint e;
-  e.origin = std::string(url.substr(0, url.size() - rest.size())) + std::string(host);
-  if (slash != std::string_view::npos) e.prefix = std::string(rest.substr(slash));
-  while (!e.prefix.empty() && e.prefix.back() == '/') e.prefix.pop_back();
-  return e;
-}
-
-std::unique_ptr<httplib::Client> makeClient(const Endpoint& endpoint, int timeout_seconds) {
+std::unique_ptr<httplib::Client> makeClient(const http::HttpUrl& endpoint, int timeout_seconds) {
   auto client = std::make_unique<httplib::Client>(endpoint.origin);
   client->set_connection_timeout(timeout_seconds, 0);
   client->set_read_timeout(timeout_seconds, 0);
@@ -134,7 +108,7 @@ class HttpStream final : public Source {
 
 struct HttpCache::Impl {
   HttpCacheOptions options;
-  Endpoint endpoint;
+  http::HttpUrl endpoint;
   std::unique_ptr<httplib::Client> client;
 
   std::string path(std::string_view relative) const {
@@ -171,7 +145,7 @@ HttpCache::HttpCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpCache::~HttpCache() = default;
 
 Result<std::unique_ptr<HttpCache>> HttpCache::open(HttpCacheOptions options) {
-  auto endpoint = parseUrl(options.url);
+  auto endpoint = http::parseHttpUrl(options.url);
   if (!endpoint) return fail(endpoint.error());
   auto impl = std::make_unique<Impl>();
   impl->client = makeClient(*endpoint, options.timeout_seconds);

@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "body_pipe.h"
+#include "http_support.h"
 #include "narcache/narinfo/encoding.h"
 #include "narcache/narinfo/store_path.h"
 #include "server_api.h"
@@ -30,23 +31,6 @@ namespace narcache::narstore {
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
-
-// The one place where an error code becomes an HTTP status.
-int httpStatus(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kNotFound: return 404;
-    case ErrorCode::kAlreadyExists: return 409;
-    case ErrorCode::kInvalidArgument: return 400;
-    case ErrorCode::kCorruption: return 422;  // body does not match its hash or size
-    case ErrorCode::kConflict: return 409;    // missing references, different NarHash
-    case ErrorCode::kPermissionDenied: return 403;
-    case ErrorCode::kResourceExhausted: return 507;  // disk or map full
-    case ErrorCode::kUnavailable: return 503;
-    case ErrorCode::kIoError: return 500;
-    case ErrorCode::kInternal: return 500;
-  }
-  return 500;
-}
 
 // Per-request state of the worker thread serving it. httplib serves a request start to end on
 // one thread, so the routing handlers set it and the logger (called after the response is
@@ -58,16 +42,6 @@ struct RequestState {
   std::string error;  // why the request failed, for the log line
 };
 thread_local RequestState t_request;
-
-// httplib::Server with a deeper listen backlog (the library's is 5, which drops SYNs when many
-// clients connect at once).
-class HttpServer final : public httplib::Server {
- public:
-  void raiseBacklog(int backlog) {
-    int fd = svr_sock_;
-    if (fd >= 0) ::listen(fd, backlog);
-  }
-};
 
 bool isHashPart(std::string_view s) {
   return s.size() == kStorePathHashLength && std::all_of(s.begin(), s.end(), isNix32Char);
@@ -128,42 +102,6 @@ void beginRequest(const httplib::Request& req) {
   t_request.error.clear();
 }
 
-bool constantTimeEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  }
-  return diff == 0;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// Splits "host:port" / "[v6]:port".
-Result<std::pair<std::string, int>> parseListen(std::string_view listen) {
-  std::size_t colon = listen.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) {
-    return fail(ErrorCode::kInvalidArgument,
-                "listen address '" + std::string(listen) + "': expected host:port");
-  }
-  std::string_view host = listen.substr(0, colon);
-  std::string_view port_text = listen.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = -1;
-  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port < 0 || port > 65535) {
-    return fail(ErrorCode::kInvalidArgument,
-                "listen address '" + std::string(listen) + "': bad port");
-  }
-  return std::pair{std::string(host), port};
-}
-
 constexpr std::size_t kReadChunk = 256 * 1024;
 
 }  // namespace
@@ -173,12 +111,11 @@ struct Server::Impl {
 
   Store& store;
   ServerOptions options;
-  HttpServer http;
+  http::Server http;
   std::string host;
   int port = 0;
   ServerMetrics metrics;
   std::string cache_info;
-  std::atomic<bool> stop_requested{false};
 
   // Signed narinfo text per hash part, so that a lookup does not sign (Ed25519 costs more than
   // the whole rest of a request). An entry is used only while the stored item still has the
@@ -241,7 +178,7 @@ void Server::Impl::sendStatus(httplib::Response& res, int status, std::string_vi
 }
 
 void Server::Impl::sendError(httplib::Response& res, const Error& error) {
-  int status = httpStatus(error.code());
+  int status = http::httpStatus(error.code());
   t_request.error = error.message();
   // 4xx messages are written by our modules for clients ("references missing: ..."); 5xx
   // details stay in the log.
@@ -260,17 +197,17 @@ void Server::Impl::sendUnauthorized(httplib::Response& res) {
 bool Server::Impl::authorized(const httplib::Request& req) const {
   if (options.upload_token.empty()) return false;
   std::string header = req.get_header_value("Authorization");
-  std::string_view value = trim(header);
+  std::string_view value = http::trimHeaderValue(header);
   if (value.starts_with("Bearer ")) {
-    return constantTimeEquals(trim(value.substr(7)), options.upload_token);
+    return http::secretEquals(http::bearerToken(value), options.upload_token);
   }
   if (value.starts_with("Basic ")) {
-    auto decoded = base64Decode(trim(value.substr(6)));
+    auto decoded = base64Decode(http::trimHeaderValue(value.substr(6)));
     if (!decoded) return false;
     std::string_view credentials(reinterpret_cast<const char*>(decoded->data()), decoded->size());
     std::size_t colon = credentials.find(':');
     if (colon == std::string_view::npos) return false;
-    return constantTimeEquals(credentials.substr(colon + 1), options.upload_token);
+    return http::secretEquals(credentials.substr(colon + 1), options.upload_token);
   }
   return false;
 }
@@ -696,25 +633,14 @@ void Server::Impl::setup() {
 }
 
 Result<std::unique_ptr<Server>> Server::create(Store& store, ServerOptions options) {
-  auto listen = parseListen(options.listen);
+  auto listen = http::parseListenAddress(options.listen);
   if (!listen) return fail(listen.error());
   auto impl = std::make_unique<Impl>(store, std::move(options));
   impl->setup();
-  impl->host = listen->first;
-  if (listen->second == 0) {
-    impl->port = impl->http.bind_to_any_port(impl->host);
-    if (impl->port <= 0) {
-      return fail(ErrorCode::kUnavailable,
-                  "cannot bind " + impl->options.listen + ": " + std::strerror(errno));
-    }
-  } else {
-    if (!impl->http.bind_to_port(impl->host, listen->second)) {
-      return fail(ErrorCode::kUnavailable,
-                  "cannot bind " + impl->options.listen + ": " + std::strerror(errno));
-    }
-    impl->port = listen->second;
-  }
-  impl->http.raiseBacklog(1024);
+  impl->host = listen->host;
+  auto port = impl->http.bind(*listen, impl->options.listen);
+  if (!port) return fail(port.error());
+  impl->port = *port;
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -728,49 +654,30 @@ int Server::port() const {
 }
 
 std::string Server::address() const {
-  bool v6 = impl_->host.find(':') != std::string::npos;
-  return (v6 ? "[" + impl_->host + "]" : impl_->host) + ":" + std::to_string(impl_->port);
+  return http::formatHostPort(impl_->host, impl_->port);
 }
 
 Status Server::run() {
   Impl& impl = *impl_;
   // Access times recorded by narinfo hits are flushed in one write transaction every few
   // seconds, and once more after the last request.
-  // It also re-sends a stop() that raced with the start of the accept loop (httplib ignores a
-  // stop() that comes before it runs).
-  std::jthread flusher([&impl](std::stop_token stop) {
-    std::mutex mutex;
-    std::condition_variable_any wake;
-    auto last_flush = SteadyClock::now();
-    while (!stop.stop_requested()) {
-      {
-        std::unique_lock lock(mutex);
-        wake.wait_for(lock, stop, std::chrono::milliseconds(100), [] { return false; });
-      }
-      if (impl.stop_requested.load() && impl.http.is_running()) impl.http.stop();
-      if (SteadyClock::now() - last_flush <
-          std::chrono::seconds(impl.options.access_flush_seconds)) {
-        continue;
-      }
-      last_flush = SteadyClock::now();
-      if (auto flushed = impl.store.flushAccessTimes(); !flushed) {
-        spdlog::error("flushing access times: {}", flushed.error().message());
-      }
+  auto last_flush = SteadyClock::now();
+  Status served = impl.http.serve(address(), [&impl, &last_flush] {
+    if (SteadyClock::now() - last_flush < std::chrono::seconds(impl.options.access_flush_seconds)) {
+      return;
+    }
+    last_flush = SteadyClock::now();
+    if (auto flushed = impl.store.flushAccessTimes(); !flushed) {
+      spdlog::error("flushing access times: {}", flushed.error().message());
     }
   });
-  bool ok = impl.http.listen_after_bind();
-  flusher.request_stop();
-  flusher.join();
   Status flushed = impl.store.flushAccessTimes();
-  if (!ok && !impl.stop_requested.load()) {
-    return fail(ErrorCode::kUnavailable, "serving " + address() + " failed");
-  }
+  if (!served) return served;
   return flushed;
 }
 
 void Server::stop() {
-  impl_->stop_requested.store(true);
-  impl_->http.stop();
+  impl_->http.requestStop();
 }
 
 }  // namespace narcache::narstore

@@ -43,7 +43,9 @@ TEST(AvailabilityTest, LocalAndRemoteAgreeOnAvailableDeletedIncompleteMissing) {
   ASSERT_TRUE(l.has_value()) << l.error().message();
   EXPECT_EQ(*l, expected);
 
-  auto remote = remoteAvailability({served.url(), "upload-secret", 5});
+  auto remote_or = remoteAvailability({served.url() + "/", "upload-secret", 5});
+  ASSERT_TRUE(remote_or.has_value()) << remote_or.error().message();
+  auto& remote = *remote_or;
   auto r = remote->check(paths);
   ASSERT_TRUE(r.has_value()) << r.error().message();
   EXPECT_EQ(*r, expected);
@@ -53,7 +55,7 @@ TEST(AvailabilityTest, LocalAndRemoteAgreeOnAvailableDeletedIncompleteMissing) {
   EXPECT_EQ(local->check({paths[0]})->at(0), ItemState::kIncomplete);
   EXPECT_EQ(remote->check({paths[0]})->at(0), ItemState::kIncomplete);
 
-  auto denied = remoteAvailability({served.url(), "wrong", 5})->check(paths);
+  auto denied = (*remoteAvailability({served.url(), "wrong", 5}))->check(paths);
   ASSERT_FALSE(denied.has_value());
   EXPECT_EQ(denied.error().code(), ErrorCode::kUnavailable);
   EXPECT_THAT(denied.error().message(), HasSubstr("HTTP 401"));
@@ -64,9 +66,19 @@ TEST(AvailabilityTest, LocalAndRemoteAgreeOnAvailableDeletedIncompleteMissing) {
 
 TEST(AvailabilityTest, UnreachableCacheIsUnavailable) {
   auto remote = remoteAvailability({"http://127.0.0.1:1", "", 2});
-  auto r = remote->check({narstore::testing::pathFor("x").fullPath("/nix/store")});
+  ASSERT_TRUE(remote.has_value());
+  auto r = (*remote)->check({narstore::testing::pathFor("x").fullPath("/nix/store")});
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), ErrorCode::kUnavailable);
+}
+
+TEST(AvailabilityTest, MalformedCacheUrlIsRefused) {
+  for (const char* url : {"127.0.0.1:8080", "ftp://cache", "http://", "http:///x"}) {
+    auto remote = remoteAvailability({url, "", 2});
+    ASSERT_FALSE(remote.has_value()) << url;
+    EXPECT_EQ(remote.error().code(), ErrorCode::kInvalidArgument) << url;
+    EXPECT_THAT(remote.error().message(), HasSubstr("cache URL")) << url;
+  }
 }
 
 }  // namespace

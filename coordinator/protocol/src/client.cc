@@ -9,36 +9,10 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "http_support.h"
+
 namespace narcache::coordinator {
 namespace {
-
-struct Endpoint {
-  std::string origin;  // "http://host:port"
-  std::string prefix;  // path prefix without trailing '/', may be empty
-};
-
-Result<Endpoint> parseUrl(std::string_view url) {
-  std::string_view rest;
-  if (url.starts_with("http://")) {
-    rest = url.substr(7);
-  } else if (url.starts_with("https://")) {
-    rest = url.substr(8);
-  } else {
-    return fail(ErrorCode::kInvalidArgument,
-                "coordinator URL: not an http:// or https:// URL: '" + std::string(url) + "'");
-  }
-  auto slash = rest.find('/');
-  std::string_view host = rest.substr(0, slash);
-  if (host.empty()) {
-    return fail(ErrorCode::kInvalidArgument,
-                "coordinator URL without a host: '" + std::string(url) + "'");
-  }
-  Endpoint e;
-  e.origin = std::string(url.substr(0, url.size() - rest.size())) + std::string(host);
-  if (slash != std::string_view::npos) e.prefix = std::string(rest.substr(slash));
-  while (!e.prefix.empty() && e.prefix.back() == '/') e.prefix.pop_back();
-  return e;
-}
 
 std::string percentEncode(std::string_view s) {
   static const char* kHex = "0123456789ABCDEF";
@@ -68,7 +42,7 @@ std::string serverMessage(const std::string& body) {
 
 struct CoordinatorClient::Impl {
   ClientOptions options;
-  Endpoint endpoint;
+  http::HttpUrl endpoint;
   std::mutex mutex;
   std::condition_variable wake;
   std::atomic<bool> stopped{false};
@@ -157,7 +131,7 @@ CoordinatorClient::CoordinatorClient(std::unique_ptr<Impl> impl) : impl_(std::mo
 CoordinatorClient::~CoordinatorClient() = default;
 
 Result<std::unique_ptr<CoordinatorClient>> CoordinatorClient::create(ClientOptions options) {
-  auto endpoint = parseUrl(options.url);
+  auto endpoint = http::parseHttpUrl(options.url, "coordinator URL");
   if (!endpoint) return fail(endpoint.error());
   auto impl = std::make_unique<Impl>();
   impl->endpoint = std::move(*endpoint);

@@ -28,10 +28,11 @@ class Availability {
 std::unique_ptr<Availability> localAvailability(const narstore::Store& store);
 
 struct RemoteAvailabilityOptions {
-  std::string cache_url;  // "http://host:port" of a `narcache serve`
+  std::string cache_url;  // http(s)://host[:port][/prefix] of a `narcache serve`
   std::string token;      // its upload token (the API is behind it); may be empty
   int timeout_seconds = 10;
 };
-std::unique_ptr<Availability> remoteAvailability(const RemoteAvailabilityOptions& options);
+// InvalidArgument for a cache_url that is not an http(s) URL.
+Result<std::unique_ptr<Availability>> remoteAvailability(const RemoteAvailabilityOptions& options);
 
 }  // namespace narcache::coordinator

@@ -1,0 +1,81 @@
+#pragma once
+// HTTP pieces shared by narcache's servers (`narcache serve`, the coordinator's API) and its
+// clients (HttpCache, CoordinatorClient, the coordinator's availability query): listen
+// addresses, http(s) URLs with a path prefix, Bearer tokens compared in constant time, and an
+// httplib::Server that binds with a deep listen backlog.
+// Internal (library narcache_http_internal): carries cpp-httplib types, so only module sources
+// (src/) may include it, never a public header.
+
+#include <httplib.h>
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "narcache/narinfo/error.h"
+
+namespace narcache::http {
+
+// "host:port" or "[v6]:port"; port 0 asks for any free port.
+struct ListenAddress {
+  std::string host;  // without brackets
+  int port = 0;
+};
+Result<ListenAddress> parseListenAddress(std::string_view text);
+
+// "host:port", with brackets around an IPv6 host.
+std::string formatHostPort(std::string_view host, int port);
+
+// 127.0.0.0/8, ::1 and "localhost".
+bool isLoopbackHost(std::string_view host);
+
+// An http:// or https:// URL split into what httplib::Client takes and the path prefix that
+// every request path gets. A query string (Nix store parameters) is dropped.
+struct HttpUrl {
+  std::string origin;  // "http://host:port"
+  std::string prefix;  // path prefix without trailing '/', may be empty
+};
+// `what` names the URL in errors, e.g. "coordinator URL".
+Result<HttpUrl> parseHttpUrl(std::string_view url, std::string_view what = "URL");
+
+// The one place where an error code becomes an HTTP status (both servers answer alike):
+// NotFound 404, AlreadyExists and Conflict 409, InvalidArgument 400, Corruption 422 (a body that
+// does not match its hash or size), PermissionDenied 403, ResourceExhausted 507 (disk or map
+// full), Unavailable 503, IoError and Internal 500.
+int httpStatus(ErrorCode code);
+
+// Equality of a presented secret and the expected one, in time independent of where they
+// differ (sodium_memcmp); texts of different lengths are unequal.
+bool secretEquals(std::string_view presented, std::string_view expected);
+
+// Leading and trailing spaces, tabs and CRs removed.
+std::string_view trimHeaderValue(std::string_view value);
+
+// The token of an "Authorization: Bearer TOKEN" header value; empty for any other scheme.
+std::string_view bearerToken(std::string_view authorization);
+
+// httplib::Server whose bind() also raises the listen backlog (httplib's is 5, which drops
+// connections when many clients connect at once), and that binds with SO_REUSEADDR only:
+// httplib's default SO_REUSEPORT would let a second server started on the same port share it
+// silently instead of failing with "Address already in use".
+class Server : public httplib::Server {
+ public:
+  Server();
+  // Binds `address` (port 0: a free port) and returns the port bound. `listen_text` is the
+  // address as the operator wrote it, for the error message (kUnavailable with errno's text).
+  Result<int> bind(const ListenAddress& address, std::string_view listen_text, int backlog = 1024);
+
+  // Serves the bound socket until requestStop(); a stop requested before the accept loop starts
+  // is not lost (httplib ignores a stop() that comes before it runs). `tick`, when given, runs
+  // about every 100 ms on a helper thread while serving. Unavailable when the accept loop fails
+  // without a stop request (`address` names it in the message).
+  Status serve(std::string_view address, const std::function<void()>& tick = {});
+  // Thread-safe; callable before, during and after serve().
+  void requestStop();
+
+ private:
+  std::atomic<bool> stop_requested_{false};
+};
+
+}  // namespace narcache::http
