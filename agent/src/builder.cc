@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -419,7 +420,30 @@ Status Build::runBuilder() {
   env["HOME"] = "/homeless-shelter";
   env["NIX_STORE"] = store_dir_;
   env["NIX_BUILD_CORES"] = "1";
-  for (const auto& [k, v] : drv_.env) env[k] = v;
+  // Attributes named in passAsFile go in a file of the build dir instead, its path in
+  // <name>Path (as Nix does: ".attr-" + the nix32 SHA-256 of the name).
+  std::set<std::string> pass_as_file;
+  if (auto it = drv_.env.find("passAsFile"); it != drv_.env.end()) {
+    std::istringstream names(it->second);
+    for (std::string name; names >> name;) pass_as_file.insert(name);
+  }
+  for (const auto& [k, v] : drv_.env) {
+    if (pass_as_file.count(k) == 0) {
+      env[k] = v;
+      continue;
+    }
+    const std::string file =
+        ".attr-" + hashString(HashAlgo::kSha256, k).digestString(HashFormat::kNix32);
+    const fs::path path = build_dir_ / file;
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (fd.get() < 0) {
+      return fail(ErrorCode::kIoError,
+                  "cannot create '" + path.string() + "' (passAsFile): " + errnoText(errno));
+    }
+    FdSink sink(fd.get());
+    NARCACHE_TRY(sink.write(asBytes(v)));
+    env[k + "Path"] = path.string();
+  }
   for (const char* k : {"NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP"}) {
     env[k] = build_dir_.string();
   }

@@ -132,6 +132,25 @@ TEST_F(BuilderTest, BuilderSeesNixEnvironment) {
   fs::remove_all(fs::path(pwd).parent_path());
 }
 
+// passAsFile as Nix does it (the file name is the one Nix's tests/pass-as-file.sh expects).
+TEST_F(BuilderTest, PassAsFileAttributesArriveAsFiles) {
+  auto drv = create("pass-as-file", "/bin/sh",
+                    "mkdir $out; basename $fooPath > $out/name; cat $fooPath > $out/foo; "
+                    "cat $barPath > $out/bar; echo \"${foo-unset}\" > $out/foo-env; "
+                    "echo $baz > $out/baz",
+                    {"--env", "passAsFile=foo  bar", "--env", "foo=xyzzy", "--env",
+                     "bar=two\nlines", "--env", "baz=plain"});
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message << r->log_tail;
+  const fs::path out = r->outputs[0].physical_path;
+  EXPECT_EQ(readFile(out / "name"), ".attr-1bp7cri8hplaz6hbz0v4f0nl44rl84q1sg25kgwqzipzd1mv89ic\n");
+  EXPECT_EQ(readFile(out / "foo"), "xyzzy");
+  EXPECT_EQ(readFile(out / "bar"), "two\nlines");
+  EXPECT_EQ(readFile(out / "foo-env"), "unset\n");  // not in the environment itself
+  EXPECT_EQ(readFile(out / "baz"), "plain\n");
+}
+
 TEST_F(BuilderTest, MissingBuilderFailsWithExecError) {
   auto drv = create("nobuilder", "/nonexistent/sh", "true");
   auto r = agent::buildDerivation(options(drv));
