@@ -89,7 +89,7 @@ void addNarCommands(CommandRegistry& registry) {
   restore->add_option("DEST", restore_args->dest, "Destination path")->required();
   restore
       ->add_option("--jobs,-j", restore_args->jobs,
-                   "Threads creating and writing files (default: twice the number of cores, "
+                   "Threads creating and writing files (default: the number of cores plus one, "
                    "2 to 16; 1 still overlaps reading the NAR with writing)")
       ->check(CLI::Range(0u, 256u));
   registry.add(restore, [args = restore_args] {

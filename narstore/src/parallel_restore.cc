@@ -363,8 +363,9 @@ class ParallelRestorer final : public NarVisitor {
 }  // namespace
 
 unsigned defaultRestoreJobs() {
-  // Measured on 2 cores (docs/benchmarks.md): 4 workers a little ahead of 2, 8 behind.
-  return std::clamp(2 * std::thread::hardware_concurrency(), 2u, 16u);
+  // Measured on 2 cores (docs/benchmarks.md): 3 workers 0.44-0.54 s, 2 0.44-0.56 s, 4
+  // 0.48-0.60 s, 8 far behind.
+  return std::clamp(std::thread::hardware_concurrency() + 1, 2u, 16u);
 }
 
 Status restoreNarParallel(Source& source, const std::filesystem::path& dest,

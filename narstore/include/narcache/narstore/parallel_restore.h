@@ -37,8 +37,8 @@ struct ParallelRestoreOptions {
   std::size_t max_buffered = std::size_t{8} << 20;
 };
 
-// The worker count used when none is given: twice the number of cores, from 2 to 16 (file
-// creation waits in the kernel, so it overlaps even beyond the core count).
+// The worker count used when none is given: one more than the number of cores, from 2 to 16
+// (file creation waits in the kernel, so a worker beyond the core count still overlaps).
 unsigned defaultRestoreJobs();
 
 // Restores the NAR read from `source` into `dest`, which must not exist (its parent must).
