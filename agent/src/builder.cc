@@ -31,6 +31,7 @@
 #include "narcache/narinfo/refscan.h"
 #include "narcache/narinfo/store_path.h"
 #include "narcache/narstore/http_cache.h"
+#include "narcache/narstore/parallel_restore.h"
 #include "store_view.h"
 
 namespace narcache::agent {
@@ -360,7 +361,8 @@ Status Build::substitute(const NarInfo& info) {
   if (!decompressor) return fail(decompressor.error().withContext("input '" + full + "'"));
   HashingSource hashing(**decompressor);
   const std::string context = "input '" + full + "' (" + info.url + ")";
-  if (auto s = restoreNar(hashing, tmp); !s) {
+  // Decompressing and hashing on this thread, creating and writing files on the restorer's.
+  if (auto s = narstore::restoreNarParallel(hashing, tmp); !s) {
     return fail(ErrorCode::kCorruption, context + ": " + s.error().message());
   }
   CountingSink rest;  // whatever follows the NAR: an error, but hash it too for the message
