@@ -8,7 +8,8 @@
 //   open until the last job in it is done (jobs share it through a DirRef).
 // - `buffered_` counts the bytes queued and not yet written, plus kJobOverhead per job (but a
 //   streamed file's own job); the parser queues nothing that would take it past max_buffered,
-//   unless it is 0. Its own partial piece or small file (at most kPieceSize) comes on top:
+//   unless it is 0. On top come its own partial piece or small file (at most kPieceSize) and
+//   its batch of small jobs not yet queued (at most kBatchJobs jobs / about kBatchBytes):
 //   memory stays bounded. At most kMaxQueuedJobs jobs wait, which bounds the open directory
 //   fds: the parser's stack (at most 257) plus the queued and running jobs' directories.
 // - Only the parser feeds a Stream, and it finishes one file before starting the next, so at
@@ -42,6 +43,11 @@ constexpr std::size_t kPieceSize = std::size_t{1} << 20;
 // (a NAR of many directories holding one small file each would otherwise queue thousands of
 // directory fds and run into the fd limit, 1024 by default).
 constexpr std::size_t kMaxQueuedJobs = 128;
+// The parser hands small jobs out in batches of up to this many jobs or bytes (one lock and one
+// wake-up per batch instead of per file: with 20,000 small files, waking a worker per file cost
+// more CPU than the parser's own work).
+constexpr std::size_t kBatchJobs = 16;
+constexpr std::size_t kBatchBytes = std::size_t{256} << 10;
 // Charged per job on top of its bytes, so that empty files and symlinks count against the
 // budget too (a NAR of a million empty files queues a bounded number of jobs).
 constexpr std::size_t kJobOverhead = 256;
@@ -104,7 +110,7 @@ class ParallelRestorer final : public NarVisitor {
     job.kind = Job::Kind::kSymlink;
     job.data = target;
     job.charge += job.data.size();
-    return submit(std::move(job));
+    return batch(std::move(job));
   }
 
   Status fileBegin(std::string_view path, bool executable, std::uint64_t size,
@@ -122,6 +128,7 @@ class ParallelRestorer final : public NarVisitor {
     // worker has written the whole file, which waits for the parser, which would wait for it.
     current_.charge = 0;
     piece_ = takeSpare();
+    NARCACHE_TRY(flushBatch());
     return submit(std::move(current_));  // a worker creates it and waits for the pieces
   }
 
@@ -142,13 +149,16 @@ class ParallelRestorer final : public NarVisitor {
   Status fileEnd() override {
     if (stream_) return pushPiece(true);
     current_.charge += current_.data.size();
-    return submit(std::move(current_));
+    return batch(std::move(current_));
   }
 
   // Called once parseNar has returned `parsed`: lets the workers finish what is queued (after a
   // malformed NAR too: what preceded the bad spot is restored, as restoreNar does), joins them,
   // and returns the first error.
   Status finish(Status parsed) {
+    // The batch goes out after a malformed NAR too (what preceded the bad spot is restored).
+    if (auto flushed = flushBatch(); !flushed && parsed) parsed = flushed;
+    batch_.clear();  // after a worker's error, what is left unqueued is dropped
     std::optional<Error> earlier;
     {
       std::lock_guard lock(mutex_);
@@ -208,6 +218,38 @@ class ParallelRestorer final : public NarVisitor {
       queue_.push_back(std::move(job));
     }
     jobs_ready_.notify_one();
+    return {};
+  }
+
+  // Adds a small job to the parser's batch; a full batch is queued.
+  Status batch(Job job) {
+    batch_charge_ += job.charge;
+    batch_.push_back(std::move(job));
+    if (batch_.size() >= kBatchJobs || batch_charge_ >= kBatchBytes) return flushBatch();
+    return {};
+  }
+
+  // Queues the batch, as room in the budget and the queue allows (a job at a time), and wakes
+  // the workers once.
+  Status flushBatch() {
+    if (batch_.empty()) return {};
+    {
+      std::unique_lock lock(mutex_);
+      for (Job& job : batch_) {
+        if (!(fits(job.charge) && queue_.size() < kMaxQueuedJobs) && !error_) {
+          jobs_ready_.notify_all();  // let the workers drain what is queued while we wait
+          space_ready_.wait(lock, [&] {
+            return (fits(job.charge) && queue_.size() < kMaxQueuedJobs) || error_;
+          });
+        }
+        if (error_) return fail(*error_);
+        buffered_ += job.charge;
+        queue_.push_back(std::move(job));
+      }
+    }
+    batch_.clear();
+    batch_charge_ = 0;
+    jobs_ready_.notify_all();
     return {};
   }
 
@@ -345,6 +387,8 @@ class ParallelRestorer final : public NarVisitor {
   Job current_;                     // the file being parsed
   std::shared_ptr<Stream> stream_;  // its stream, when it is large (also read by finish())
   std::string piece_;               // the piece of stream_ being filled
+  std::vector<Job> batch_;          // small jobs not yet queued (see kBatchJobs)
+  std::size_t batch_charge_ = 0;    // their charges
 
   std::mutex mutex_;
   std::condition_variable jobs_ready_;    // queue_ grew, closing_ or error_
