@@ -36,7 +36,9 @@ struct CoordinatorArgs {
   int max_retries = 2;
   std::string lease = "60s";
   std::string retry_backoff = "10s";
+  std::string waiting_recheck = "5s";
   std::vector<std::string> hooks;
+  std::string hook_timeout = "60s";
   int build_timeout = 0;
   int max_silent_time = 0;
   unsigned threads = 64;
@@ -85,6 +87,12 @@ int runCoordinator(const CoordinatorArgs& args) {
   auto backoff = positiveSeconds(args.retry_backoff, "--retry-backoff");
   if (!backoff) return reportError(backoff.error());
   options.retry_backoff_seconds = *backoff;
+  auto recheck = positiveSeconds(args.waiting_recheck, "--waiting-recheck");
+  if (!recheck) return reportError(recheck.error());
+  options.waiting_recheck_seconds = *recheck;
+  auto hook_timeout = positiveSeconds(args.hook_timeout, "--hook-timeout");
+  if (!hook_timeout) return reportError(hook_timeout.error());
+  options.hook_command_timeout_seconds = *hook_timeout;
   options.build_timeout_seconds = args.build_timeout;
   options.max_silent_seconds = args.max_silent_time;
   for (const std::string& text : args.hooks) {
@@ -188,12 +196,19 @@ void registerCoordinatorCommand(CommandRegistry& registry) {
   cmd->add_option("--hook", args->hooks,
                   "EVENT=command:CMD or EVENT=builtin:log|root-outputs (repeatable); events: "
                   "submitted, started, success, failure, missing-inputs, canceled");
+  cmd->add_option("--hook-timeout", args->hook_timeout,
+                  "Kill a hook command running this long (the event is retried with backoff)")
+      ->capture_default_str();
+  cmd->add_option("--waiting-recheck", args->waiting_recheck,
+                  "Ask the store again this often whether waiting builds' inputs appeared")
+      ->capture_default_str();
   cmd->add_option("--build-timeout", args->build_timeout,
                   "Builder timeout handed to agents, seconds (0: none)");
   cmd->add_option("--max-silent-time", args->max_silent_time,
                   "Kill a builder silent this long, seconds (0: none)");
   cmd->add_option("--threads", args->threads, "HTTP worker threads")->capture_default_str();
   cmd->add_option("--log-level", args->log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
   registry.add(cmd, [args] { return runCoordinator(*args); });
 }

@@ -172,6 +172,7 @@ void registerServeCommand(CommandRegistry& registry) {
                   "Cache-Control max-age of misses (404), in seconds")
       ->capture_default_str();
   cmd->add_option("--log-level", args->log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
   cmd->add_option("--gc-interval", args->gc_interval,
                   "Collect garbage this often (30m, 1h...), with the policy below; off by default");

@@ -56,5 +56,37 @@ TEST_F(CoordinatorE2E, CliCancelsRetriesAndExplainsWhatItCannotDo) {
   EXPECT_NE(finished.err.find("is already succeeded"), std::string::npos) << finished.err;
 }
 
+// Options that cannot work are refused before anything starts, naming the option.
+TEST(CoordinatorCliOptions, BadOptionsAreRefusedClearly) {
+  TempDir tmp;
+  const std::string db = (tmp / "db").string();
+  const std::string store = (tmp / "store").string();
+  ASSERT_EQ(narcache({"store", "init", "--store", store}).exit_code, 0);
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--db", db}, "give exactly one of --store DIR (a local store) or --cache URL"},
+      {{"--db", db, "--store", store, "--cache", "http://127.0.0.1:1"}, "give exactly one"},
+      {{"--db", db, "--cache", "127.0.0.1:8080"}, "cache URL: not an http:// or https:// URL"},
+      {{"--db", db, "--store", store, "--lease", "0s"}, "--lease: a positive duration"},
+      {{"--db", db, "--store", store, "--hook-timeout", "soon"}, "--hook-timeout"},
+      {{"--db", db, "--store", store, "--waiting-recheck", "-5s"}, "--waiting-recheck"},
+      {{"--db", db, "--store", store, "--max-retries", "-1"}, "--max-retries: 0 or more"},
+      {{"--db", db, "--store", store, "--hook", "success=shell:true"}, "success=shell:true"},
+      {{"--db", db, "--store", store, "--log-level", "verbose"}, "--log-level"},
+      {{"--db", db, "--store", store, "--listen", "127.0.0.1:99999"}, "bad port"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {"coordinator"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    auto r = narcache(argv);
+    EXPECT_NE(r.exit_code, 0) << c.message;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << "expected '" << c.message << "' in: "
+                                                         << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace narcache::test
