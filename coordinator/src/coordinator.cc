@@ -16,6 +16,10 @@
 namespace narcache::coordinator {
 namespace {
 
+// Outputs missing from the store this long after their derivation last succeeded count as
+// "lost" (DrvRecord::lost): sooner than the store's GC grace (1 h by default) would remove them.
+constexpr std::int64_t kLostOutputsWindow = 3600;
+
 std::string baseName(std::string_view path) {
   std::size_t slash = path.rfind('/');
   return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
@@ -184,6 +188,14 @@ void Coordinator::Impl::putBuild(Batch& b, const BuildRecord& record,
   b.effects.push_back([this, record, t] { mem.apply(record, t); });
 }
 
+void Coordinator::Impl::forgetLostOutputs(Batch& b, const std::string& path,
+                                          const DrvRecord& record) {
+  if (record.lost == 0) return;
+  DrvRecord reset = record;
+  reset.lost = 0;
+  putDrv(b, path, reset, record.failing);
+}
+
 void Coordinator::Impl::putDrv(Batch& b, const std::string& path, const DrvRecord& record,
                                bool was_failing) {
   b.txn.put(drvs, path, encode(record));
@@ -296,7 +308,30 @@ Status Coordinator::Impl::waitFor(Batch& b, BuildRecord& record,
       continue;
     }
     if (activeBuilds(b, drv_path) == 0) {
-      auto r = newBuild(b, drv_path, **drv, info.priority, info.tags, std::nullopt);
+      // Outputs missing soon after a success: count it; past --max-retries the derivation is
+      // failing (its outputs do not reach the store this coordinator asks), not rebuilt forever.
+      DrvRecord record_of = **drv;
+      const bool recent =
+          record_of.last_success != 0 && b.now - record_of.last_success < kLostOutputsWindow;
+      record_of.lost = recent ? record_of.lost + 1 : 0;
+      if (record_of.lost > options.max_retries) {
+        record_of.failing = true;
+        putDrv(b, drv_path, record_of, false);
+        info.blocked_by.push_back(drv_path);
+        notes.push_back("waiting for " + path + ": derivation " + drv_path + " succeeded, but " +
+                        "its outputs were missing from the store " +
+                        std::to_string(record_of.lost) +
+                        " times right after (do the agents upload to the cache this "
+                        "coordinator asks?); no automatic rebuild");
+        b.effects.push_back([drv_path, n = record_of.lost] {
+          spdlog::warn("{}: outputs missing from the store {} times right after a success: "
+                       "failing, no automatic rebuild",
+                       drv_path, n);
+        });
+        continue;
+      }
+      putDrv(b, drv_path, record_of, false);
+      auto r = newBuild(b, drv_path, record_of, info.priority, info.tags, std::nullopt);
       if (!r) return fail(r.error());
       submitted.push_back(*r);
     }
@@ -427,6 +462,7 @@ Result<SubmitResponse> Coordinator::submit(const SubmitRequest& request) {
         return fail(ErrorCode::kInvalidArgument,
                     "derivation " + sb.derivation + " is unknown (send its text in `derivations`)");
       }
+      d.forgetLostOutputs(b, sb.derivation, **drv);  // an operator's submission starts afresh
       auto r = d.newBuild(b, sb.derivation, **drv, sb.priority, sb.tags, std::nullopt);
       if (!r) return fail(r.error());
       if (sb.ignore_if_built && all_built[sb.derivation]) {
@@ -530,6 +566,7 @@ Result<BuildInfo> Coordinator::retry(std::uint64_t id) {
     auto drv = d.loadDrv(b.txn, record->info.derivation);
     if (!drv) return fail(drv.error());
     if (!*drv) return fail(ErrorCode::kInternal, "derivation of build " + std::to_string(id));
+    d.forgetLostOutputs(b, record->info.derivation, **drv);
     auto r =
         d.newBuild(b, record->info.derivation, **drv, record->info.priority, record->info.tags, id);
     if (!r) return fail(r.error());

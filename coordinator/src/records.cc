@@ -28,6 +28,8 @@ DrvRecord drvFrom(const json& j) {
   r.input_srcs = j.at("input_srcs").get<std::vector<std::string>>();
   r.failures = j.at("failures").get<int>();
   r.failing = j.at("failing").get<bool>();
+  r.last_success = j.value("last_success", std::int64_t{0});  // absent in older databases
+  r.lost = j.value("lost", 0);
   return r;
 }
 
@@ -81,7 +83,8 @@ std::optional<BuildState> peekBuildState(std::string_view value) {
 
 std::string encode(const DrvRecord& r) {
   return json{{"system", r.system},         {"outputs", r.outputs},   {"input_drvs", r.input_drvs},
-              {"input_srcs", r.input_srcs}, {"failures", r.failures}, {"failing", r.failing}}
+              {"input_srcs", r.input_srcs}, {"failures", r.failures}, {"failing", r.failing},
+              {"last_success", r.last_success}, {"lost", r.lost}}
       .dump();
 }
 

@@ -31,6 +31,11 @@ struct DrvRecord {
   std::vector<std::string> input_srcs;
   int failures = 0;      // failed tries since the last success
   bool failing = false;  // past the retry threshold: no automatic retry
+  std::int64_t last_success = 0;  // when a build of it last succeeded (0: never)
+  // Automatic rebuilds because its outputs were missing soon after a success (see waitFor):
+  // an agent that uploads elsewhere than the store the coordinator asks would otherwise make
+  // it rebuild forever.
+  int lost = 0;
 };
 
 struct AllocRecord {

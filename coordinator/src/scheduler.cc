@@ -307,6 +307,7 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
         bool was_failing = drv.failing;
         drv.failures = 0;
         drv.failing = false;
+        drv.last_success = b.now;
         d.putDrv(b, info.derivation, drv, was_failing);
         info.state = BuildState::kSucceeded;
         info.message.clear();

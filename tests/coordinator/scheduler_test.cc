@@ -101,6 +101,43 @@ TEST_F(SchedulerTest, TheStoreDecidesNotTheBuildHistory) {
   EXPECT_EQ(got[0].derivation, app2.path);
 }
 
+// A producer that "succeeds" but whose outputs never reach the store the coordinator asks (an
+// agent uploading to another cache) is rebuilt --max-retries times, then failing, naming why;
+// the operator's retry runs it again.
+TEST_F(SchedulerTest, OutputsThatNeverReachTheStoreStopTheRebuildsAtTheThreshold) {
+  open();  // --max-retries 2
+  TestDrv lib = drv("lib");
+  TestDrv app = drv("app", {lib});
+  auto b = submit({app});
+  std::uint64_t lib_build = 0;
+  for (int round = 0; round < 3; ++round) {  // the first build, then two rebuilds
+    auto got = fetch();
+    ASSERT_EQ(got.size(), 1u) << "round " << round;
+    EXPECT_EQ(got[0].derivation, lib.path);
+    lib_build = got[0].build_id;
+    ASSERT_TRUE(report(got[0], ReportStatus::kSucceeded));  // nothing reaches the store
+  }
+  EXPECT_TRUE(fetch().empty());
+  BuildInfo w = info(b[0].id);
+  EXPECT_EQ(w.state, BuildState::kWaiting);
+  EXPECT_THAT(w.message, HasSubstr("outputs were missing from the store 3 times right after"));
+  EXPECT_EQ(w.blocked_by, std::vector<std::string>{lib.path});
+  EXPECT_EQ(coord_->stats().derivations_failing, 1u);
+  ASSERT_TRUE(coord_->tick(true).has_value());  // the re-check submits nothing either
+  EXPECT_TRUE(fetch().empty());
+
+  auto again = coord_->retry(lib_build);
+  ASSERT_TRUE(again.has_value()) << again.error().message();
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].build_id, again->id);
+  ASSERT_TRUE(succeed(got[0]));  // this time the outputs arrive
+  EXPECT_EQ(coord_->stats().derivations_failing, 0u);
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].derivation, app.path);
+}
+
 TEST_F(SchedulerTest, InputSourceWithoutProducerWaitsAndSaysSo) {
   open();
   std::string src = narstore::testing::pathFor("source-tarball").fullPath("/nix/store");
