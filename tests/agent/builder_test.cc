@@ -35,17 +35,7 @@ class BuilderTest : public ::testing::Test {
   void SetUp() override {
     store_dir_ = (tmp_ / "store").string();
     fs::create_directories(tmp_ / "drvs");
-    auto key = narcache({"key", "generate", "--name", "agent-test-1", "--secret",
-                         (tmp_ / "sk").string(), "--public", (tmp_ / "pk").string()});
-    ASSERT_EQ(key.exit_code, 0) << key.err;
-    writeFile(tmp_ / "token", "tok\n");
-    auto init = narcache(
-        {"store", "init", "--store", (tmp_ / "server").string(), "--store-dir", store_dir_});
-    ASSERT_EQ(init.exit_code, 0) << init.err;
-    server_ = std::make_unique<ServedStore>(
-        tmp_ / "server",
-        std::vector<std::string>{"--secret-key", (tmp_ / "sk").string(), "--upload-token-file",
-                                 (tmp_ / "token").string()});
+    server_ = ServedStore::signing(tmp_.path(), store_dir_, "agent-test-1", "tok", public_key_);
   }
 
   fs::path create(const std::string& name, const std::string& builder, const std::string& script,
@@ -71,7 +61,7 @@ class BuilderTest : public ::testing::Test {
     agent::BuildOptions o;
     o.drv_file = drv;
     o.cache_url = server_->url();
-    o.trusted_keys = {*PublicKey::parse(readFile(tmp_ / "pk"))};
+    o.trusted_keys = {*PublicKey::parse(public_key_)};
     o.upload_token = "tok";
     o.http_attempts = 2;
     return o;
@@ -84,6 +74,7 @@ class BuilderTest : public ::testing::Test {
 
   TempDir tmp_;
   std::string store_dir_;
+  std::string public_key_;
   std::unique_ptr<ServedStore> server_;
 };
 

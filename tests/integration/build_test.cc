@@ -36,18 +36,7 @@ class BuildTest : public ::testing::Test {
   void SetUp() override {
     store_dir_ = (tmp_ / "store").string();
     fs::create_directories(tmp_ / "drvs");
-    auto key = narcache({"key", "generate", "--name", "build-test-1", "--secret",
-                         (tmp_ / "sk").string(), "--public", (tmp_ / "pk").string()});
-    ASSERT_EQ(key.exit_code, 0) << key.err;
-    public_key_ = trim(readFile(tmp_ / "pk"));
-    writeFile(tmp_ / "token", std::string(kToken) + "\n");
-    auto init = narcache(
-        {"store", "init", "--store", (tmp_ / "server").string(), "--store-dir", store_dir_});
-    ASSERT_EQ(init.exit_code, 0) << init.err;
-    server_ = std::make_unique<ServedStore>(
-        tmp_ / "server",
-        std::vector<std::string>{"--secret-key", (tmp_ / "sk").string(), "--upload-token-file",
-                                 (tmp_ / "token").string()});
+    server_ = ServedStore::signing(tmp_.path(), store_dir_, "build-test-1", kToken, public_key_);
   }
 
   // `narcache drv create`; returns the .drv file (named by its store path's base name).

@@ -17,6 +17,27 @@ ServedStore::ServedStore(const std::filesystem::path& root, std::vector<std::str
   start();
 }
 
+std::unique_ptr<ServedStore> ServedStore::signing(const std::filesystem::path& dir,
+                                                  const std::string& store_dir,
+                                                  const std::string& key_name,
+                                                  const std::string& token,
+                                                  std::string& public_key) {
+  auto key = narcache({"key", "generate", "--name", key_name, "--secret", (dir / "sk").string(),
+                       "--public", (dir / "pk").string()});
+  EXPECT_EQ(key.exit_code, 0) << key.err;
+  public_key = readFile(dir / "pk");
+  while (!public_key.empty() && (public_key.back() == '\n' || public_key.back() == ' ')) {
+    public_key.pop_back();
+  }
+  writeFile(dir / "token", token + "\n");
+  auto init =
+      narcache({"store", "init", "--store", (dir / "server").string(), "--store-dir", store_dir});
+  EXPECT_EQ(init.exit_code, 0) << init.err;
+  return std::make_unique<ServedStore>(
+      dir / "server", std::vector<std::string>{"--secret-key", (dir / "sk").string(),
+                                               "--upload-token-file", (dir / "token").string()});
+}
+
 void ServedStore::start() {
   std::vector<std::string> args = {NARCACHE_BIN, "serve",       "--store",     root_.string(),
                                    "--listen",   "127.0.0.1:0", "--log-level", "debug"};

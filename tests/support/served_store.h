@@ -17,6 +17,14 @@ class ServedStore {
   // `extra` are more `narcache serve` arguments (keys, token, ...).
   explicit ServedStore(const std::filesystem::path& root, std::vector<std::string> extra = {});
 
+  // The cache most build tests need: a new store under dir/server with store dir `store_dir`,
+  // served signing with a new key named `key_name` (dir/sk, dir/pk) and taking uploads with
+  // `token` (written to dir/token). Sets `public_key` to the public key text.
+  static std::unique_ptr<ServedStore> signing(const std::filesystem::path& dir,
+                                              const std::string& store_dir,
+                                              const std::string& key_name,
+                                              const std::string& token, std::string& public_key);
+
   // (Re)starts the server; fails the test if it does not come up within 10 s.
   void start();
   int stop(int sig) { return process_->stop(sig); }
