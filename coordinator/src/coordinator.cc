@@ -478,7 +478,7 @@ Result<SubmitResponse> Coordinator::submit(const SubmitRequest& request) {
   });
 }
 
-Result<BuildList> Coordinator::listBuilds(const BuildQuery& query) {
+Result<BuildList> Coordinator::listBuilds(const BuildFilter& query) {
   constexpr std::size_t kMaxScan = 200000;  // records examined per page
   BuildList list;
   std::size_t limit = std::clamp<std::size_t>(query.limit, 1, 10000);

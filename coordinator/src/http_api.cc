@@ -135,7 +135,7 @@ void HttpApi::Impl::setup() {
   });
   http.Get("/api/v1/builds", [this](const httplib::Request& req, httplib::Response& res) {
     if (!clientAuthorized(req)) return unauthorized(res, "a client token is required");
-    BuildQuery query;
+    BuildFilter query;
     if (req.has_param("state")) {
       auto state = parseBuildState(req.get_param_value("state"));
       if (!state) return sendError(res, state.error());

@@ -151,6 +151,7 @@ Result<std::vector<std::byte>> base64Decode(std::string_view text) {
     return fail(ErrorCode::kInvalidArgument,
                 "base64 string " + quoted(text) + " has a length that is not a multiple of 4");
   }
+  if (text.empty()) return std::vector<std::byte>{};  // libsodium's buffers must not be null
   std::vector<std::byte> out(text.size() / 4 * 3);
   std::size_t len = 0;
   // With b64_end == nullptr libsodium rejects any character that is not part of a canonical,

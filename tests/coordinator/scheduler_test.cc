@@ -407,7 +407,7 @@ TEST_F(SchedulerTest, ListFiltersByStateAndTagWithPaging) {
     req.builds.push_back({d.path, 0, {{"batch", i % 2 == 0 ? "even" : "odd"}}});
   }
   ASSERT_TRUE(coord_->submit(req).has_value());
-  BuildQuery q;
+  BuildFilter q;
   q.tags = {{"batch", "even"}};
   q.limit = 2;
   auto page = coord_->listBuilds(q);
@@ -419,7 +419,7 @@ TEST_F(SchedulerTest, ListFiltersByStateAndTagWithPaging) {
   ASSERT_TRUE(page2.has_value());
   ASSERT_EQ(page2->builds.size(), 1u);
   EXPECT_FALSE(page2->next_after.has_value());
-  BuildQuery allocated;
+  BuildFilter allocated;
   allocated.state = BuildState::kAllocated;
   EXPECT_TRUE(coord_->listBuilds(allocated)->builds.empty());
 }

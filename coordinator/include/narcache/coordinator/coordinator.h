@@ -67,7 +67,7 @@ struct CoordinatorOptions {
   std::size_t initial_map_size = 0;  // LMDB map (0: 64 MiB); grows on demand
 };
 
-struct BuildQuery {
+struct BuildFilter {
   std::optional<BuildState> state;
   std::map<std::string, std::string> tags;  // all must match
   std::size_t limit = 100;
@@ -108,7 +108,7 @@ class Coordinator {
   // --- Client API ---------------------------------------------------------------------------
   Result<UnknownDerivationsResponse> unknownDerivations(const UnknownDerivationsRequest& request);
   Result<SubmitResponse> submit(const SubmitRequest& request);
-  Result<BuildList> listBuilds(const BuildQuery& query);
+  Result<BuildList> listBuilds(const BuildFilter& query);
   Result<BuildInfo> build(std::uint64_t id);
   Result<BuildInfo> cancel(std::uint64_t id, std::string_view reason = "canceled by a client");
   Result<BuildInfo> retry(std::uint64_t id);  // a new build of the same derivation
