@@ -110,7 +110,8 @@ std::unique_ptr<Availability> localAvailability(const narstore::Store& store) {
 Result<std::unique_ptr<Availability>> remoteAvailability(const RemoteAvailabilityOptions& options) {
   auto url = http::parseHttpUrl(options.cache_url, "cache URL");
   if (!url) return fail(url.error());
-  return std::unique_ptr<Availability>(std::make_unique<RemoteAvailability>(options, std::move(*url)));
+  return std::unique_ptr<Availability>(
+      std::make_unique<RemoteAvailability>(options, std::move(*url)));
 }
 
 }  // namespace narcache::coordinator

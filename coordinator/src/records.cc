@@ -82,9 +82,14 @@ std::optional<BuildState> peekBuildState(std::string_view value) {
 }
 
 std::string encode(const DrvRecord& r) {
-  return json{{"system", r.system},         {"outputs", r.outputs},   {"input_drvs", r.input_drvs},
-              {"input_srcs", r.input_srcs}, {"failures", r.failures}, {"failing", r.failing},
-              {"last_success", r.last_success}, {"lost", r.lost}}
+  return json{{"system", r.system},
+              {"outputs", r.outputs},
+              {"input_drvs", r.input_drvs},
+              {"input_srcs", r.input_srcs},
+              {"failures", r.failures},
+              {"failing", r.failing},
+              {"last_success", r.last_success},
+              {"lost", r.lost}}
       .dump();
 }
 

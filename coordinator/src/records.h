@@ -29,8 +29,8 @@ struct DrvRecord {
   std::map<std::string, std::string> outputs;                  // name -> path
   std::map<std::string, std::vector<std::string>> input_drvs;  // .drv path -> output names
   std::vector<std::string> input_srcs;
-  int failures = 0;      // failed tries since the last success
-  bool failing = false;  // past the retry threshold: no automatic retry
+  int failures = 0;               // failed tries since the last success
+  bool failing = false;           // past the retry threshold: no automatic retry
   std::int64_t last_success = 0;  // when a build of it last succeeded (0: never)
   // Automatic rebuilds because its outputs were missing soon after a success (see waitFor):
   // an agent that uploads elsewhere than the store the coordinator asks would otherwise make

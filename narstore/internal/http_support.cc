@@ -27,7 +27,8 @@ Result<ListenAddress> parseListenAddress(std::string_view text) {
   int port = -1;
   auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port < 0 || port > 65535) {
-    return fail(ErrorCode::kInvalidArgument, "listen address '" + std::string(text) + "': bad port");
+    return fail(ErrorCode::kInvalidArgument,
+                "listen address '" + std::string(text) + "': bad port");
   }
   return ListenAddress{std::string(host), port};
 }
@@ -49,9 +50,8 @@ Result<HttpUrl> parseHttpUrl(std::string_view url, std::string_view what) {
   } else if (url.starts_with("https://")) {
     scheme = url.substr(0, 8);
   } else {
-    return fail(ErrorCode::kInvalidArgument, std::string(what) +
-                                                 ": not an http:// or https:// URL: '" +
-                                                 std::string(url) + "'");
+    return fail(ErrorCode::kInvalidArgument,
+                std::string(what) + ": not an http:// or https:// URL: '" + std::string(url) + "'");
   }
   std::string_view rest = url.substr(scheme.size());
   rest = rest.substr(0, rest.find('?'));

@@ -238,9 +238,8 @@ class ParallelRestorer final : public NarVisitor {
       for (Job& job : batch_) {
         if (!(fits(job.charge) && queue_.size() < kMaxQueuedJobs) && !error_) {
           jobs_ready_.notify_all();  // let the workers drain what is queued while we wait
-          space_ready_.wait(lock, [&] {
-            return (fits(job.charge) && queue_.size() < kMaxQueuedJobs) || error_;
-          });
+          space_ready_.wait(
+              lock, [&] { return (fits(job.charge) && queue_.size() < kMaxQueuedJobs) || error_; });
         }
         if (error_) return fail(*error_);
         buffered_ += job.charge;

@@ -145,8 +145,12 @@ Status LmdbStore::migrateToItemIds() {
         auto record = ItemRecord::decode(e->second);
         if (!record || e->first.size() != kHashLen) continue;  // verify reports it
         const FileRecord* file = fileOf(urlFileName(record->narinfo));
-        GcNodeRecord node{std::string(e->first), record->created, 0, record->nar_size,
-                          file != nullptr ? file->size : 0, file != nullptr ? file->id : 0};
+        GcNodeRecord node{std::string(e->first),
+                          record->created,
+                          0,
+                          record->nar_size,
+                          file != nullptr ? file->size : 0,
+                          file != nullptr ? file->id : 0};
         if (auto a = txn.get(t.atime, e->first)) {
           node.last_access = static_cast<std::int64_t>(decodeU64(*a));
         }

@@ -229,7 +229,8 @@ TEST(GcServeTest, NixFetchesClosuresWhileGcRuns) {
     ASSERT_EQ(avail.exit_code, 0) << avail.err;
     j = nlohmann::json::parse(avail.out);
     bool odd_gone = true;  // every odd chain: its last access may be flushed a run later
-    for (std::size_t i = 1; i < tops.size(); i += 2) odd_gone = odd_gone && j[i]["state"] == "missing";
+    for (std::size_t i = 1; i < tops.size(); i += 2)
+      odd_gone = odd_gone && j[i]["state"] == "missing";
     if (odd_gone) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

@@ -13,7 +13,8 @@ TEST_F(CoordinatorE2E, CliCancelsRetriesAndExplainsWhatItCannotDo) {
   auto ids = submit({drv});  // no agent yet: it stays queued
   ASSERT_EQ(ids.size(), 1u);
   auto cli = [&](const std::string& verb, std::uint64_t id) {
-    return narcache({"build", verb, std::to_string(id), "--json", "--coordinator", coordinatorUrl()});
+    return narcache(
+        {"build", verb, std::to_string(id), "--json", "--coordinator", coordinatorUrl()});
   };
 
   auto retried_too_early = cli("retry", ids[0]);
@@ -83,8 +84,8 @@ TEST(CoordinatorCliOptions, BadOptionsAreRefusedClearly) {
     argv.insert(argv.end(), c.args.begin(), c.args.end());
     auto r = narcache(argv);
     EXPECT_NE(r.exit_code, 0) << c.message;
-    EXPECT_NE(r.err.find(c.message), std::string::npos) << "expected '" << c.message << "' in: "
-                                                         << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos)
+        << "expected '" << c.message << "' in: " << r.err;
   }
 }
 

@@ -22,8 +22,8 @@ class ServedStore {
   // `token` (written to dir/token). Sets `public_key` to the public key text.
   static std::unique_ptr<ServedStore> signing(const std::filesystem::path& dir,
                                               const std::string& store_dir,
-                                              const std::string& key_name,
-                                              const std::string& token, std::string& public_key);
+                                              const std::string& key_name, const std::string& token,
+                                              std::string& public_key);
 
   // (Re)starts the server; fails the test if it does not come up within 10 s.
   void start();
