@@ -1,5 +1,8 @@
 #include "commands.h"
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -27,6 +30,18 @@ int CommandRegistry::runSelected() {
   }
   std::fprintf(stderr, "narcache: no command given (see --help)\n");
   return 2;
+}
+
+void addLogLevelOption(CLI::App* command, std::string& level) {
+  command->add_option("--log-level", level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+}
+
+void startLogging(const std::string& name, const std::string& level) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt(name));
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 }
 
 void addStoreOption(CLI::App* command, std::string& root) {

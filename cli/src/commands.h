@@ -37,6 +37,11 @@ int reportError(const Error& error);
 // Reads a whole (small) file: keys, tokens, narinfos.
 Result<std::string> readTextFile(const std::string& path);
 
+// The long-running commands (serve, coordinator, agent) log to stderr through spdlog: one
+// timestamped line per event, under the logger `name`, at `level`.
+void addLogLevelOption(CLI::App* command, std::string& level);  // --log-level, checked
+void startLogging(const std::string& name, const std::string& level = "info");
+
 // Adds `--store DIR` to a command, defaulting to $NARCACHE_STORE, then ./var/store.
 void addStoreOption(CLI::App* command, std::string& root);
 

@@ -17,7 +17,6 @@
 // runs one build (agent_loop.h).
 
 #include <signal.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -448,8 +447,7 @@ int runAgentLoop(const AgentArgs& a) {
     options.trusted_keys.push_back(fs::exists(k, ec) ? fs::absolute(k).string() : k);
   }
   options.store_root = a.store_root;
-  spdlog::set_default_logger(spdlog::stderr_color_mt("narcache-agent"));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  startLogging("narcache-agent");
   std::stop_source stop;
   StopOnSignal signals(stop);
   auto status = agent::runAgent(options, stop.get_token());

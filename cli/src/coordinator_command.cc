@@ -6,7 +6,6 @@
 // thread, which stops the HTTP server (in-flight requests finish), then the coordinator (its
 // maintenance and hook threads; unprocessed hook events stay in the database), exit code 0.
 #include <pthread.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -67,9 +66,7 @@ Result<int> positiveSeconds(const std::string& text, const std::string& flag) {
 }
 
 int runCoordinator(const CoordinatorArgs& args) {
-  spdlog::set_default_logger(spdlog::stderr_color_mt("narcache-coordinator"));
-  spdlog::set_level(spdlog::level::from_str(args.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  startLogging("narcache-coordinator", args.log_level);
 
   if (args.store.empty() == args.cache.empty()) {
     return reportError(Error(ErrorCode::kInvalidArgument,
@@ -81,18 +78,20 @@ int runCoordinator(const CoordinatorArgs& args) {
   if (args.max_retries < 0) {
     return reportError(Error(ErrorCode::kInvalidArgument, "--max-retries: 0 or more"));
   }
-  auto lease = positiveSeconds(args.lease, "--lease");
-  if (!lease) return reportError(lease.error());
-  options.lease_seconds = *lease;
-  auto backoff = positiveSeconds(args.retry_backoff, "--retry-backoff");
-  if (!backoff) return reportError(backoff.error());
-  options.retry_backoff_seconds = *backoff;
-  auto recheck = positiveSeconds(args.waiting_recheck, "--waiting-recheck");
-  if (!recheck) return reportError(recheck.error());
-  options.waiting_recheck_seconds = *recheck;
-  auto hook_timeout = positiveSeconds(args.hook_timeout, "--hook-timeout");
-  if (!hook_timeout) return reportError(hook_timeout.error());
-  options.hook_command_timeout_seconds = *hook_timeout;
+  struct Duration {
+    const std::string& text;
+    const char* flag;
+    int& seconds;
+  };
+  for (const Duration& d :
+       {Duration{args.lease, "--lease", options.lease_seconds},
+        Duration{args.retry_backoff, "--retry-backoff", options.retry_backoff_seconds},
+        Duration{args.waiting_recheck, "--waiting-recheck", options.waiting_recheck_seconds},
+        Duration{args.hook_timeout, "--hook-timeout", options.hook_command_timeout_seconds}}) {
+    auto seconds = positiveSeconds(d.text, d.flag);
+    if (!seconds) return reportError(seconds.error());
+    d.seconds = *seconds;
+  }
   options.build_timeout_seconds = args.build_timeout;
   options.max_silent_seconds = args.max_silent_time;
   for (const std::string& text : args.hooks) {
@@ -207,9 +206,7 @@ void registerCoordinatorCommand(CommandRegistry& registry) {
   cmd->add_option("--max-silent-time", args->max_silent_time,
                   "Kill a builder silent this long, seconds (0: none)");
   cmd->add_option("--threads", args->threads, "HTTP worker threads")->capture_default_str();
-  cmd->add_option("--log-level", args->log_level, "trace, debug, info, warn, error")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
-      ->capture_default_str();
+  addLogLevelOption(cmd, args->log_level);
   registry.add(cmd, [args] { return runCoordinator(*args); });
 }
 

@@ -4,7 +4,6 @@
 // thread, which then stops the server: no new connections, in-flight requests finish, access
 // times are flushed, exit code 0.
 #include <pthread.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -42,9 +41,7 @@ struct ServeArgs {
 
 int serve(const ServeArgs& args) {
   // Logs go to stderr (with the startup lines), one line per event.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("narcache-serve"));
-  spdlog::set_level(spdlog::level::from_str(args.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  startLogging("narcache-serve", args.log_level);
 
   narstore::ServerOptions options;
   options.listen = args.listen;
@@ -171,9 +168,7 @@ void registerServeCommand(CommandRegistry& registry) {
   cmd->add_option("--negative-max-age", args->negative_max_age,
                   "Cache-Control max-age of misses (404), in seconds")
       ->capture_default_str();
-  cmd->add_option("--log-level", args->log_level, "trace, debug, info, warn, error")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
-      ->capture_default_str();
+  addLogLevelOption(cmd, args->log_level);
   cmd->add_option("--gc-interval", args->gc_interval,
                   "Collect garbage this often (30m, 1h...), with the policy below; off by default");
   cmd->add_option("--ttl", args->gc_ttl, "GC: keep items used within this long (default: all)");

@@ -324,13 +324,14 @@ Status Coordinator::Impl::waitFor(Batch& b, BuildRecord& record,
                         " times right after (do the agents upload to the cache this "
                         "coordinator asks?); no automatic rebuild");
         b.effects.push_back([drv_path, n = record_of.lost] {
-          spdlog::warn("{}: outputs missing from the store {} times right after a success: "
-                       "failing, no automatic rebuild",
-                       drv_path, n);
+          spdlog::warn(
+              "{}: outputs missing from the store {} times right after a success: "
+              "failing, no automatic rebuild",
+              drv_path, n);
         });
         continue;
       }
-      putDrv(b, drv_path, record_of, false);
+      if (record_of.lost != (*drv)->lost) putDrv(b, drv_path, record_of, false);
       auto r = newBuild(b, drv_path, record_of, info.priority, info.tags, std::nullopt);
       if (!r) return fail(r.error());
       submitted.push_back(*r);
