@@ -207,15 +207,25 @@ class ParallelRestorer final : public NarVisitor {
 
   bool fits(std::size_t n) const { return buffered_ == 0 || buffered_ + n <= max_buffered_; }
 
-  // Queues `job` once the budget has room for it.
+  // Queues `job` once the budget and the queue have room for it; mutex_ held through `lock`.
+  // While it waits, the workers are woken to drain what is queued.
+  Status enqueueLocked(std::unique_lock<std::mutex>& lock, Job& job) {
+    auto room = [&] { return (fits(job.charge) && queue_.size() < kMaxQueuedJobs) || error_; };
+    if (!room()) {
+      jobs_ready_.notify_all();
+      space_ready_.wait(lock, room);
+    }
+    if (error_) return fail(*error_);
+    buffered_ += job.charge;
+    queue_.push_back(std::move(job));
+    return {};
+  }
+
+  // Queues `job` (a large file's, which must not wait in a batch).
   Status submit(Job job) {
     {
       std::unique_lock lock(mutex_);
-      space_ready_.wait(
-          lock, [&] { return (fits(job.charge) && queue_.size() < kMaxQueuedJobs) || error_; });
-      if (error_) return fail(*error_);
-      buffered_ += job.charge;
-      queue_.push_back(std::move(job));
+      NARCACHE_TRY(enqueueLocked(lock, job));
     }
     jobs_ready_.notify_one();
     return {};
@@ -235,16 +245,7 @@ class ParallelRestorer final : public NarVisitor {
     if (batch_.empty()) return {};
     {
       std::unique_lock lock(mutex_);
-      for (Job& job : batch_) {
-        if (!(fits(job.charge) && queue_.size() < kMaxQueuedJobs) && !error_) {
-          jobs_ready_.notify_all();  // let the workers drain what is queued while we wait
-          space_ready_.wait(
-              lock, [&] { return (fits(job.charge) && queue_.size() < kMaxQueuedJobs) || error_; });
-        }
-        if (error_) return fail(*error_);
-        buffered_ += job.charge;
-        queue_.push_back(std::move(job));
-      }
+      for (Job& job : batch_) NARCACHE_TRY(enqueueLocked(lock, job));
     }
     batch_.clear();
     batch_charge_ = 0;
