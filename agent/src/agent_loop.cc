@@ -105,6 +105,7 @@ class Agent {
   void releasePrevious();
   void fetch();
   void heartbeat();
+  void heartbeatLoop();  // its own thread: a slow fetch or report never delays a heartbeat
   void reap();
   void shutdown();
   fs::path buildDir(std::uint64_t allocation_id) const {
@@ -120,7 +121,7 @@ class Agent {
   std::vector<std::uint64_t> previous_;                 // left by an earlier run
   std::string fetch_id_;                                // kept until a fetch is answered
   Clock::time_point next_fetch_{};
-  Clock::time_point next_heartbeat_{};
+  Clock::time_point next_heartbeat_{};  // lowered by fetch() when it starts a job
   Clock::duration fetch_backoff_ = 0s;
   bool coordinator_down_ = false;
 };
@@ -413,7 +414,8 @@ void Agent::fetch() {
   if (response->allocations.empty()) {
     next_fetch_ = now + std::chrono::milliseconds(std::max(200, response->poll_seconds * 1000));
   } else {
-    next_fetch_ = now;  // there may be more
+    next_fetch_ = now;   // there may be more
+    wake_.notify_all();  // the heartbeat thread: its next beat may be earlier now
   }
 }
 
@@ -429,24 +431,36 @@ void Agent::heartbeat() {
     }
   }
   auto interval = std::chrono::milliseconds(std::max(300, lease * 1000 / 3));
-  if (request.allocations.empty()) {
-    next_heartbeat_ = Clock::now() + interval;
-    return;
+  auto next = Clock::now() + interval;
+  if (!request.allocations.empty()) {
+    auto response = client_->heartbeat(request);
+    if (!response) {
+      spdlog::warn("agent: heartbeat: {}", response.error().message());
+      next = Clock::now() + std::min<Clock::duration>(interval, 1s);
+    } else {
+      next = Clock::now() + interval;
+      std::lock_guard lock(mutex_);
+      for (auto id : response->canceled) {
+        auto it = jobs_.find(id);
+        if (it == jobs_.end() || it->second->drop) continue;
+        spdlog::info("agent: build {}: canceled or lease lost: stopping it",
+                     it->second->allocation.build_id);
+        it->second->drop = true;
+      }
+    }
   }
-  auto response = client_->heartbeat(request);
-  if (!response) {
-    spdlog::warn("agent: heartbeat: {}", response.error().message());
-    next_heartbeat_ = Clock::now() + std::min<Clock::duration>(interval, 1s);
-    return;
-  }
-  next_heartbeat_ = Clock::now() + interval;
   std::lock_guard lock(mutex_);
-  for (auto id : response->canceled) {
-    auto it = jobs_.find(id);
-    if (it == jobs_.end() || it->second->drop) continue;
-    spdlog::info("agent: build {}: canceled or lease lost: stopping it",
-                 it->second->allocation.build_id);
-    it->second->drop = true;
+  next_heartbeat_ = next;
+}
+
+void Agent::heartbeatLoop() {
+  while (!stop_.stop_requested()) {
+    heartbeat();
+    std::unique_lock lock(mutex_);
+    while (!stop_.stop_requested() && Clock::now() < next_heartbeat_) {
+      auto until = next_heartbeat_;
+      wake_.wait_until(lock, stop_, until, [&] { return next_heartbeat_ < until; });
+    }
   }
 }
 
@@ -503,16 +517,15 @@ Status Agent::run() {
   loadPrevious();
   spdlog::info("agent {}: coordinator {}, cache {}, systems {}, up to {} builds", o_.name,
                client_->url(), o_.cache_url, fmt::join(o_.systems, ","), o_.max_parallel);
+  std::jthread beat([this] { heartbeatLoop(); });  // ends with stop_, joined before shutdown
   while (!stop_.stop_requested()) {
     reap();
     releasePrevious();
-    auto now = Clock::now();
-    if (now >= next_heartbeat_) heartbeat();
-    if (now >= next_fetch_ && !stop_.stop_requested()) fetch();
+    if (Clock::now() >= next_fetch_ && !stop_.stop_requested()) fetch();
     std::unique_lock lock(mutex_);
-    auto until = std::min(next_fetch_, next_heartbeat_);
+    auto until = next_fetch_;
     bool full = static_cast<int>(jobs_.size()) >= o_.max_parallel;
-    if (full) until = next_heartbeat_;
+    if (full) until = Clock::now() + 1s;  // a finishing job wakes the loop earlier
     wake_.wait_until(lock, stop_, std::max(until, Clock::now() + 50ms), [&] {
       for (const auto& [id, job] : jobs_) {
         if (job->done) return true;
@@ -520,6 +533,7 @@ Status Agent::run() {
       return false;
     });
   }
+  beat.join();
   shutdown();
   return {};
 }

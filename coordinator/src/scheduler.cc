@@ -240,7 +240,17 @@ Result<HeartbeatResponse> Coordinator::heartbeat(const std::string& agent,
   Impl& d = *impl_;
   {
     std::lock_guard lock(d.mu);
-    d.mem.agents[agent].last_seen = d.now();
+    std::int64_t t = d.now();
+    d.mem.agents[agent].last_seen = t;
+    // Heard from the agent: its leases hold from now on, even when the commit below waits behind
+    // a slow fsync (the lease reaper looks at these in-memory leases first).
+    for (std::uint64_t alloc : request.allocations) {
+      auto it = d.mem.allocs.find(alloc);
+      if (it != d.mem.allocs.end() && it->second.agent == agent &&
+          it->second.lease_until < t + d.options.lease_seconds) {
+        d.mem.setLease(alloc, t + d.options.lease_seconds);
+      }
+    }
   }
   if (request.allocations.empty()) return HeartbeatResponse{};
   return d.mutate<HeartbeatResponse>([&](Batch& b) -> Result<HeartbeatResponse> {

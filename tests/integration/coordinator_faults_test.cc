@@ -1,7 +1,8 @@
 // Agents behind fault-injecting proxies (tests/support/fault_proxy.h), one in front of the
 // coordinator and one in front of the cache: dropped connections before and after the request
 // was forwarded, delays, truncated answers. Every build still succeeds, the store verifies
-// clean, and every output is there exactly once, as the builder made it.
+// clean, and every output is there exactly once, as the builder made it. And a fetch slower
+// than the lease does not hold up the heartbeats of the builds already running.
 #include <signal.h>
 #include <unistd.h>
 
@@ -100,6 +101,27 @@ TEST_F(CoordinatorE2E, BuildsFinishThroughFaultyProxiesAndNothingIsCorrupted) {
   for (const auto& d : layers[3]) verify_args.push_back(outPath(d));
   auto checked = nix.run(verify_args);
   EXPECT_EQ(checked.exit_code, 0) << checked.err;
+}
+
+TEST_F(CoordinatorE2E, ASlowFetchNeverDelaysTheHeartbeatsOfRunningBuilds) {
+  // Every fetch takes longer than the whole lease (the coordinator's answer is held up, as by a
+  // slow disk or network), while a build runs for two leases: its heartbeats must go out on
+  // time all the same, so its lease never expires and it is built once.
+  lease_ = "3s";
+  startCoordinator();
+  FaultOptions slow;
+  slow.target_port = coordinator_port_;
+  slow.slow_request = "POST /api/v1/agent/fetch";
+  slow.slow_delay = std::chrono::milliseconds(4000);
+  FaultProxy proxy(slow);
+  auto drv = create("long", "sleep 6; echo done > $out");
+  startAgent("s1", 2, proxy.url());
+  auto ids = submit({drv});
+  ASSERT_TRUE(waitSucceeded(ids, 60));
+  auto info = show(ids[0]);
+  EXPECT_EQ(info.tries, 1);
+  EXPECT_EQ(coordinator_->err().find("expired"), std::string::npos) << coordinator_->err();
+  EXPECT_GE(proxy.counts().slowed, 2) << "the agent fetched again while the build ran";
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string_view>
 
 namespace narcache::test {
 namespace {
@@ -150,6 +151,14 @@ void FaultProxy::relay(int client, Fault fault, std::uint64_t seed) {
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t got = ::recv(client, buf, sizeof buf, 0);
       if (got <= 0) break;
+      if (!options_.slow_request.empty() &&
+          std::string_view(buf, static_cast<std::size_t>(got)).starts_with(options_.slow_request)) {
+        {
+          std::lock_guard lock(mutex_);
+          ++counts_.slowed;
+        }
+        std::this_thread::sleep_for(options_.slow_delay);
+      }
       if (!got_request && fault == Fault::kDelay) {
         auto ms =
             static_cast<long>(uniform(seed) * static_cast<double>(options_.max_delay.count()));

@@ -28,6 +28,10 @@ struct FaultOptions {
   double delay = 0;        // wait up to max_delay before forwarding the request
   std::chrono::milliseconds max_delay{300};
   int max_faults = 200;
+  // Not random: every request that starts with `slow_request` (e.g. "POST /api/v1/agent/fetch")
+  // waits `slow_delay` before it is forwarded (counted as `slowed`, not bounded by max_faults).
+  std::string slow_request;
+  std::chrono::milliseconds slow_delay{0};
 };
 
 struct FaultCounts {
@@ -36,6 +40,7 @@ struct FaultCounts {
   int dropped_after = 0;
   int truncated = 0;
   int delayed = 0;
+  int slowed = 0;
   int faults() const { return dropped_before + dropped_after + truncated + delayed; }
 };
 
