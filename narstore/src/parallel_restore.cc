@@ -6,6 +6,12 @@
 // Invariants:
 // - A job's directory exists before the job is queued (the parser made it), and its fd stays
 //   open until the last job in it is done (jobs share it through a DirRef).
+// - Entries are created in a directory by one thread at a time (OpenDir::creating): a worker
+//   takes the queued jobs of one directory together (up to kBatchJobs) and creates all of them
+//   under one hold of that lock, then writes and closes them without it. Creating an entry takes
+//   the directory's inode lock in the kernel, which threads creating in the same directory
+//   otherwise spin on: on ext4 after a mass delete, where each inode allocation is slow, that
+//   spinning cost 4-10x the CPU of the restore itself.
 // - `buffered_` counts the bytes queued and not yet written, plus kJobOverhead per job (but a
 //   streamed file's own job); the parser queues nothing that would take it past max_buffered,
 //   unless it is 0. On top come its own partial piece or small file (at most kPieceSize) and
@@ -53,7 +59,12 @@ constexpr std::size_t kBatchBytes = std::size_t{256} << 10;
 constexpr std::size_t kJobOverhead = 256;
 
 // A directory the parser created, kept open while jobs creating entries in it are pending.
-using DirRef = std::shared_ptr<const Fd>;
+struct OpenDir {
+  explicit OpenDir(Fd f) : fd(std::move(f)) {}
+  Fd fd;
+  std::mutex creating;  // held while creating entries in it (see the invariants above)
+};
+using DirRef = std::shared_ptr<OpenDir>;
 
 // The contents of a large file, in order: fed by the parser, drained by one worker.
 struct Stream {
@@ -94,9 +105,12 @@ class ParallelRestorer final : public NarVisitor {
 
   Status directory(std::string_view path) override {
     NARCACHE_TRY(checkWorkers());
+    std::unique_lock<std::mutex> creating;
+    if (!path.empty()) creating = std::unique_lock(dirs_.back()->creating);
     auto fd = target_.makeDirectory(dirFd(path), path);
     if (!fd) return fail(fd.error());
-    dirs_.push_back(std::make_shared<const Fd>(std::move(*fd)));
+    creating = {};
+    dirs_.push_back(std::make_shared<OpenDir>(std::move(*fd)));
     return {};
   }
 
@@ -182,7 +196,7 @@ class ParallelRestorer final : public NarVisitor {
 
  private:
   int dirFd(std::string_view path) const {
-    return path.empty() ? target_.parentFd() : dirs_.back()->get();
+    return path.empty() ? target_.parentFd() : dirs_.back()->fd.get();
   }
 
   Job newJob(std::string_view path) const {
@@ -193,7 +207,7 @@ class ParallelRestorer final : public NarVisitor {
       job.dir_fd = target_.parentFd();
     } else {
       job.dir = dirs_.back();
-      job.dir_fd = job.dir->get();
+      job.dir_fd = job.dir->fd.get();
     }
     return job;
   }
@@ -319,8 +333,9 @@ class ParallelRestorer final : public NarVisitor {
 
   void work() {
     std::size_t done_charge = 0;  // released with the next lock, not a lock of its own
+    std::vector<Job> jobs;
     for (;;) {
-      Job job;
+      jobs.clear();
       {
         std::unique_lock lock(mutex_);
         if (done_charge > 0) {
@@ -330,29 +345,53 @@ class ParallelRestorer final : public NarVisitor {
         }
         jobs_ready_.wait(lock, [&] { return !queue_.empty() || closing_ || error_; });
         if (error_ || queue_.empty()) return;  // stopped, or closing and drained
-        job = std::move(queue_.front());
-        queue_.pop_front();
-        if (queue_.size() + 1 == kMaxQueuedJobs) space_ready_.notify_one();
+        bool was_full = queue_.size() >= kMaxQueuedJobs;
+        // The front job, and the small jobs right behind it in the same directory.
+        do {
+          jobs.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        } while (!queue_.empty() && jobs.size() < kBatchJobs && !jobs.front().stream &&
+                 !queue_.front().stream && queue_.front().dir == jobs.front().dir);
+        if (was_full) space_ready_.notify_one();
       }
-      Status status = run(job);
+      Status status = run(jobs);
       if (!status) {
         recordError(status.error());
         return;
       }
-      done_charge = job.charge;
+      for (const Job& job : jobs) done_charge += job.charge;
     }
   }
 
-  Status run(Job& job) {
-    if (job.kind == Job::Kind::kSymlink) return target_.makeSymlink(job.dir_fd, job.path, job.data);
-    auto fd = target_.createFile(job.dir_fd, job.path, job.executable);
-    if (!fd) return fail(fd.error());
-    if (job.stream) {
-      NARCACHE_TRY(drain(*job.stream, fd->get(), job.path));
-    } else if (!job.data.empty()) {
-      NARCACHE_TRY(target_.write(fd->get(), asBytes(job.data), job.path));
+  // Creates the entries of `jobs` (all in one directory) under its lock, then writes and closes
+  // the files.
+  Status run(std::vector<Job>& jobs) {
+    std::vector<Fd> fds(jobs.size());
+    {
+      std::unique_lock<std::mutex> creating;
+      if (jobs.front().dir) creating = std::unique_lock(jobs.front().dir->creating);
+      for (std::size_t i = 0; i < jobs.size(); ++i) {
+        Job& job = jobs[i];
+        if (job.kind == Job::Kind::kSymlink) {
+          NARCACHE_TRY(target_.makeSymlink(job.dir_fd, job.path, job.data));
+          continue;
+        }
+        auto fd = target_.createFile(job.dir_fd, job.path, job.executable);
+        if (!fd) return fail(fd.error());
+        fds[i] = std::move(*fd);
+      }
     }
-    return target_.close(std::move(*fd), job.path);
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      Job& job = jobs[i];
+      if (job.kind == Job::Kind::kSymlink) continue;
+      if (job.stream) {
+        NARCACHE_TRY(drain(*job.stream, fds[i].get(), job.path));
+      } else if (!job.data.empty()) {
+        NARCACHE_TRY(target_.write(fds[i].get(), asBytes(job.data), job.path));
+      }
+      NARCACHE_TRY(target_.close(std::move(fds[i]), job.path));
+    }
+    return {};
   }
 
   // Writes a large file's pieces as the parser delivers them.
