@@ -1,6 +1,7 @@
 // Format commands: nar dump/restore/ls, hash path/file, key generate, narinfo check/sign,
 // compress/decompress. Each streams between stdin/stdout and the formats layer.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +24,23 @@
 
 namespace narcache::cli {
 namespace {
+
+const char* truncated_message = "";
+
+// Reading a mapped file past its end (it shrank meanwhile) raises SIGBUS: report it and exit
+// instead of dying silently. Only async-signal-safe calls here.
+void onTruncatedMapping(const char* message) {
+  truncated_message = message;
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {
+    const char prefix[] = "narcache: ";
+    (void)!::write(STDERR_FILENO, prefix, sizeof prefix - 1);
+    (void)!::write(STDERR_FILENO, truncated_message, std::strlen(truncated_message));
+    (void)!::write(STDERR_FILENO, "\n", 1);
+    ::_exit(1);
+  };
+  ::sigaction(SIGBUS, &sa, nullptr);
+}
 
 Result<HashFormat> parseHashFormat(const std::string& name) {
   if (name == "nix32" || name == "base32") return HashFormat::kNix32;
@@ -93,7 +111,12 @@ void addNarCommands(CommandRegistry& registry) {
                    "2 to 16; 1 still overlaps reading the NAR with writing)")
       ->check(CLI::Range(0u, 256u));
   registry.add(restore, [args = restore_args] {
-    FdSource in(STDIN_FILENO);
+    // A NAR file on stdin is mapped and written out without copies (see
+    // MappedFileSource); a pipe is read.
+    FdSource piped(STDIN_FILENO);
+    auto mapped = MappedFileSource::tryMap(STDIN_FILENO);
+    if (mapped) onTruncatedMapping("the NAR file on stdin shrank while it was being restored");
+    Source& in = mapped ? static_cast<Source&>(*mapped) : piped;
     narstore::ParallelRestoreOptions options;
     options.jobs = args->jobs;
     if (auto s = narstore::restoreNarParallel(in, args->dest, options); !s) {

@@ -1,5 +1,7 @@
 #include "narcache/narinfo/io.h"
 
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +25,54 @@ Status Source::readExact(MutableBytes out) {
     done += *n;
   }
   return {};
+}
+
+std::unique_ptr<MappedFileSource> MappedFileSource::tryMap(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return nullptr;
+  off_t offset = ::lseek(fd, 0, SEEK_CUR);
+  if (offset < 0 || offset >= st.st_size) return nullptr;
+  auto size = static_cast<std::size_t>(st.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) return nullptr;
+  ::madvise(map, size, MADV_SEQUENTIAL);
+  return std::unique_ptr<MappedFileSource>(
+      new MappedFileSource(static_cast<std::byte*>(map), size, static_cast<std::size_t>(offset)));
+}
+
+MappedFileSource::~MappedFileSource() {
+  ::munmap(map_, map_size_);
+}
+
+Result<std::size_t> MappedFileSource::read(MutableBytes out) {
+  Bytes in = readInPlace(out.size());
+  if (!in.empty()) std::memcpy(out.data(), in.data(), in.size());
+  return in.size();
+}
+
+Bytes MappedFileSource::readInPlace(std::size_t max) {
+  std::size_t n = std::min(max, map_size_ - pos_);
+  Bytes out(map_ + pos_, n);
+  pos_ += n;
+  return out;
+}
+
+void MappedFileSource::release(const std::byte* p) {
+  static const auto kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  if (p < map_ || p > map_ + map_size_) return;
+  std::size_t end = static_cast<std::size_t>(p - map_) / kPage * kPage;
+  if (end > released_) {
+    ::madvise(map_ + released_, end - released_, MADV_DONTNEED);
+    released_ = end;
+  }
+  // Map the next pages in one call rather than a fault per few pages as they are read.
+  constexpr std::size_t kAhead = std::size_t{16} << 20;
+  std::size_t from = std::max(populated_, end);
+  std::size_t to = std::min(map_size_, end + kAhead);
+  if (from < to) {
+    ::madvise(map_ + from, to - from, MADV_POPULATE_READ);
+    populated_ = to;
+  }
 }
 
 Result<std::size_t> FdSource::read(MutableBytes out) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -42,10 +43,13 @@ std::string quote(std::string_view s) {
   return out;
 }
 
-// Reads a Source through a reused buffer and counts the bytes consumed, which is the NAR offset.
+// Reads a Source through a reused buffer, or in place when the source offers it (then contents
+// chunks point into the source's memory, as nar.h promises), and counts the bytes consumed,
+// which is the NAR offset.
 class Reader {
  public:
-  explicit Reader(Source& source) : source_(source), buf_(kReadBufferSize) {}
+  explicit Reader(Source& source)
+      : source_(source), in_place_(source.readsInPlace()), buf_(in_place_ ? 0 : kReadBufferSize) {}
 
   std::uint64_t offset() const { return offset_; }
 
@@ -57,6 +61,14 @@ class Reader {
   // Makes at least one unread byte available unless the stream has ended; false at the end.
   Result<bool> fill() {
     if (pos_ < end_) return true;
+    if (in_place_) {
+      Bytes view = source_.readInPlace(std::numeric_limits<std::size_t>::max());
+      data_ = view.data();
+      pos_ = 0;
+      end_ = view.size();
+      return end_ > 0;
+    }
+    data_ = buf_.data();
     auto n = source_.read(buf_);
     if (!n) return fail(n.error().withContext("NAR offset " + std::to_string(offset_)));
     pos_ = 0;
@@ -72,7 +84,7 @@ class Reader {
       if (!more) return fail(more.error());
       if (!*more) return fail(error(offset_, "unexpected end of NAR"));
       std::size_t n = std::min(out.size() - done, end_ - pos_);
-      std::memcpy(out.data() + done, buf_.data() + pos_, n);
+      std::memcpy(out.data() + done, data_ + pos_, n);
       pos_ += n;
       offset_ += n;
       done += n;
@@ -86,7 +98,7 @@ class Reader {
     if (!more) return fail(more.error());
     if (!*more) return Bytes();
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(max, end_ - pos_));
-    Bytes out(buf_.data() + pos_, n);
+    Bytes out(data_ + pos_, n);
     pos_ += n;
     offset_ += n;
     return out;
@@ -163,7 +175,9 @@ class Reader {
 
  private:
   Source& source_;
-  std::vector<std::byte> buf_;
+  const bool in_place_;
+  std::vector<std::byte> buf_;       // unused when in place
+  const std::byte* data_ = nullptr;  // buf_, or the source's bytes
   std::size_t pos_ = 0;
   std::size_t end_ = 0;
   std::uint64_t offset_ = 0;

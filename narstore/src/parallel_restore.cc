@@ -21,6 +21,11 @@
 // - Only the parser feeds a Stream, and it finishes one file before starting the next, so at
 //   most one Stream is incomplete; the worker draining it never waits on anything but the
 //   parser, and the parser only on workers that make progress: no deadlock.
+// - When the source reads in place (a mapped NAR file), contents are not copied: jobs and
+//   pieces hold views of the source's bytes (the budget counts them all the same). `inflight_`
+//   holds the start of every queued or running view; the parser releases the source's bytes
+//   below the lowest of those and of its unqueued batch, every kReleaseStep bytes, so the
+//   mapped pages in memory stay bounded too.
 
 #include "narcache/narstore/parallel_restore.h"
 
@@ -32,6 +37,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -57,6 +63,8 @@ constexpr std::size_t kBatchBytes = std::size_t{256} << 10;
 // Charged per job on top of its bytes, so that empty files and symlinks count against the
 // budget too (a NAR of a million empty files queues a bounded number of jobs).
 constexpr std::size_t kJobOverhead = 256;
+// An in-place source's bytes are released behind the restore every this many bytes.
+constexpr std::size_t kReleaseStep = std::size_t{4} << 20;
 
 // A directory the parser created, kept open while jobs creating entries in it are pending.
 struct OpenDir {
@@ -66,10 +74,17 @@ struct OpenDir {
 };
 using DirRef = std::shared_ptr<OpenDir>;
 
+// A piece of a large file: bytes copied from the source, or a view of an in-place source.
+struct Piece {
+  std::string owned;
+  Bytes view;
+  Bytes bytes() const { return view.empty() ? asBytes(owned) : view; }
+};
+
 // The contents of a large file, in order: fed by the parser, drained by one worker.
 struct Stream {
-  std::deque<std::string> pieces;  // guarded by ParallelRestorer::mutex_
-  bool complete = false;           // guarded by ParallelRestorer::mutex_
+  std::deque<Piece> pieces;  // guarded by ParallelRestorer::mutex_
+  bool complete = false;     // guarded by ParallelRestorer::mutex_
 };
 
 struct Job {
@@ -80,14 +95,19 @@ struct Job {
   std::string path;
   bool executable = false;
   std::string data;                // a small file's contents, or a symlink's target
+  Bytes view;                      // instead of data: a small file's contents in place
   std::shared_ptr<Stream> stream;  // a large file's contents
   std::size_t charge = 0;          // what this job adds to buffered_
 };
 
 class ParallelRestorer final : public NarVisitor {
  public:
-  ParallelRestorer(const RestoreTarget& target, const ParallelRestoreOptions& options)
-      : target_(target), max_buffered_(options.max_buffered) {
+  ParallelRestorer(const RestoreTarget& target, Source& source,
+                   const ParallelRestoreOptions& options)
+      : target_(target),
+        source_(source),
+        in_place_(source.readsInPlace()),
+        max_buffered_(options.max_buffered) {
     unsigned jobs = options.jobs == 0 ? defaultRestoreJobs() : options.jobs;
     workers_.reserve(jobs);
     for (unsigned i = 0; i < jobs; ++i) workers_.emplace_back([this] { workerMain(); });
@@ -133,7 +153,7 @@ class ParallelRestorer final : public NarVisitor {
     current_ = newJob(path);
     current_.executable = executable;
     if (size <= kPieceSize) {
-      current_.data.reserve(size);
+      if (!in_place_) current_.data.reserve(size);
       return {};
     }
     stream_ = std::make_shared<Stream>();
@@ -141,14 +161,37 @@ class ParallelRestorer final : public NarVisitor {
     // Its pieces are charged as they come. The job itself is not: it stays charged until the
     // worker has written the whole file, which waits for the parser, which would wait for it.
     current_.charge = 0;
-    piece_ = takeSpare();
+    if (!in_place_) piece_ = takeSpare();
     NARCACHE_TRY(flushBatch());
     return submit(std::move(current_));  // a worker creates it and waits for the pieces
   }
 
   Status contents(Bytes chunk) override {
     if (!stream_) {
+      Bytes& view = current_.view;
+      if (in_place_) {
+        cursor_ = chunk.data() + chunk.size();
+        unreleased_ += chunk.size();
+      }
+      if (in_place_ && current_.data.empty() &&
+          (view.empty() || view.data() + view.size() == chunk.data())) {
+        view = Bytes(view.empty() ? chunk.data() : view.data(), view.size() + chunk.size());
+        return {};
+      }
+      if (!view.empty()) {  // not contiguous after all: copy
+        current_.data.append(reinterpret_cast<const char*>(view.data()), view.size());
+        view = {};
+      }
       current_.data.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+      return {};
+    }
+    if (in_place_) {
+      while (!chunk.empty()) {
+        std::size_t n = std::min(chunk.size(), kPieceSize);
+        NARCACHE_TRY(pushView(chunk.first(n)));
+        chunk = chunk.subspan(n);
+        releaseBehind();
+      }
       return {};
     }
     while (!chunk.empty()) {
@@ -161,9 +204,14 @@ class ParallelRestorer final : public NarVisitor {
   }
 
   Status fileEnd() override {
-    if (stream_) return pushPiece(true);
-    current_.charge += current_.data.size();
-    return batch(std::move(current_));
+    if (stream_) {
+      NARCACHE_TRY(pushPiece(true));
+    } else {
+      current_.charge += current_.data.size() + current_.view.size();
+      NARCACHE_TRY(batch(std::move(current_)));
+    }
+    releaseBehind();
+    return {};
   }
 
   // Called once parseNar has returned `parsed`: lets the workers finish what is queued (after a
@@ -178,7 +226,7 @@ class ParallelRestorer final : public NarVisitor {
       std::lock_guard lock(mutex_);
       if (stream_) {  // the NAR ended inside a large file: write what there is
         buffered_ += piece_.size();
-        if (!piece_.empty()) stream_->pieces.push_back(std::move(piece_));
+        if (!piece_.empty()) stream_->pieces.push_back(Piece{std::move(piece_), {}});
         stream_->complete = true;
         stream_.reset();
       }
@@ -231,6 +279,7 @@ class ParallelRestorer final : public NarVisitor {
     }
     if (error_) return fail(*error_);
     buffered_ += job.charge;
+    if (!job.view.empty()) inflight_.insert(job.view.data());
     queue_.push_back(std::move(job));
     return {};
   }
@@ -274,7 +323,7 @@ class ParallelRestorer final : public NarVisitor {
       space_ready_.wait(lock, [&] { return fits(piece_.size()) || error_; });
       if (error_) return fail(*error_);
       buffered_ += piece_.size();
-      if (!piece_.empty()) stream_->pieces.push_back(std::move(piece_));
+      if (!piece_.empty()) stream_->pieces.push_back(Piece{std::move(piece_), {}});
       if (last) {
         stream_->complete = true;
         stream_.reset();
@@ -285,6 +334,37 @@ class ParallelRestorer final : public NarVisitor {
     }
     pieces_ready_.notify_all();
     return {};
+  }
+
+  // Hands a view of an in-place source's bytes to the stream's worker.
+  Status pushView(Bytes view) {
+    cursor_ = view.data() + view.size();
+    unreleased_ += view.size();
+    {
+      std::unique_lock lock(mutex_);
+      space_ready_.wait(lock, [&] { return fits(view.size()) || error_; });
+      if (error_) return fail(*error_);
+      buffered_ += view.size();
+      inflight_.insert(view.data());
+      stream_->pieces.push_back(Piece{{}, view});
+    }
+    pieces_ready_.notify_all();
+    return {};
+  }
+
+  // Gives back the in-place source's bytes that no job needs any more (see the invariants).
+  void releaseBehind() {
+    if (unreleased_ < kReleaseStep) return;
+    unreleased_ = 0;
+    const std::byte* low = cursor_;
+    for (const Job& job : batch_) {
+      if (!job.view.empty()) low = std::min(low, job.view.data());
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (!inflight_.empty()) low = std::min(low, *inflight_.begin());
+    }
+    source_.release(low);
   }
 
   std::string takeSpare() {
@@ -332,15 +412,16 @@ class ParallelRestorer final : public NarVisitor {
   }
 
   void work() {
-    std::size_t done_charge = 0;  // released with the next lock, not a lock of its own
-    std::vector<Job> jobs;
+    std::vector<Job> jobs;  // the jobs done are accounted for with the next lock
     for (;;) {
-      jobs.clear();
       {
         std::unique_lock lock(mutex_);
-        if (done_charge > 0) {
-          buffered_ -= done_charge;
-          done_charge = 0;
+        if (!jobs.empty()) {
+          for (const Job& job : jobs) {
+            buffered_ -= job.charge;
+            if (!job.view.empty()) inflight_.erase(inflight_.find(job.view.data()));
+          }
+          jobs.clear();
           space_ready_.notify_one();
         }
         jobs_ready_.wait(lock, [&] { return !queue_.empty() || closing_ || error_; });
@@ -359,7 +440,6 @@ class ParallelRestorer final : public NarVisitor {
         recordError(status.error());
         return;
       }
-      for (const Job& job : jobs) done_charge += job.charge;
     }
   }
 
@@ -384,10 +464,11 @@ class ParallelRestorer final : public NarVisitor {
     for (std::size_t i = 0; i < jobs.size(); ++i) {
       Job& job = jobs[i];
       if (job.kind == Job::Kind::kSymlink) continue;
+      Bytes contents = job.view.empty() ? asBytes(job.data) : job.view;
       if (job.stream) {
         NARCACHE_TRY(drain(*job.stream, fds[i].get(), job.path));
-      } else if (!job.data.empty()) {
-        NARCACHE_TRY(target_.write(fds[i].get(), asBytes(job.data), job.path));
+      } else if (!contents.empty()) {
+        NARCACHE_TRY(target_.write(fds[i].get(), contents, job.path));
       }
       NARCACHE_TRY(target_.close(std::move(fds[i]), job.path));
     }
@@ -397,7 +478,7 @@ class ParallelRestorer final : public NarVisitor {
   // Writes a large file's pieces as the parser delivers them.
   Status drain(Stream& stream, int fd, std::string_view path) {
     for (;;) {
-      std::string piece;
+      Piece piece;
       {
         std::unique_lock lock(mutex_);
         pieces_ready_.wait(lock,
@@ -407,40 +488,50 @@ class ParallelRestorer final : public NarVisitor {
         piece = std::move(stream.pieces.front());
         stream.pieces.pop_front();
       }
-      NARCACHE_TRY(target_.write(fd, asBytes(piece), path));
+      Bytes bytes = piece.bytes();
+      NARCACHE_TRY(target_.write(fd, bytes, path));
       {
         std::lock_guard lock(mutex_);
-        buffered_ -= piece.size();
-        piece.clear();
-        spare_.push_back(std::move(piece));
+        buffered_ -= bytes.size();
+        if (!piece.view.empty()) {
+          inflight_.erase(inflight_.find(piece.view.data()));
+        } else {
+          piece.owned.clear();
+          spare_.push_back(std::move(piece.owned));
+        }
       }
       space_ready_.notify_one();
     }
   }
 
   const RestoreTarget& target_;
+  Source& source_;       // read by the parser thread only
+  const bool in_place_;  // source_ reads in place: contents are views, not copies
   const std::size_t max_buffered_;
 
   // Parser-thread state.
-  std::vector<DirRef> dirs_;        // open directories from the root down
-  Job current_;                     // the file being parsed
-  std::shared_ptr<Stream> stream_;  // its stream, when it is large (also read by finish())
-  std::string piece_;               // the piece of stream_ being filled
-  std::vector<Job> batch_;          // small jobs not yet queued (see kBatchJobs)
-  std::size_t batch_charge_ = 0;    // their charges
+  std::vector<DirRef> dirs_;           // open directories from the root down
+  Job current_;                        // the file being parsed
+  std::shared_ptr<Stream> stream_;     // its stream, when it is large (also read by finish())
+  std::string piece_;                  // the piece of stream_ being filled
+  std::vector<Job> batch_;             // small jobs not yet queued (see kBatchJobs)
+  std::size_t batch_charge_ = 0;       // their charges
+  const std::byte* cursor_ = nullptr;  // in place: the end of the last contents chunk
+  std::size_t unreleased_ = 0;         // in place: contents bytes since the last release
 
   std::mutex mutex_;
-  std::condition_variable jobs_ready_;    // queue_ grew, closing_ or error_
-  std::condition_variable pieces_ready_;  // a stream got a piece or completed, or error_
-  std::condition_variable space_ready_;   // buffered_ shrank, or error_
-  std::deque<Job> queue_;                 // guarded by mutex_
-  std::size_t buffered_ = 0;              // guarded by mutex_
-  std::vector<std::string> spare_;        // guarded by mutex_: written pieces, for reuse
-  std::optional<Error> error_;            // guarded by mutex_: the first error
-  std::atomic<bool> failed_{false};       // error_ is set (read without the lock)
-  bool closing_ = false;                  // guarded by mutex_: nothing more will be queued
-  bool joined_ = false;                   // parser thread: the workers have exited
-  std::vector<std::jthread> workers_;     // last member: started after the rest exists
+  std::condition_variable jobs_ready_;        // queue_ grew, closing_ or error_
+  std::condition_variable pieces_ready_;      // a stream got a piece or completed, or error_
+  std::condition_variable space_ready_;       // buffered_ shrank, or error_
+  std::deque<Job> queue_;                     // guarded by mutex_
+  std::size_t buffered_ = 0;                  // guarded by mutex_
+  std::vector<std::string> spare_;            // guarded by mutex_: written pieces, for reuse
+  std::multiset<const std::byte*> inflight_;  // guarded by mutex_: queued or running views
+  std::optional<Error> error_;                // guarded by mutex_: the first error
+  std::atomic<bool> failed_{false};           // error_ is set (read without the lock)
+  bool closing_ = false;                      // guarded by mutex_: nothing more will be queued
+  bool joined_ = false;                       // parser thread: the workers have exited
+  std::vector<std::jthread> workers_;         // last member: started after the rest exists
 };
 
 }  // namespace
@@ -455,7 +546,7 @@ Status restoreNarParallel(Source& source, const std::filesystem::path& dest,
                           const ParallelRestoreOptions& options) {
   auto target = RestoreTarget::open(dest);
   if (!target) return fail(target.error());
-  ParallelRestorer restorer(*target, options);
+  ParallelRestorer restorer(*target, source, options);
   auto parsed = parseNar(source, restorer);
   return restorer.finish(parsed ? Status{} : Status(fail(parsed.error())));
 }

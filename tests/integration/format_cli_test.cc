@@ -78,6 +78,26 @@ TEST_F(FormatCli, NarRestoreRoundTripsAndListingParses) {
     auto same = run({"diff", "-r", "--no-dereference", (tmp_ / "tree").string(), copy.string()});
     EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
   }
+  // A NAR file on stdin is mapped rather than read: the same tree, and a truncated file gets
+  // the same parser error as a truncated pipe.
+  writeFile(tmp_ / "tree.nar", dump.out);
+  writeFile(tmp_ / "cut.nar", dump.out.substr(0, dump.out.size() - 100));
+  for (const char* name : {"tree", "cut"}) {
+    fs::path dest = tmp_ / (std::string("from-file-") + name);
+    auto r = sh(std::string("exec '") + NARCACHE_BIN + "' nar restore '" + dest.string() + "' < '" +
+                (tmp_ / name).string() + ".nar'");
+    if (std::string(name) == "tree") {
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      auto same = run({"diff", "-r", "--no-dereference", (tmp_ / "tree").string(), dest.string()});
+      EXPECT_EQ(same.exit_code, 0) << same.out << same.err;
+    } else {
+      EXPECT_EQ(r.exit_code, 1);
+      EXPECT_NE(r.err.find("restoring into '" + dest.string() + "': NAR offset " +
+                           std::to_string(dump.out.size() - 100) + ": unexpected end of NAR"),
+                std::string::npos)
+          << r.err;
+    }
+  }
   auto bad_jobs = narcache({"nar", "restore", "--jobs", "-1", (tmp_ / "x").string()}, in);
   EXPECT_NE(bad_jobs.exit_code, 0);
   EXPECT_FALSE(fs::exists(tmp_ / "x"));

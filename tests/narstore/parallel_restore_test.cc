@@ -2,13 +2,18 @@
 // (round trips, hostile NARs, bad destinations, exact errors, nothing outside the destination)
 // with 1, 2 and 8 workers and with a budget so small that the parser waits on every job; then
 // what only a parallel restorer can get wrong: a worker's error stops the parse and the other
-// workers and is reported as it happened.
+// workers and is reported as it happened. The whole contract runs again from a mapped NAR file
+// (MappedFileSource: contents written from the mapping, never copied), whose memory use must
+// stay flat.
 
 #include "narcache/narstore/parallel_restore.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -31,12 +36,41 @@ RestoreImpl parallel(std::string name, unsigned jobs, std::size_t max_buffered) 
           }};
 }
 
+// A file holding all of `source`'s bytes (a memfd: a regular file on tmpfs), at offset 0.
+Fd toFile(Source& source) {
+  Fd fd(::memfd_create("nar", MFD_CLOEXEC));
+  std::vector<std::byte> buf(1 << 16);
+  for (;;) {
+    auto n = source.read(buf);
+    if (!n || *n == 0) break;
+    EXPECT_EQ(::write(fd.get(), buf.data(), *n), static_cast<ssize_t>(*n));
+  }
+  ::lseek(fd.get(), 0, SEEK_SET);
+  return fd;
+}
+
+// The same, restored from the NAR mapped in place (empty NARs cannot be mapped: read instead).
+RestoreImpl mapped(std::string name, unsigned jobs, std::size_t max_buffered) {
+  return {std::move(name), [jobs, max_buffered](Source& source, const fs::path& dest) {
+            Fd file = toFile(source);
+            auto in_place = MappedFileSource::tryMap(file.get());
+            FdSource read(file.get());
+            ParallelRestoreOptions options;
+            options.jobs = jobs;
+            options.max_buffered = max_buffered;
+            return restoreNarParallel(in_place ? static_cast<Source&>(*in_place) : read, dest,
+                                      options);
+          }};
+}
+
 INSTANTIATE_TEST_SUITE_P(Parallel, RestoreContract,
                          ::testing::Values(parallel("jobs1", 1, std::size_t{8} << 20),
                                            parallel("jobs2", 2, std::size_t{8} << 20),
                                            parallel("jobs8", 8, std::size_t{8} << 20),
                                            parallel("jobs3TinyBudget", 3, 1),
-                                           parallel("defaults", 0, std::size_t{8} << 20)),
+                                           parallel("defaults", 0, std::size_t{8} << 20),
+                                           mapped("mappedJobs3", 3, std::size_t{8} << 20),
+                                           mapped("mappedJobs2TinyBudget", 2, 1)),
                          restoreImplName);
 
 TEST(ParallelRestore, DefaultJobsIsAtLeastTwo) {
@@ -165,6 +199,47 @@ TEST(ParallelRestore, SourceErrorKeepsCode) {
   EXPECT_EQ(st.error().code(), ErrorCode::kUnavailable);
   EXPECT_EQ(st.error().message(), "NAR offset " + std::to_string(2 << 20) + ": peer went away");
   EXPECT_EQ(test::readFile(box.dest / "a"), "ok");
+}
+
+// Peak RSS of this process, in bytes.
+std::size_t peakRss() {
+  std::string status = test::readFile("/proc/self/status");
+  auto at = status.find("VmHWM:");
+  return at == std::string::npos ? 0 : std::stoull(status.substr(at + 6)) * 1024;
+}
+
+// A 192 MiB NAR restored from its mapping: correct, and the mapped pages are given back behind
+// the workers, so the peak memory grows by far less than the NAR.
+TEST(ParallelRestore, MappedNarIsRestoredInFlatMemory) {
+  std::vector<std::pair<std::string, std::string>> entries;
+  entries.emplace_back("big", regular(std::string(std::size_t{128} << 20, 'b')));
+  for (int i = 0; i < 4000; ++i) {
+    entries.emplace_back("s" + std::to_string(10000 + i), regular(std::string(16 << 10, 's')));
+  }
+  Fd file(::memfd_create("nar", MFD_CLOEXEC));
+  {
+    std::string data = nar(directory(entries));
+    entries.clear();
+    ASSERT_EQ(::write(file.get(), data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  }
+  ::lseek(file.get(), 0, SEEK_SET);
+  {
+    Fd refs(::open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC));
+    ASSERT_EQ(::write(refs.get(), "5", 1), 1);  // resets VmHWM
+  }
+  std::size_t before = peakRss();
+  auto source = MappedFileSource::tryMap(file.get());
+  ASSERT_TRUE(source);
+  Sandbox box;
+  auto st = restoreNarParallel(*source, box.dest);
+  ASSERT_TRUE(st) << st.error().message();
+  std::size_t grown = peakRss() - before;
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)  // their shadow memory stays
+  EXPECT_LT(grown, std::size_t{64} << 20) << "peak RSS grew by " << (grown >> 20) << " MiB";
+#endif
+  EXPECT_EQ(fs::file_size(box.dest / "big"), std::size_t{128} << 20);
+  EXPECT_EQ(test::readFile(box.dest / "s13999"), std::string(16 << 10, 's'));
+  EXPECT_EQ(listTree(box.dest).size(), 4001u);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,6 +30,15 @@ class Source {
   // Reads exactly out.size() bytes; a stream that ends early is an InvalidArgument error
   // ("unexpected end of stream").
   Status readExact(MutableBytes out);
+
+  // Zero-copy reading, offered by sources whose bytes already sit in memory (MappedFileSource):
+  // readsInPlace() says so, and readInPlace() then returns up to `max` bytes where they are and
+  // consumes them (empty at the end). Those bytes stay readable, from any thread, for the
+  // source's lifetime; release(p) says the bytes before `p` will not be read again, so their
+  // memory may be given back. Other sources: false, an empty span, no-op; use read().
+  virtual bool readsInPlace() const { return false; }
+  virtual Bytes readInPlace(std::size_t /*max*/) { return {}; }
+  virtual void release(const std::byte* /*p*/) {}
 };
 
 // A stream of bytes to write to. `finish()` marks the end of the stream: sinks that frame or
@@ -75,6 +85,35 @@ class FdSource final : public Source {
 
  private:
   int fd_;
+};
+
+// A regular file read through a read-only shared mapping, from the fd's offset to the file's
+// end as it was when mapped: it reads in place (see Source). release() unmaps the pages behind
+// the reader (they stay in the page cache), so the process's memory stays bounded by what is in
+// use rather than by the file's size. The fd is not owned and its offset is left alone. The
+// file must not shrink while mapped: touching a page past its new end raises SIGBUS.
+class MappedFileSource final : public Source {
+ public:
+  // nullptr when `fd` cannot be mapped (not a regular file, nothing past its offset, mmap
+  // refused): read it with an FdSource instead.
+  static std::unique_ptr<MappedFileSource> tryMap(int fd);
+  ~MappedFileSource() override;
+  MappedFileSource(const MappedFileSource&) = delete;
+  MappedFileSource& operator=(const MappedFileSource&) = delete;
+
+  Result<std::size_t> read(MutableBytes out) override;
+  bool readsInPlace() const override { return true; }
+  Bytes readInPlace(std::size_t max) override;
+  void release(const std::byte* p) override;
+
+ private:
+  MappedFileSource(std::byte* map, std::size_t map_size, std::size_t start)
+      : map_(map), map_size_(map_size), pos_(start), released_(0) {}
+  std::byte* map_;
+  std::size_t map_size_;
+  std::size_t pos_;            // next byte to hand out
+  std::size_t released_;       // bytes before this (page-aligned) were given back
+  std::size_t populated_ = 0;  // bytes before this were mapped ahead by release()
 };
 
 // Writes to a file descriptor (not owned, not closed). Retries EINTR and short writes;

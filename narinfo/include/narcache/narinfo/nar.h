@@ -43,7 +43,8 @@ class NarVisitor {
   virtual Status directoryEnd(std::string_view /*path*/) { return {}; }
   virtual Status symlink(std::string_view path, std::string_view target) = 0;
   // A regular file of `size` bytes whose contents begin at `nar_offset` in the NAR. Its bytes
-  // follow in zero or more contents() calls, then fileEnd().
+  // follow in zero or more contents() calls, then fileEnd(). A chunk is valid during the call,
+  // or, when the source reads in place (Source::readsInPlace), as long as the source's bytes.
   virtual Status fileBegin(std::string_view path, bool executable, std::uint64_t size,
                            std::uint64_t nar_offset) = 0;
   virtual Status contents(Bytes chunk) = 0;

@@ -42,6 +42,8 @@ struct ParallelRestoreOptions {
 unsigned defaultRestoreJobs();
 
 // Restores the NAR read from `source` into `dest`, which must not exist (its parent must).
+// A source that reads in place (a MappedFileSource) is not copied at all: the workers write
+// the contents straight from its memory, and its pages are released behind them.
 Status restoreNarParallel(Source& source, const std::filesystem::path& dest,
                           const ParallelRestoreOptions& options = {});
 

@@ -1,0 +1,94 @@
+// Byte streams that touch the system: MappedFileSource (which files it maps, reading from the
+// fd's offset, in place and by copy, release) and the NAR parser reading in place.
+
+#include "narcache/narinfo/io.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "nar_restore_cases.h"
+#include "narcache/narinfo/nar.h"
+
+namespace narcache {
+namespace {
+
+using namespace testnar;  // the NAR builders; the restore contract itself runs elsewhere
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(RestoreContract);
+
+Fd fileWith(const std::string& data) {
+  Fd fd(::memfd_create("data", MFD_CLOEXEC));
+  EXPECT_EQ(::write(fd.get(), data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  ::lseek(fd.get(), 0, SEEK_SET);
+  return fd;
+}
+
+std::string text(Bytes b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+TEST(MappedFileSource, MapsOnlyRegularFilesWithBytesLeft) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  Fd r(p[0]), w(p[1]);
+  EXPECT_EQ(MappedFileSource::tryMap(r.get()), nullptr) << "a pipe";
+  Fd empty = fileWith("");
+  EXPECT_EQ(MappedFileSource::tryMap(empty.get()), nullptr) << "an empty file";
+  Fd done = fileWith("abc");
+  ::lseek(done.get(), 3, SEEK_SET);
+  EXPECT_EQ(MappedFileSource::tryMap(done.get()), nullptr) << "nothing past the offset";
+  EXPECT_EQ(MappedFileSource::tryMap(-1), nullptr);
+}
+
+TEST(MappedFileSource, ReadsFromTheOffsetInPlaceAndByCopy) {
+  std::string data = "skip:" + std::string(3 * 4096, 'a') + "tail";
+  Fd fd = fileWith(data);
+  ::lseek(fd.get(), 5, SEEK_SET);
+  auto source = MappedFileSource::tryMap(fd.get());
+  ASSERT_TRUE(source);
+  EXPECT_TRUE(source->readsInPlace());
+  Bytes first = source->readInPlace(4);
+  EXPECT_EQ(text(first), "aaaa");
+  std::string copy(4, '\0');
+  auto n = source->read(MutableBytes(reinterpret_cast<std::byte*>(copy.data()), copy.size()));
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 4u);
+  EXPECT_EQ(copy, "aaaa");
+  Bytes rest = source->readInPlace(1 << 30);
+  EXPECT_EQ(text(rest), std::string(3 * 4096 - 8, 'a') + "tail");
+  EXPECT_TRUE(source->readInPlace(10).empty()) << "the end";
+  // Released bytes are given back, not lost: the mapping reads them again from the file.
+  source->release(rest.data() + rest.size() - 4);
+  EXPECT_EQ(text(first), "aaaa");
+  EXPECT_EQ(text(rest.last(4)), "tail");
+  source->release(nullptr);  // outside the mapping: ignored
+}
+
+TEST(MappedFileSource, NarParsedInPlaceMatchesTheCopyingParse) {
+  std::string data = nar(directory({{"a", regular(std::string(200000, 'x'), true)},
+                                    {"b", symlink("a")},
+                                    {"c", directory({{"d", regular("")}})}}));
+  MemorySource copying(data);
+  auto expected = narListing(copying);
+  ASSERT_TRUE(expected) << expected.error().message();
+  Fd fd = fileWith(data);
+  auto mapped = MappedFileSource::tryMap(fd.get());
+  ASSERT_TRUE(mapped);
+  auto listing = narListing(*mapped);
+  ASSERT_TRUE(listing) << listing.error().message();
+  EXPECT_EQ(*listing, *expected);
+  // A truncated NAR fails the same way in place.
+  std::string cut = data.substr(0, 100000);
+  Fd cut_fd = fileWith(cut);
+  auto cut_source = MappedFileSource::tryMap(cut_fd.get());
+  ASSERT_TRUE(cut_source);
+  auto bad = validateNar(*cut_source);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().message(), parseError(cut));
+}
+
+}  // namespace
+}  // namespace narcache
