@@ -303,7 +303,8 @@ class ParallelRestorer final : public NarVisitor {
   }
 
   // Queues the batch, as room in the budget and the queue allows (a job at a time), and wakes
-  // the workers once.
+  // one worker: it takes the batch (one directory's jobs at a time) and wakes another if it
+  // leaves jobs behind, so no more workers wake than there is work for.
   Status flushBatch() {
     if (batch_.empty()) return {};
     {
@@ -312,7 +313,7 @@ class ParallelRestorer final : public NarVisitor {
     }
     batch_.clear();
     batch_charge_ = 0;
-    jobs_ready_.notify_all();
+    jobs_ready_.notify_one();
     return {};
   }
 
@@ -414,6 +415,7 @@ class ParallelRestorer final : public NarVisitor {
   void work() {
     std::vector<Job> jobs;  // the jobs done are accounted for with the next lock
     for (;;) {
+      bool more = false;
       {
         std::unique_lock lock(mutex_);
         if (!jobs.empty()) {
@@ -434,7 +436,9 @@ class ParallelRestorer final : public NarVisitor {
         } while (!queue_.empty() && jobs.size() < kBatchJobs && !jobs.front().stream &&
                  !queue_.front().stream && queue_.front().dir == jobs.front().dir);
         if (was_full) space_ready_.notify_one();
+        more = !queue_.empty();
       }
+      if (more) jobs_ready_.notify_one();  // jobs left behind: another worker takes them
       Status status = run(jobs);
       if (!status) {
         recordError(status.error());
