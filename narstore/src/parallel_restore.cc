@@ -23,9 +23,10 @@
 //   parser, and the parser only on workers that make progress: no deadlock.
 // - When the source reads in place (a mapped NAR file), contents are not copied: jobs and
 //   pieces hold views of the source's bytes (the budget counts them all the same). `inflight_`
-//   holds the start of every queued or running view; the parser releases the source's bytes
-//   below the lowest of those and of its unqueued batch, every kReleaseStep bytes, so the
-//   mapped pages in memory stay bounded too.
+//   holds the start of every queued or running view; every kReleaseStep bytes the parser
+//   releases the source's bytes below the lowest of those and of its unqueued batch, waiting
+//   first if that is more than lagLimit() behind, so the mapped pages in memory stay bounded
+//   too (the workers never wait for the parser's release: no deadlock).
 
 #include "narcache/narstore/parallel_restore.h"
 
@@ -190,7 +191,7 @@ class ParallelRestorer final : public NarVisitor {
         std::size_t n = std::min(chunk.size(), kPieceSize);
         NARCACHE_TRY(pushView(chunk.first(n)));
         chunk = chunk.subspan(n);
-        releaseBehind();
+        NARCACHE_TRY(releaseBehind());
       }
       return {};
     }
@@ -210,8 +211,7 @@ class ParallelRestorer final : public NarVisitor {
       current_.charge += current_.data.size() + current_.view.size();
       NARCACHE_TRY(batch(std::move(current_)));
     }
-    releaseBehind();
-    return {};
+    return releaseBehind();
   }
 
   // Called once parseNar has returned `parsed`: lets the workers finish what is queued (after a
@@ -354,19 +354,33 @@ class ParallelRestorer final : public NarVisitor {
   }
 
   // Gives back the in-place source's bytes that no job needs any more (see the invariants).
-  void releaseBehind() {
-    if (unreleased_ < kReleaseStep) return;
+  // When the oldest view still in flight is more than lagLimit() behind, the parser first waits
+  // for it: the budget bounds the bytes in flight, this bounds the span they pin in memory.
+  Status releaseBehind() {
+    if (unreleased_ < kReleaseStep) return {};
     unreleased_ = 0;
     const std::byte* low = cursor_;
     for (const Job& job : batch_) {
       if (!job.view.empty()) low = std::min(low, job.view.data());
     }
+    if (static_cast<std::size_t>(cursor_ - low) > lagLimit()) {
+      NARCACHE_TRY(flushBatch());  // the parser's own jobs must not be what it waits for
+      low = cursor_;
+    }
     {
-      std::lock_guard lock(mutex_);
-      if (!inflight_.empty()) low = std::min(low, *inflight_.begin());
+      std::unique_lock lock(mutex_);
+      auto lowest = [&] { return inflight_.empty() ? low : std::min(low, *inflight_.begin()); };
+      space_ready_.wait(lock, [&] {
+        return error_ || static_cast<std::size_t>(cursor_ - lowest()) <= lagLimit();
+      });
+      if (error_) return fail(*error_);
+      low = lowest();
     }
     source_.release(low);
+    return {};
   }
+
+  std::size_t lagLimit() const { return 2 * std::max(max_buffered_, kPieceSize) + kReleaseStep; }
 
   std::string takeSpare() {
     std::lock_guard lock(mutex_);
