@@ -59,8 +59,9 @@ Bytes MappedFileSource::readInPlace(std::size_t max) {
 
 void MappedFileSource::release(const std::byte* p) {
   static const auto kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  if (p < map_ || p > map_ + map_size_) return;
-  std::size_t end = static_cast<std::size_t>(p - map_) / kPage * kPage;
+  auto at = reinterpret_cast<std::uintptr_t>(p), base = reinterpret_cast<std::uintptr_t>(map_);
+  if (at < base || at > base + map_size_) return;  // not in the mapping
+  std::size_t end = (at - base) / kPage * kPage;
   if (end > released_) {
     ::madvise(map_ + released_, end - released_, MADV_DONTNEED);
     released_ = end;
