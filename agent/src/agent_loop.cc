@@ -46,6 +46,11 @@ std::string randomId() {
   return buf;
 }
 
+// Heartbeats go out three times per lease (at most every 300 ms).
+std::chrono::milliseconds heartbeatInterval(int lease_seconds) {
+  return std::chrono::milliseconds(std::max(300, lease_seconds * 1000 / 3));
+}
+
 std::string ids(const std::vector<std::uint64_t>& values) {
   std::string s;
   for (auto v : values) s += (s.empty() ? "" : ",") + std::to_string(v);
@@ -398,8 +403,7 @@ void Agent::fetch() {
     persist();
     int lease =
         raw->allocation.lease_seconds > 0 ? raw->allocation.lease_seconds : kDefaultLeaseSeconds;
-    next_heartbeat_ =
-        std::min(next_heartbeat_, now + std::chrono::milliseconds(std::max(300, lease * 1000 / 3)));
+    next_heartbeat_ = std::min(next_heartbeat_, now + heartbeatInterval(lease));
     raw->thread = std::jthread([this, raw] {
       try {
         worker(*raw);
@@ -430,7 +434,7 @@ void Agent::heartbeat() {
       if (job->allocation.lease_seconds > 0) lease = std::min(lease, job->allocation.lease_seconds);
     }
   }
-  auto interval = std::chrono::milliseconds(std::max(300, lease * 1000 / 3));
+  auto interval = heartbeatInterval(lease);
   auto next = Clock::now() + interval;
   if (!request.allocations.empty()) {
     auto response = client_->heartbeat(request);

@@ -25,18 +25,13 @@
 namespace narcache::cli {
 namespace {
 
-const char* truncated_message = "";
-
-// Reading a mapped file past its end (it shrank meanwhile) raises SIGBUS: report it and exit
-// instead of dying silently. Only async-signal-safe calls here.
-void onTruncatedMapping(const char* message) {
-  truncated_message = message;
+// Reading the mapped NAR file past its end (it shrank meanwhile) raises SIGBUS: report it and
+// exit instead of dying silently. Only async-signal-safe calls in the handler.
+void reportShrunkNarFile() {
   struct sigaction sa {};
   sa.sa_handler = [](int) {
-    const char prefix[] = "narcache: ";
-    (void)!::write(STDERR_FILENO, prefix, sizeof prefix - 1);
-    (void)!::write(STDERR_FILENO, truncated_message, std::strlen(truncated_message));
-    (void)!::write(STDERR_FILENO, "\n", 1);
+    const char message[] = "narcache: the NAR file on stdin shrank while it was being restored\n";
+    (void)!::write(STDERR_FILENO, message, sizeof message - 1);
     ::_exit(1);
   };
   ::sigaction(SIGBUS, &sa, nullptr);
@@ -115,7 +110,7 @@ void addNarCommands(CommandRegistry& registry) {
     // MappedFileSource); a pipe is read.
     FdSource piped(STDIN_FILENO);
     auto mapped = MappedFileSource::tryMap(STDIN_FILENO);
-    if (mapped) onTruncatedMapping("the NAR file on stdin shrank while it was being restored");
+    if (mapped) reportShrunkNarFile();
     Source& in = mapped ? static_cast<Source&>(*mapped) : piped;
     narstore::ParallelRestoreOptions options;
     options.jobs = args->jobs;

@@ -189,7 +189,7 @@ class ParallelRestorer final : public NarVisitor {
     if (in_place_) {
       while (!chunk.empty()) {
         std::size_t n = std::min(chunk.size(), kPieceSize);
-        NARCACHE_TRY(pushView(chunk.first(n)));
+        NARCACHE_TRY(pushPiece(false, chunk.first(n)));
         chunk = chunk.subspan(n);
         NARCACHE_TRY(releaseBehind());
       }
@@ -317,37 +317,32 @@ class ParallelRestorer final : public NarVisitor {
     return {};
   }
 
-  // Hands piece_ to the stream's worker; `last` also marks the stream complete.
-  Status pushPiece(bool last) {
+  // Hands the stream's worker its next piece: `view`, of an in-place source, or else piece_
+  // (copied bytes; a spare buffer takes its place). `last` also marks the stream complete.
+  Status pushPiece(bool last, Bytes view = {}) {
+    std::size_t size = view.empty() ? piece_.size() : view.size();
+    if (!view.empty()) {
+      cursor_ = view.data() + view.size();
+      unreleased_ += view.size();
+    }
     {
       std::unique_lock lock(mutex_);
-      space_ready_.wait(lock, [&] { return fits(piece_.size()) || error_; });
+      space_ready_.wait(lock, [&] { return fits(size) || error_; });
       if (error_) return fail(*error_);
-      buffered_ += piece_.size();
-      if (!piece_.empty()) stream_->pieces.push_back(Piece{std::move(piece_), {}});
+      buffered_ += size;
+      if (!view.empty()) {
+        inflight_.insert(view.data());
+        stream_->pieces.push_back(Piece{{}, view});
+      } else if (!piece_.empty()) {
+        stream_->pieces.push_back(Piece{std::move(piece_), {}});
+      }
       if (last) {
         stream_->complete = true;
         stream_.reset();
         if (piece_.capacity() > 0) spare_.push_back(std::move(piece_));
-      } else {
+      } else if (!in_place_) {
         piece_ = takeSpareLocked();
       }
-    }
-    pieces_ready_.notify_all();
-    return {};
-  }
-
-  // Hands a view of an in-place source's bytes to the stream's worker.
-  Status pushView(Bytes view) {
-    cursor_ = view.data() + view.size();
-    unreleased_ += view.size();
-    {
-      std::unique_lock lock(mutex_);
-      space_ready_.wait(lock, [&] { return fits(view.size()) || error_; });
-      if (error_) return fail(*error_);
-      buffered_ += view.size();
-      inflight_.insert(view.data());
-      stream_->pieces.push_back(Piece{{}, view});
     }
     pieces_ready_.notify_all();
     return {};
