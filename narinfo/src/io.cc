@@ -36,8 +36,8 @@ std::unique_ptr<MappedFileSource> MappedFileSource::tryMap(int fd) {
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) return nullptr;
   ::madvise(map, size, MADV_SEQUENTIAL);
-  return std::unique_ptr<MappedFileSource>(
-      new MappedFileSource(static_cast<std::byte*>(map), size, static_cast<std::size_t>(offset)));
+  return std::unique_ptr<MappedFileSource>(new MappedFileSource(
+      fd, static_cast<std::byte*>(map), size, static_cast<std::size_t>(offset)));
 }
 
 MappedFileSource::~MappedFileSource() {
@@ -66,14 +66,15 @@ void MappedFileSource::release(const std::byte* p) {
     ::madvise(map_ + released_, end - released_, MADV_DONTNEED);
     released_ = end;
   }
-  // Map the next pages in one call rather than a fault per few pages as they are read.
-  constexpr std::size_t kAhead = std::size_t{16} << 20;
-  std::size_t from = std::max(populated_, end);
-  std::size_t to = std::min(map_size_, end + kAhead);
-  if (from < to) {
-    ::madvise(map_ + from, to - from, MADV_POPULATE_READ);
-    populated_ = to;
+}
+
+std::optional<FileSpan> MappedFileSource::fileSpan(Bytes in_place) const {
+  auto at = reinterpret_cast<std::uintptr_t>(in_place.data());
+  auto base = reinterpret_cast<std::uintptr_t>(map_);
+  if (at < base || at - base > map_size_ || in_place.size() > map_size_ - (at - base)) {
+    return std::nullopt;  // not bytes of the mapping
   }
+  return FileSpan{fd_, at - base, in_place.size()};
 }
 
 Result<std::size_t> FdSource::read(MutableBytes out) {

@@ -1,7 +1,9 @@
 // Parallel NAR restore (see parallel_restore.h). The parser thread creates directories and hands
-// out one job per file or symlink; workers create, write and close them. Files of at most
-// kPieceSize bytes travel whole in their job; larger ones stream to a single worker through a
-// Stream of pieces, so their bytes are written in order.
+// out one job per file or symlink; workers create, write and close them. From a NAR read in
+// place (a mapped file), a file's job holds the span of the NAR file its contents occupy and the
+// worker has the kernel copy it (sendfile): the contents never pass through this process. From
+// a stream, files of at most kPieceSize bytes travel whole in their job; larger ones stream to
+// a single worker through a Stream of pieces, so their bytes are written in order.
 //
 // Invariants:
 // - A job's directory exists before the job is queued (the parser made it), and its fd stays
@@ -21,12 +23,12 @@
 // - Only the parser feeds a Stream, and it finishes one file before starting the next, so at
 //   most one Stream is incomplete; the worker draining it never waits on anything but the
 //   parser, and the parser only on workers that make progress: no deadlock.
-// - When the source reads in place (a mapped NAR file), contents are not copied: jobs and
-//   pieces hold views of the source's bytes (the budget counts them all the same). `inflight_`
-//   holds the start of every queued or running view; every kReleaseStep bytes the parser
-//   releases the source's bytes below the lowest of those and of its unqueued batch, waiting
-//   first if that is more than lagLimit() behind, so the mapped pages in memory stay bounded
-//   too (the workers never wait for the parser's release: no deadlock).
+// - When the source reads in place, only the parser touches its memory (the headers it
+//   parses); the workers copy file spans. So every kReleaseStep bytes the parser releases what
+//   it has read, and the mapped pages in memory stay bounded. A file span costs the budget only
+//   kJobOverhead: its bytes are not in this process.
+// - A worker takes jobs of one directory together only while their bytes stay under
+//   kBatchBytes, so that large files queued side by side go to different workers.
 
 #include "narcache/narstore/parallel_restore.h"
 
@@ -75,17 +77,10 @@ struct OpenDir {
 };
 using DirRef = std::shared_ptr<OpenDir>;
 
-// A piece of a large file: bytes copied from the source, or a view of an in-place source.
-struct Piece {
-  std::string owned;
-  Bytes view;
-  Bytes bytes() const { return view.empty() ? asBytes(owned) : view; }
-};
-
 // The contents of a large file, in order: fed by the parser, drained by one worker.
 struct Stream {
-  std::deque<Piece> pieces;  // guarded by ParallelRestorer::mutex_
-  bool complete = false;     // guarded by ParallelRestorer::mutex_
+  std::deque<std::string> pieces;  // guarded by ParallelRestorer::mutex_
+  bool complete = false;           // guarded by ParallelRestorer::mutex_
 };
 
 struct Job {
@@ -96,9 +91,11 @@ struct Job {
   std::string path;
   bool executable = false;
   std::string data;                // a small file's contents, or a symlink's target
-  Bytes view;                      // instead of data: a small file's contents in place
+  FileSpan span;                   // instead of data: the contents' span of an in-place source
   std::shared_ptr<Stream> stream;  // a large file's contents
   std::size_t charge = 0;          // what this job adds to buffered_
+  // The bytes this job writes (a stream's are not known up front).
+  std::size_t bytes() const { return data.size() + span.size; }
 };
 
 class ParallelRestorer final : public NarVisitor {
@@ -153,8 +150,9 @@ class ParallelRestorer final : public NarVisitor {
     NARCACHE_TRY(checkWorkers());
     current_ = newJob(path);
     current_.executable = executable;
+    if (in_place_) return {};  // its span grows with contents()
     if (size <= kPieceSize) {
-      if (!in_place_) current_.data.reserve(size);
+      current_.data.reserve(size);
       return {};
     }
     stream_ = std::make_shared<Stream>();
@@ -162,37 +160,15 @@ class ParallelRestorer final : public NarVisitor {
     // Its pieces are charged as they come. The job itself is not: it stays charged until the
     // worker has written the whole file, which waits for the parser, which would wait for it.
     current_.charge = 0;
-    if (!in_place_) piece_ = takeSpare();
+    piece_ = takeSpare();
     NARCACHE_TRY(flushBatch());
     return submit(std::move(current_));  // a worker creates it and waits for the pieces
   }
 
   Status contents(Bytes chunk) override {
+    if (in_place_) return extendSpan(chunk);
     if (!stream_) {
-      Bytes& view = current_.view;
-      if (in_place_) {
-        cursor_ = chunk.data() + chunk.size();
-        unreleased_ += chunk.size();
-      }
-      if (in_place_ && current_.data.empty() &&
-          (view.empty() || view.data() + view.size() == chunk.data())) {
-        view = Bytes(view.empty() ? chunk.data() : view.data(), view.size() + chunk.size());
-        return {};
-      }
-      if (!view.empty()) {  // not contiguous after all: copy
-        current_.data.append(reinterpret_cast<const char*>(view.data()), view.size());
-        view = {};
-      }
       current_.data.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
-      return {};
-    }
-    if (in_place_) {
-      while (!chunk.empty()) {
-        std::size_t n = std::min(chunk.size(), kPieceSize);
-        NARCACHE_TRY(pushPiece(false, chunk.first(n)));
-        chunk = chunk.subspan(n);
-        NARCACHE_TRY(releaseBehind());
-      }
       return {};
     }
     while (!chunk.empty()) {
@@ -208,10 +184,11 @@ class ParallelRestorer final : public NarVisitor {
     if (stream_) {
       NARCACHE_TRY(pushPiece(true));
     } else {
-      current_.charge += current_.data.size() + current_.view.size();
+      current_.charge += current_.data.size();
       NARCACHE_TRY(batch(std::move(current_)));
     }
-    return releaseBehind();
+    releaseBehind();
+    return {};
   }
 
   // Called once parseNar has returned `parsed`: lets the workers finish what is queued (after a
@@ -226,7 +203,7 @@ class ParallelRestorer final : public NarVisitor {
       std::lock_guard lock(mutex_);
       if (stream_) {  // the NAR ended inside a large file: write what there is
         buffered_ += piece_.size();
-        if (!piece_.empty()) stream_->pieces.push_back(Piece{std::move(piece_), {}});
+        if (!piece_.empty()) stream_->pieces.push_back(std::move(piece_));
         stream_->complete = true;
         stream_.reset();
       }
@@ -267,19 +244,40 @@ class ParallelRestorer final : public NarVisitor {
     return fail(*error_);
   }
 
-  bool fits(std::size_t n) const { return buffered_ == 0 || buffered_ + n <= max_buffered_; }
+  // Whether `n` more bytes stay within `limit` (anything does when nothing is buffered). mutex_
+  // held, as for the two below.
+  bool fits(std::size_t n, std::size_t limit) const {
+    return buffered_ == 0 || buffered_ + n <= limit;
+  }
+
+  // The workers have drained the budget and the queue to half. A parser that found no room
+  // waits for this, so it wakes once per half queue rather than once per batch done.
+  bool halfDrained() const {
+    return buffered_ <= max_buffered_ / 2 && queue_.size() <= kMaxQueuedJobs / 2;
+  }
+
+  // Returns once `charge` more bytes (and, for a job, one more in the queue) have room, or with
+  // the workers' error. While it waits, the workers are woken to drain what is queued.
+  Status waitForRoom(std::unique_lock<std::mutex>& lock, std::size_t charge, bool job) {
+    if (!error_ && fits(charge, max_buffered_) && (!job || queue_.size() < kMaxQueuedJobs)) {
+      return {};
+    }
+    jobs_ready_.notify_all();
+    space_ready_.wait(lock,
+                      [&] { return error_ || (halfDrained() && fits(charge, max_buffered_ / 2)); });
+    if (error_) return fail(*error_);
+    return {};
+  }
+
+  // A worker drained something: wakes the parser if it may be waiting for this. mutex_ held.
+  void drained() {
+    if (halfDrained()) space_ready_.notify_one();
+  }
 
   // Queues `job` once the budget and the queue have room for it; mutex_ held through `lock`.
-  // While it waits, the workers are woken to drain what is queued.
   Status enqueueLocked(std::unique_lock<std::mutex>& lock, Job& job) {
-    auto room = [&] { return (fits(job.charge) && queue_.size() < kMaxQueuedJobs) || error_; };
-    if (!room()) {
-      jobs_ready_.notify_all();
-      space_ready_.wait(lock, room);
-    }
-    if (error_) return fail(*error_);
+    NARCACHE_TRY(waitForRoom(lock, job.charge, true));
     buffered_ += job.charge;
-    if (!job.view.empty()) inflight_.insert(job.view.data());
     queue_.push_back(std::move(job));
     return {};
   }
@@ -296,9 +294,9 @@ class ParallelRestorer final : public NarVisitor {
 
   // Adds a small job to the parser's batch; a full batch is queued.
   Status batch(Job job) {
-    batch_charge_ += job.charge;
+    batch_bytes_ += job.bytes();
     batch_.push_back(std::move(job));
-    if (batch_.size() >= kBatchJobs || batch_charge_ >= kBatchBytes) return flushBatch();
+    if (batch_.size() >= kBatchJobs || batch_bytes_ >= kBatchBytes) return flushBatch();
     return {};
   }
 
@@ -312,35 +310,24 @@ class ParallelRestorer final : public NarVisitor {
       for (Job& job : batch_) NARCACHE_TRY(enqueueLocked(lock, job));
     }
     batch_.clear();
-    batch_charge_ = 0;
+    batch_bytes_ = 0;
     jobs_ready_.notify_one();
     return {};
   }
 
-  // Hands the stream's worker its next piece: `view`, of an in-place source, or else piece_
-  // (copied bytes; a spare buffer takes its place). `last` also marks the stream complete.
-  Status pushPiece(bool last, Bytes view = {}) {
-    std::size_t size = view.empty() ? piece_.size() : view.size();
-    if (!view.empty()) {
-      cursor_ = view.data() + view.size();
-      unreleased_ += view.size();
-    }
+  // Hands the stream's worker its next piece, piece_ (a spare buffer takes its place). `last`
+  // also marks the stream complete.
+  Status pushPiece(bool last) {
     {
       std::unique_lock lock(mutex_);
-      space_ready_.wait(lock, [&] { return fits(size) || error_; });
-      if (error_) return fail(*error_);
-      buffered_ += size;
-      if (!view.empty()) {
-        inflight_.insert(view.data());
-        stream_->pieces.push_back(Piece{{}, view});
-      } else if (!piece_.empty()) {
-        stream_->pieces.push_back(Piece{std::move(piece_), {}});
-      }
+      NARCACHE_TRY(waitForRoom(lock, piece_.size(), false));
+      buffered_ += piece_.size();
+      if (!piece_.empty()) stream_->pieces.push_back(std::move(piece_));
       if (last) {
         stream_->complete = true;
         stream_.reset();
         if (piece_.capacity() > 0) spare_.push_back(std::move(piece_));
-      } else if (!in_place_) {
+      } else {
         piece_ = takeSpareLocked();
       }
     }
@@ -348,34 +335,30 @@ class ParallelRestorer final : public NarVisitor {
     return {};
   }
 
-  // Gives back the in-place source's bytes that no job needs any more (see the invariants).
-  // When the oldest view still in flight is more than lagLimit() behind, the parser first waits
-  // for it: the budget bounds the bytes in flight, this bounds the span they pin in memory.
-  Status releaseBehind() {
-    if (unreleased_ < kReleaseStep) return {};
-    unreleased_ = 0;
-    const std::byte* low = cursor_;
-    for (const Job& job : batch_) {
-      if (!job.view.empty()) low = std::min(low, job.view.data());
+  // In place: adds `chunk` to the current file's span (its chunks follow each other).
+  Status extendSpan(Bytes chunk) {
+    auto span = source_.fileSpan(chunk);
+    FileSpan& have = current_.span;
+    if (!span ||
+        (have.size > 0 && (span->fd != have.fd || span->offset != have.offset + have.size))) {
+      return fail(ErrorCode::kInternal, "restore: contents read in place are not a file span");
     }
-    if (static_cast<std::size_t>(cursor_ - low) > lagLimit()) {
-      NARCACHE_TRY(flushBatch());  // the parser's own jobs must not be what it waits for
-      low = cursor_;
+    if (have.size == 0) {
+      have = *span;
+    } else {
+      have.size += span->size;
     }
-    {
-      std::unique_lock lock(mutex_);
-      auto lowest = [&] { return inflight_.empty() ? low : std::min(low, *inflight_.begin()); };
-      space_ready_.wait(lock, [&] {
-        return error_ || static_cast<std::size_t>(cursor_ - lowest()) <= lagLimit();
-      });
-      if (error_) return fail(*error_);
-      low = lowest();
-    }
-    source_.release(low);
+    cursor_ = chunk.data() + chunk.size();
+    unreleased_ += chunk.size();
     return {};
   }
 
-  std::size_t lagLimit() const { return 2 * std::max(max_buffered_, kPieceSize) + kReleaseStep; }
+  // In place: gives back the source's memory the parser has read (nobody else reads it).
+  void releaseBehind() {
+    if (unreleased_ < kReleaseStep) return;
+    unreleased_ = 0;
+    source_.release(cursor_);
+  }
 
   std::string takeSpare() {
     std::lock_guard lock(mutex_);
@@ -428,23 +411,22 @@ class ParallelRestorer final : public NarVisitor {
       {
         std::unique_lock lock(mutex_);
         if (!jobs.empty()) {
-          for (const Job& job : jobs) {
-            buffered_ -= job.charge;
-            if (!job.view.empty()) inflight_.erase(inflight_.find(job.view.data()));
-          }
+          for (const Job& job : jobs) buffered_ -= job.charge;
           jobs.clear();
-          space_ready_.notify_one();
+          drained();
         }
         jobs_ready_.wait(lock, [&] { return !queue_.empty() || closing_ || error_; });
         if (error_ || queue_.empty()) return;  // stopped, or closing and drained
-        bool was_full = queue_.size() >= kMaxQueuedJobs;
         // The front job, and the small jobs right behind it in the same directory.
+        std::size_t bytes = 0;
         do {
+          bytes += queue_.front().bytes();
           jobs.push_back(std::move(queue_.front()));
           queue_.pop_front();
         } while (!queue_.empty() && jobs.size() < kBatchJobs && !jobs.front().stream &&
-                 !queue_.front().stream && queue_.front().dir == jobs.front().dir);
-        if (was_full) space_ready_.notify_one();
+                 !queue_.front().stream && queue_.front().dir == jobs.front().dir &&
+                 bytes + queue_.front().bytes() <= kBatchBytes);
+        drained();
         more = !queue_.empty();
       }
       if (more) jobs_ready_.notify_one();  // jobs left behind: another worker takes them
@@ -477,11 +459,12 @@ class ParallelRestorer final : public NarVisitor {
     for (std::size_t i = 0; i < jobs.size(); ++i) {
       Job& job = jobs[i];
       if (job.kind == Job::Kind::kSymlink) continue;
-      Bytes contents = job.view.empty() ? asBytes(job.data) : job.view;
       if (job.stream) {
         NARCACHE_TRY(drain(*job.stream, fds[i].get(), job.path));
-      } else if (!contents.empty()) {
-        NARCACHE_TRY(target_.write(fds[i].get(), contents, job.path));
+      } else if (job.span.size > 0) {
+        NARCACHE_TRY(target_.copy(fds[i].get(), job.span, job.path));
+      } else if (!job.data.empty()) {
+        NARCACHE_TRY(target_.write(fds[i].get(), asBytes(job.data), job.path));
       }
       NARCACHE_TRY(target_.close(std::move(fds[i]), job.path));
     }
@@ -491,7 +474,7 @@ class ParallelRestorer final : public NarVisitor {
   // Writes a large file's pieces as the parser delivers them.
   Status drain(Stream& stream, int fd, std::string_view path) {
     for (;;) {
-      Piece piece;
+      std::string piece;
       {
         std::unique_lock lock(mutex_);
         pieces_ready_.wait(lock,
@@ -501,25 +484,20 @@ class ParallelRestorer final : public NarVisitor {
         piece = std::move(stream.pieces.front());
         stream.pieces.pop_front();
       }
-      Bytes bytes = piece.bytes();
-      NARCACHE_TRY(target_.write(fd, bytes, path));
+      NARCACHE_TRY(target_.write(fd, asBytes(piece), path));
       {
         std::lock_guard lock(mutex_);
-        buffered_ -= bytes.size();
-        if (!piece.view.empty()) {
-          inflight_.erase(inflight_.find(piece.view.data()));
-        } else {
-          piece.owned.clear();
-          spare_.push_back(std::move(piece.owned));
-        }
+        buffered_ -= piece.size();
+        piece.clear();
+        spare_.push_back(std::move(piece));
+        drained();
       }
-      space_ready_.notify_one();
     }
   }
 
   const RestoreTarget& target_;
   Source& source_;       // read by the parser thread only
-  const bool in_place_;  // source_ reads in place: contents are views, not copies
+  const bool in_place_;  // source_ reads in place: contents are file spans, not copies
   const std::size_t max_buffered_;
 
   // Parser-thread state.
@@ -528,23 +506,22 @@ class ParallelRestorer final : public NarVisitor {
   std::shared_ptr<Stream> stream_;     // its stream, when it is large (also read by finish())
   std::string piece_;                  // the piece of stream_ being filled
   std::vector<Job> batch_;             // small jobs not yet queued (see kBatchJobs)
-  std::size_t batch_charge_ = 0;       // their charges
+  std::size_t batch_bytes_ = 0;        // their bytes
   const std::byte* cursor_ = nullptr;  // in place: the end of the last contents chunk
   std::size_t unreleased_ = 0;         // in place: contents bytes since the last release
 
   std::mutex mutex_;
-  std::condition_variable jobs_ready_;        // queue_ grew, closing_ or error_
-  std::condition_variable pieces_ready_;      // a stream got a piece or completed, or error_
-  std::condition_variable space_ready_;       // buffered_ shrank, or error_
-  std::deque<Job> queue_;                     // guarded by mutex_
-  std::size_t buffered_ = 0;                  // guarded by mutex_
-  std::vector<std::string> spare_;            // guarded by mutex_: written pieces, for reuse
-  std::multiset<const std::byte*> inflight_;  // guarded by mutex_: queued or running views
-  std::optional<Error> error_;                // guarded by mutex_: the first error
-  std::atomic<bool> failed_{false};           // error_ is set (read without the lock)
-  bool closing_ = false;                      // guarded by mutex_: nothing more will be queued
-  bool joined_ = false;                       // parser thread: the workers have exited
-  std::vector<std::jthread> workers_;         // last member: started after the rest exists
+  std::condition_variable jobs_ready_;    // queue_ grew, closing_ or error_
+  std::condition_variable pieces_ready_;  // a stream got a piece or completed, or error_
+  std::condition_variable space_ready_;   // buffered_ shrank, or error_
+  std::deque<Job> queue_;                 // guarded by mutex_
+  std::size_t buffered_ = 0;              // guarded by mutex_
+  std::vector<std::string> spare_;        // guarded by mutex_: written pieces, for reuse
+  std::optional<Error> error_;            // guarded by mutex_: the first error
+  std::atomic<bool> failed_{false};       // error_ is set (read without the lock)
+  bool closing_ = false;                  // guarded by mutex_: nothing more will be queued
+  bool joined_ = false;                   // parser thread: the workers have exited
+  std::vector<std::jthread> workers_;     // last member: started after the rest exists
 };
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Byte streams that touch the system: MappedFileSource (which files it maps, reading from the
-// fd's offset, in place and by copy, release) and the NAR parser reading in place.
+// fd's offset, in place and by copy, release, file spans) and the NAR parser reading in place.
 
 #include "narcache/narinfo/io.h"
 
@@ -65,6 +65,32 @@ TEST(MappedFileSource, ReadsFromTheOffsetInPlaceAndByCopy) {
   EXPECT_EQ(text(first), "aaaa");
   EXPECT_EQ(text(rest.last(4)), "tail");
   source->release(nullptr);  // outside the mapping: ignored
+}
+
+TEST(MappedFileSource, SaysWhereInTheFileBytesReadInPlaceLie) {
+  std::string data = "skip:" + std::string(5000, 'a') + "tail";
+  Fd fd = fileWith(data);
+  ::lseek(fd.get(), 5, SEEK_SET);
+  auto source = MappedFileSource::tryMap(fd.get());
+  ASSERT_TRUE(source);
+  Bytes first = source->readInPlace(4);
+  auto span = source->fileSpan(first);
+  ASSERT_TRUE(span);
+  EXPECT_EQ(span->fd, fd.get());
+  EXPECT_EQ(span->offset, 5u) << "offsets in the file, not from where reading began";
+  EXPECT_EQ(span->size, 4u);
+  Bytes rest = source->readInPlace(1 << 30);
+  span = source->fileSpan(rest.last(4));
+  ASSERT_TRUE(span);
+  EXPECT_EQ(span->offset, data.size() - 4);
+  EXPECT_EQ(span->size, 4u);
+  EXPECT_TRUE(source->fileSpan(rest.first(0)).has_value()) << "an empty span at a mapped spot";
+  // Bytes not of the mapping, or running past its end, have no span.
+  std::string elsewhere = "elsewhere";
+  EXPECT_FALSE(source->fileSpan(asBytes(elsewhere)));
+  EXPECT_FALSE(source->fileSpan(Bytes(rest.data(), rest.size() + 1)));
+  MemorySource memory(data);
+  EXPECT_FALSE(memory.fileSpan(asBytes(data))) << "only a file has spans";
 }
 
 TEST(MappedFileSource, NarParsedInPlaceMatchesTheCopyingParse) {

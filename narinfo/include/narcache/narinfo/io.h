@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -21,6 +22,13 @@ inline Bytes asBytes(std::string_view s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
+// A byte range of an open file (the fd is not owned).
+struct FileSpan {
+  int fd = -1;
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;
+};
+
 // A stream of bytes to read from.
 class Source {
  public:
@@ -31,14 +39,17 @@ class Source {
   // ("unexpected end of stream").
   Status readExact(MutableBytes out);
 
-  // Zero-copy reading, offered by sources whose bytes already sit in memory (MappedFileSource):
+  // Zero-copy reading, offered by sources that are a mapped file (MappedFileSource):
   // readsInPlace() says so, and readInPlace() then returns up to `max` bytes where they are and
   // consumes them (empty at the end). Those bytes stay readable, from any thread, for the
   // source's lifetime; release(p) says the bytes before `p` will not be read again, so their
-  // memory may be given back. Other sources: false, an empty span, no-op; use read().
+  // memory may be given back. fileSpan(bytes) says where bytes that readInPlace returned lie in
+  // the file, so that they can be copied by the kernel (sendfile) without being read through
+  // the mapping at all. Other sources: false, an empty span, no-op, none; use read().
   virtual bool readsInPlace() const { return false; }
   virtual Bytes readInPlace(std::size_t /*max*/) { return {}; }
   virtual void release(const std::byte* /*p*/) {}
+  virtual std::optional<FileSpan> fileSpan(Bytes /*in_place*/) const { return std::nullopt; }
 };
 
 // A stream of bytes to write to. `finish()` marks the end of the stream: sinks that frame or
@@ -88,10 +99,11 @@ class FdSource final : public Source {
 };
 
 // A regular file read through a read-only shared mapping, from the fd's offset to the file's
-// end as it was when mapped: it reads in place (see Source). release() unmaps the pages behind
-// the reader (they stay in the page cache), so the process's memory stays bounded by what is in
-// use rather than by the file's size. The fd is not owned and its offset is left alone. The
-// file must not shrink while mapped: touching a page past its new end raises SIGBUS.
+// end as it was when mapped: it reads in place and gives file spans (see Source). release()
+// unmaps the pages behind the reader (they stay in the page cache), so the process's memory
+// stays bounded by what is in use rather than by the file's size. The fd is not owned, must
+// stay open while the source lives, and its offset is left alone. The file must not shrink
+// while mapped: touching a page past its new end raises SIGBUS.
 class MappedFileSource final : public Source {
  public:
   // nullptr when `fd` cannot be mapped (not a regular file, nothing past its offset, mmap
@@ -105,15 +117,16 @@ class MappedFileSource final : public Source {
   bool readsInPlace() const override { return true; }
   Bytes readInPlace(std::size_t max) override;
   void release(const std::byte* p) override;
+  std::optional<FileSpan> fileSpan(Bytes in_place) const override;
 
  private:
-  MappedFileSource(std::byte* map, std::size_t map_size, std::size_t start)
-      : map_(map), map_size_(map_size), pos_(start), released_(0) {}
+  MappedFileSource(int fd, std::byte* map, std::size_t map_size, std::size_t start)
+      : fd_(fd), map_(map), map_size_(map_size), pos_(start) {}
+  int fd_;
   std::byte* map_;
   std::size_t map_size_;
-  std::size_t pos_;            // next byte to hand out
-  std::size_t released_;       // bytes before this (page-aligned) were given back
-  std::size_t populated_ = 0;  // bytes before this were mapped ahead by release()
+  std::size_t pos_;           // next byte to hand out
+  std::size_t released_ = 0;  // bytes before this (page-aligned) were given back
 };
 
 // Writes to a file descriptor (not owned, not closed). Retries EINTR and short writes;

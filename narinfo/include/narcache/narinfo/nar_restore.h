@@ -48,13 +48,21 @@ class RestoreTarget {
 
   // Writes all of `data` to the file `path` (retrying short writes and EINTR).
   Status write(int fd, Bytes data, std::string_view path) const;
+  // Appends the span `from` (of the NAR file) to the file `path`, copied by the kernel
+  // (sendfile: the bytes never pass through this process); where the kernel cannot do that
+  // (e.g. an O_APPEND fd), by reading and writing. A NAR file that ends before the span is an
+  // IoError: "restore: write 'out/x': the NAR file ended early (did it shrink while being
+  // restored?)". The NAR file's own offset is left alone.
+  Status copy(int fd, const FileSpan& from, std::string_view path) const;
   // Closes the file `path`, reporting a failed close (e.g. a deferred write error).
   Status close(Fd fd, std::string_view path) const;
 
  private:
   RestoreTarget(Fd parent, std::string root_name, std::string display, bool fix_modes);
   std::string leafName(std::string_view path) const;
-  Error sysError(int err, std::string_view what, std::string_view path) const;
+  // "restore: <what> '<dest/path>': <reason, or err's text>".
+  Error sysError(int err, std::string_view what, std::string_view path,
+                 std::string_view reason = {}) const;
 
   Fd parent_;
   std::string root_name_;  // last component of the destination

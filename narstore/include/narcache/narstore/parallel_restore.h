@@ -11,7 +11,8 @@
 //
 // Memory is bounded whatever the NAR's size: file contents (and symlink targets) wait for a
 // worker in buffers of at most `max_buffered` bytes in total; the parser waits when they are
-// full. A file larger than 1 MiB streams to one worker in 1 MiB pieces, written in order.
+// full (then until the workers have drained half). A file larger than 1 MiB streams to one
+// worker in 1 MiB pieces, written in order.
 //
 // Errors: as restoreNar's. The first error wins: an error of a worker (e.g. "restore: create
 // 'dest/x': No space left on device") stops the parse and the other workers; a malformed NAR
@@ -42,8 +43,10 @@ struct ParallelRestoreOptions {
 unsigned defaultRestoreJobs();
 
 // Restores the NAR read from `source` into `dest`, which must not exist (its parent must).
-// A source that reads in place (a MappedFileSource) is not copied at all: the workers write
-// the contents straight from its memory, and its pages are released behind them.
+// A source that reads in place (a MappedFileSource) is not copied at all: the parser reads
+// only the headers from its memory (released behind it), and the workers have the kernel copy
+// each file's span of the NAR file into the new file (RestoreTarget::copy). Large files then
+// no longer stream through one worker: each is one job, so several are written at once.
 Status restoreNarParallel(Source& source, const std::filesystem::path& dest,
                           const ParallelRestoreOptions& options = {});
 
