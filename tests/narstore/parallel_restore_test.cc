@@ -234,7 +234,7 @@ TEST(ParallelRestore, MappedNarIsRestoredInFlatMemory) {
   Sandbox box;
   auto st = restoreNarParallel(*source, box.dest);
   ASSERT_TRUE(st) << st.error().message();
-  std::size_t grown = peakRss() - before;
+  [[maybe_unused]] std::size_t grown = peakRss() - before;
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)  // their shadow memory stays
   EXPECT_LT(grown, std::size_t{16} << 20) << "peak RSS grew by " << (grown >> 20) << " MiB";
 #endif
