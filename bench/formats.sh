@@ -3,6 +3,7 @@
 #   nar dump   vs nix-store --dump      (to /dev/null)
 #   hash path  vs nix hash path
 #   nar restore vs nix-store --restore
+#   and, for the record, dump into and restore from a pipe
 # Prints the best-of-N wall time of each, the speed ratio (Nix time / narcache time; > 1 means
 # narcache is faster) and narcache's peak RSS on a small and on the big tree (memory must be flat
 # in NAR size). Usage: [RESTORE_JOBS=N] bench/formats.sh BUILD_DIR [RUNS]
@@ -76,14 +77,18 @@ jobs=${RESTORE_JOBS:-}
 restore_ours() { "$narcache" nar restore ${jobs:+--jobs "$jobs"} "$work/r1" < "$work/tree.nar"; }
 restore_nix() { nix-store --restore "$work/r2" < "$work/tree.nar"; }
 clean_restores() { rm -rf "$work/r1" "$work/r2"; }
+dump_pipe_ours() { "$narcache" nar dump "$work/tree" | wc -c > /dev/null; }
+dump_pipe_nix() { nix-store --dump "$work/tree" | wc -c > /dev/null; }
+restore_pipe_ours() { cat "$work/tree.nar" | "$narcache" nar restore ${jobs:+--jobs "$jobs"} "$work/r1"; }
+restore_pipe_nix() { cat "$work/tree.nar" | nix-store --restore "$work/r2"; }
 
 # Warm the page cache once.
 dump_nix; dump_ours
 
-row() {  # name ours nix target
+row() {  # name ours nix target ("-" for none)
   python3 -c "
-o, n, t = $2, $3, $4
-print(f'| $1 | {o:.3f} s | {n:.3f} s | {n/o:.2f}x | >= {t}x |')"
+o, n, t = $2, $3, '$4'
+print(f'| $1 | {o:.3f} s | {n:.3f} s | {n/o:.2f}x | ' + ('-' if t == '-' else f'>= {t}x') + ' |')"
 }
 echo
 echo "| operation | narcache | Nix | speed ratio (Nix/narcache) | target |"
@@ -93,6 +98,9 @@ row "hash path vs nix hash path" "$(best_of hash_ours)" "$(best_of hash_nix)" 1.
 # Removing the previous restore (about 0.35 s for this tree) is not part of either timing.
 before_each=clean_restores
 row "nar restore vs nix-store --restore" "$(best_of restore_ours)" "$(best_of restore_nix)" 2.0
+# Through pipes, as in `nix-store --dump | ... | nix-store --restore` (no targets: for the record).
+row "nar dump into a pipe (\\| wc -c)" "$(best_of dump_pipe_ours)" "$(best_of dump_pipe_nix)" -
+row "nar restore from a pipe (cat \\|)" "$(best_of restore_pipe_ours)" "$(best_of restore_pipe_nix)" -
 before_each=
 
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }

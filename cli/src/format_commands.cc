@@ -85,6 +85,7 @@ void addNarCommands(CommandRegistry& registry) {
       nar->add_subcommand("dump", "Write the NAR of PATH to stdout (as nix-store --dump)");
   dump->add_option("PATH", *dump_path, "File, directory or symlink")->required();
   registry.add(dump, [dump_path] {
+    growPipe(STDOUT_FILENO);
     FdSink out(STDOUT_FILENO);
     BufferedSink buffered(out);
     if (auto s = dumpPath(*dump_path, buffered); !s) return reportError(s.error());
@@ -106,11 +107,15 @@ void addNarCommands(CommandRegistry& registry) {
                    "2 to 16; 1 still overlaps reading the NAR with writing)")
       ->check(CLI::Range(0u, 256u));
   registry.add(restore, [args = restore_args] {
-    // A NAR file on stdin is mapped and written out without copies (see
-    // MappedFileSource); a pipe is read.
+    // A NAR file on stdin is mapped and its contents copied by the kernel (see
+    // MappedFileSource and restoreNarParallel); a pipe is read.
     FdSource piped(STDIN_FILENO);
     auto mapped = MappedFileSource::tryMap(STDIN_FILENO);
-    if (mapped) reportShrunkNarFile();
+    if (mapped) {
+      reportShrunkNarFile();
+    } else {
+      growPipe(STDIN_FILENO);
+    }
     Source& in = mapped ? static_cast<Source&>(*mapped) : piped;
     narstore::ParallelRestoreOptions options;
     options.jobs = args->jobs;
@@ -122,6 +127,7 @@ void addNarCommands(CommandRegistry& registry) {
 
   CLI::App* ls = nar->add_subcommand("ls", "Print the listing of the NAR on stdin as .ls JSON");
   registry.add(ls, [] {
+    growPipe(STDIN_FILENO);
     FdSource in(STDIN_FILENO);
     auto listing = narListing(in);
     if (!listing) return reportError(listing.error());
@@ -251,6 +257,8 @@ void addCompressionCommands(CommandRegistry& registry) {
   registry.add(compress, [args = c_args] {
     auto method = parseCompression(args->method);
     if (!method) return reportError(method.error());
+    growPipe(STDIN_FILENO);
+    growPipe(STDOUT_FILENO);
     FdSource in(STDIN_FILENO);
     FdSink out(STDOUT_FILENO);
     auto compressor = makeCompressor(*method, out, {args->level, args->threads});
@@ -267,6 +275,8 @@ void addCompressionCommands(CommandRegistry& registry) {
   registry.add(decompress, [args = d_args] {
     auto method = parseCompression(args->method);
     if (!method) return reportError(method.error());
+    growPipe(STDIN_FILENO);
+    growPipe(STDOUT_FILENO);
     FdSource in(STDIN_FILENO);
     FdSink out(STDOUT_FILENO);
     auto decompressor = makeDecompressor(*method, in);

@@ -1,6 +1,8 @@
 #include "narcache/narinfo/io.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -86,19 +88,86 @@ Result<std::size_t> FdSource::read(MutableBytes out) {
   }
 }
 
-Status FdSink::write(Bytes data) {
+namespace {
+
+// "write: <text>" (ResourceExhausted for a full disk or quota, else IoError), or "read: ...".
+Error ioError(int err, bool reading = false) {
+  bool full = !reading && (err == ENOSPC || err == EDQUOT);
+  return Error(full ? ErrorCode::kResourceExhausted : ErrorCode::kIoError,
+               std::string(reading ? "read: " : "write: ") + std::strerror(err));
+}
+
+}  // namespace
+
+int writeAll(int fd, Bytes data) {
   while (!data.empty()) {
-    ssize_t n = ::write(fd_, data.data(), data.size());
+    ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      return fail(
-          err == ENOSPC || err == EDQUOT ? ErrorCode::kResourceExhausted : ErrorCode::kIoError,
-          std::string("write: ") + std::strerror(err));
+      return errno;
     }
     data = data.subspan(static_cast<std::size_t>(n));
   }
+  return 0;
+}
+
+Result<std::uint64_t> Sink::writeSpan(const FileSpan&) {
+  return fail(ErrorCode::kInternal, "this sink takes no file spans");
+}
+
+SpanCopy copySpan(const FileSpan& from, int to) {
+  SpanCopy done;
+  auto offset = static_cast<off_t>(from.offset);
+  std::vector<std::byte> buffer;  // once the kernel has refused to splice into `to`
+  while (done.bytes < from.size) {
+    // At most 1 GiB a call (sendfile moves less than 2 GiB).
+    auto want = static_cast<std::size_t>(
+        std::min<std::uint64_t>(from.size - done.bytes, std::uint64_t{1} << 30));
+    ssize_t n = 0;
+    if (buffer.empty()) {
+      n = ::sendfile(to, from.fd, &offset, want);
+      if (n < 0 && (errno == EINVAL || errno == ENOSYS) && done.bytes == 0) {
+        buffer.resize(std::size_t{256} << 10);
+        continue;
+      }
+      if (n < 0 && errno != EINTR) {
+        done.error = errno;
+        return done;
+      }
+    } else {
+      n = ::pread(from.fd, buffer.data(), std::min(want, buffer.size()), offset);
+      if (n < 0 && errno != EINTR) {
+        done.error = errno;
+        done.reading = true;
+        return done;
+      }
+      if (n > 0) {
+        done.error = writeAll(to, Bytes(buffer.data(), static_cast<std::size_t>(n)));
+        if (done.error != 0) return done;
+        offset += n;
+      }
+    }
+    if (n == 0) return done;  // the file ended
+    if (n > 0) done.bytes += static_cast<std::uint64_t>(n);
+  }
+  return done;
+}
+
+void growPipe(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return;
+  if (::fcntl(fd, F_GETPIPE_SZ) < (1 << 20)) ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+}
+
+Status FdSink::write(Bytes data) {
+  if (int err = writeAll(fd_, data); err != 0) return fail(ioError(err));
   return {};
+}
+
+Result<std::uint64_t> FdSink::writeSpan(const FileSpan& span) {
+  SpanCopy done = copySpan(span, fd_);
+  if (done.error != 0) return fail(ioError(done.error, done.reading));
+  return done.bytes;
 }
 
 Result<std::size_t> MemorySource::read(MutableBytes out) {
@@ -129,6 +198,11 @@ Status BufferedSink::write(Bytes data) {
   }
   buffer_.append(reinterpret_cast<const char*>(data.data()), data.size());
   return {};
+}
+
+Result<std::uint64_t> BufferedSink::writeSpan(const FileSpan& span) {
+  NARCACHE_TRY(flush());
+  return out_.writeSpan(span);
 }
 
 Status BufferedSink::flush() {

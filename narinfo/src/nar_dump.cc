@@ -2,9 +2,11 @@
 //
 // Speed comes from one reused 256 KiB output buffer (measured faster than 64 KiB and 1 MiB):
 // framing strings are appended to it and file contents are read(2) straight into its free space, so
-// every byte is copied once from the kernel and the sink sees few large writes. Every file is
-// opened relative to its directory's fd with O_NOFOLLOW, so a tree changing under us is never
-// followed out of `path`.
+// every byte is copied once from the kernel and the sink sees few large writes. Into a sink that
+// takes file spans (stdout as a file or pipe), file contents are not read at all: the kernel
+// moves them (sendfile): into a file they are copied once, into a pipe only by its reader. Every
+// file is opened relative to its directory's fd with O_NOFOLLOW, so a tree changing under us is
+// never followed out of `path`.
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -26,6 +28,9 @@ namespace {
 constexpr std::size_t kWriteBufferSize = 256 * 1024;
 // Reads smaller than this flush the buffer first so large files are read in large pieces.
 constexpr std::size_t kMinReadSize = kWriteBufferSize / 8;
+// Into a sink that takes file spans (a file or pipe), files of at least this size are moved by
+// the kernel (Sink::writeSpan) rather than read into the buffer.
+constexpr std::uint64_t kMinSpanSize = std::uint64_t{16} << 10;
 
 Error sysError(const std::string& what, const std::string& path, int err) {
   ErrorCode code = err == ENOENT                   ? ErrorCode::kNotFound
@@ -59,6 +64,10 @@ class Dumper {
 
  private:
   std::string where() const { return rel_.empty() ? display_ : display_ + "/" + rel_; }
+
+  Error shrank() const {
+    return Error(ErrorCode::kIoError, "'" + where() + "' shrank while being dumped");
+  }
 
   Status flush() {
     if (used_ == 0) return {};
@@ -136,6 +145,14 @@ class Dumper {
     }
     NARCACHE_TRY(writeString("contents"));
     NARCACHE_TRY(writeU64(size));
+    if (sink_.takesSpans() && size >= kMinSpanSize) {
+      NARCACHE_TRY(flush());
+      auto sent = sink_.writeSpan(FileSpan{fd.get(), 0, size});
+      if (!sent) return fail(sent.error().withContext("'" + where() + "'"));
+      if (*sent < size) return fail(shrank());
+      NARCACHE_TRY(writePadding(size));
+      return writeString(")");
+    }
     std::uint64_t left = size;
     while (left > 0) {
       if (buf_.size() - used_ < kMinReadSize && buf_.size() - used_ < left) NARCACHE_TRY(flush());
@@ -146,9 +163,7 @@ class Dumper {
         if (errno == EINTR) continue;
         return fail(sysError("cannot read", where(), errno));
       }
-      if (n == 0) {
-        return fail(ErrorCode::kIoError, "'" + where() + "' shrank while being dumped");
-      }
+      if (n == 0) return fail(shrank());
       used_ += static_cast<std::size_t>(n);
       left -= static_cast<std::uint64_t>(n);
     }

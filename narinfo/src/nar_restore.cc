@@ -5,11 +5,9 @@
 #include "narcache/narinfo/nar_restore.h"
 
 #include <fcntl.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -117,47 +115,18 @@ Status RestoreTarget::makeSymlink(int dir_fd, std::string_view path,
 }
 
 Status RestoreTarget::write(int fd, Bytes data, std::string_view path) const {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail(sysError(errno, "write", path));
-    }
-    data = data.subspan(static_cast<std::size_t>(n));
-  }
+  if (int err = writeAll(fd, data); err != 0) return fail(sysError(err, "write", path));
   return {};
 }
 
 Status RestoreTarget::copy(int fd, const FileSpan& from, std::string_view path) const {
-  static constexpr std::string_view kShrunk =
-      "the NAR file ended early (did it shrink while being restored?)";
-  auto offset = static_cast<off_t>(from.offset);
-  std::uint64_t left = from.size;
-  std::vector<std::byte> buffer;  // when the kernel cannot splice into this file
-  while (left > 0) {
-    // At most 1 GiB a call (sendfile moves less than 2 GiB).
-    auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, std::uint64_t{1} << 30));
-    ssize_t done = -1;
-    if (buffer.empty()) {
-      done = ::sendfile(fd, from.fd, &offset, n);
-      if (done < 0 && (errno == EINVAL || errno == ENOSYS)) {
-        buffer.resize(std::size_t{256} << 10);  // e.g. an O_APPEND file: read and write
-        continue;
-      }
-    } else {
-      done = ::pread(from.fd, buffer.data(), std::min(n, buffer.size()), offset);
-      if (done < 0 && errno != EINTR) return fail(sysError(errno, "read the NAR for", path));
-      if (done > 0) {
-        NARCACHE_TRY(write(fd, Bytes(buffer.data(), static_cast<std::size_t>(done)), path));
-        offset += done;
-      }
-    }
-    if (done < 0) {
-      if (errno == EINTR) continue;
-      return fail(sysError(errno, "write", path));
-    }
-    if (done == 0) return fail(sysError(EIO, "write", path, kShrunk));
-    left -= static_cast<std::uint64_t>(done);
+  SpanCopy done = copySpan(from, fd);
+  if (done.error != 0) {
+    return fail(sysError(done.error, done.reading ? "read the NAR for" : "write", path));
+  }
+  if (done.bytes < from.size) {
+    return fail(sysError(EIO, "write", path,
+                         "the NAR file ended early (did it shrink while being restored?)"));
   }
   return {};
 }

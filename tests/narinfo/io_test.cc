@@ -1,5 +1,6 @@
 // Byte streams that touch the system: MappedFileSource (which files it maps, reading from the
-// fd's offset, in place and by copy, release, file spans) and the NAR parser reading in place.
+// fd's offset, in place and by copy, release, file spans), the NAR parser reading in place,
+// file spans moved by the kernel (copySpan, FdSink and BufferedSink), and growPipe.
 
 #include "narcache/narinfo/io.h"
 
@@ -114,6 +115,98 @@ TEST(MappedFileSource, NarParsedInPlaceMatchesTheCopyingParse) {
   auto bad = validateNar(*cut_source);
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().message(), parseError(cut));
+}
+
+std::string contentsOf(int fd) {
+  std::string out(static_cast<std::size_t>(::lseek(fd, 0, SEEK_END)), '\0');
+  EXPECT_EQ(::pread(fd, out.data(), out.size(), 0), static_cast<ssize_t>(out.size()));
+  return out;
+}
+
+TEST(FileSpans, FdSinkAppendsSpansAfterItsWrites) {
+  std::string data;
+  for (int i = 0; data.size() < 200000; ++i) data += std::to_string(i) + ',';
+  Fd from = fileWith(data);
+  Fd to(::memfd_create("to", MFD_CLOEXEC));
+  FdSink sink(to.get());
+  ASSERT_TRUE(sink.write(asBytes("head:")));
+  auto n = sink.writeSpan(FileSpan{from.get(), 3, 150000});
+  ASSERT_TRUE(n) << n.error().message();
+  EXPECT_EQ(*n, 150000u);
+  ASSERT_TRUE(sink.write(asBytes(":tail")));
+  EXPECT_EQ(contentsOf(to.get()), "head:" + data.substr(3, 150000) + ":tail");
+  EXPECT_EQ(::lseek(from.get(), 0, SEEK_CUR), 0) << "the span's file keeps its offset";
+  // A span running past the file's end copies what there is and says how much.
+  n = sink.writeSpan(FileSpan{from.get(), data.size() - 10, 100});
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 10u);
+}
+
+TEST(FileSpans, CopySpanReadsAndWritesWhereTheKernelCannotSplice) {
+  std::string data(300000, 'x');
+  data.replace(0, 5, "first");
+  Fd from = fileWith(data);
+  Fd to(::memfd_create("to", MFD_CLOEXEC));
+  ASSERT_EQ(::write(to.get(), "0", 1), 1);
+  // sendfile refuses an O_APPEND fd (EINVAL).
+  Fd append(::open(("/proc/self/fd/" + std::to_string(to.get())).c_str(),
+                   O_WRONLY | O_APPEND | O_CLOEXEC));
+  ASSERT_GE(append.get(), 0);
+  SpanCopy done = copySpan(FileSpan{from.get(), 0, data.size()}, append.get());
+  EXPECT_EQ(done.error, 0);
+  EXPECT_EQ(done.bytes, data.size());
+  EXPECT_EQ(contentsOf(to.get()), "0" + data);
+  done = copySpan(FileSpan{from.get(), data.size() - 4, 8}, append.get());
+  EXPECT_EQ(done.error, 0);
+  EXPECT_EQ(done.bytes, 4u) << "the file ended";
+}
+
+TEST(FileSpans, FailuresCarryTheSystemsWords) {
+  Fd from = fileWith("abc");
+  Fd read_only(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  SpanCopy done = copySpan(FileSpan{from.get(), 0, 3}, read_only.get());
+  EXPECT_EQ(done.error, EBADF);
+  EXPECT_FALSE(done.reading);
+  FdSink sink(read_only.get());
+  auto n = sink.writeSpan(FileSpan{from.get(), 0, 3});
+  ASSERT_FALSE(n);
+  EXPECT_EQ(n.error().code(), ErrorCode::kIoError);
+  EXPECT_EQ(n.error().message(), "write: Bad file descriptor");
+}
+
+TEST(FileSpans, BufferedSinkFlushesBeforeASpanAndOtherSinksTakeNone) {
+  Fd from = fileWith("0123456789");
+  Fd to(::memfd_create("to", MFD_CLOEXEC));
+  FdSink fd_sink(to.get());
+  BufferedSink buffered(fd_sink);
+  EXPECT_TRUE(buffered.takesSpans());
+  ASSERT_TRUE(buffered.write(asBytes("buffered:")));
+  auto n = buffered.writeSpan(FileSpan{from.get(), 2, 5});
+  ASSERT_TRUE(n);
+  ASSERT_TRUE(buffered.write(asBytes(":after")));
+  ASSERT_TRUE(buffered.finish());
+  EXPECT_EQ(contentsOf(to.get()), "buffered:23456:after");
+
+  StringSink text;
+  BufferedSink over_text(text);
+  EXPECT_FALSE(text.takesSpans());
+  EXPECT_FALSE(over_text.takesSpans());
+  auto refused = text.writeSpan(FileSpan{from.get(), 0, 1});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInternal);
+}
+
+TEST(GrowPipe, GivesAPipeOneMebibyteAndLeavesOtherFilesAlone) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  Fd r(p[0]), w(p[1]);
+  ASSERT_LT(::fcntl(w.get(), F_GETPIPE_SZ), 1 << 20);
+  growPipe(w.get());
+  EXPECT_GE(::fcntl(r.get(), F_GETPIPE_SZ), 1 << 20) << "both ends share the buffer";
+  Fd file = fileWith("abc");
+  growPipe(file.get());
+  EXPECT_EQ(contentsOf(file.get()), "abc");
+  growPipe(-1);  // not an fd: nothing
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "nar_restore_cases.h"
@@ -101,6 +103,53 @@ TEST(NarDump, DirectorySortedByBytesAndExecBitOnly) {
   auto size = validate(expected);
   ASSERT_TRUE(size) << size.error().message();
   EXPECT_EQ(*size, expected.size());
+}
+
+// Into a file or a pipe (an FdSink, bare or buffered), file contents of 16 KiB and more are
+// moved by the kernel rather than read: the bytes must be the same as through a string.
+TEST(NarDump, ContentsMovedByTheKernelGiveTheSameBytes) {
+  TempDir dir;
+  fs::path root = dir / "root";
+  fs::create_directories(root / "sub");
+  std::string big;
+  for (int i = 0; big.size() < 300000; ++i) big += std::to_string(i) + ' ';
+  makeFile(root / "big", big, true);
+  makeFile(root / "at-threshold", std::string(16 << 10, 'a'));
+  makeFile(root / "below-threshold", std::string((16 << 10) - 1, 'b'));
+  makeFile(root / "sub" / "odd", big.substr(0, 100003));  // its padding follows a span
+  makeFile(root / "sub" / "small", "small");
+  const std::string expected = dumpToString(root);
+  ASSERT_TRUE(validate(expected));
+
+  Fd file(::memfd_create("nar", MFD_CLOEXEC));
+  FdSink bare(file.get());
+  ASSERT_TRUE(bare.takesSpans());
+  ASSERT_TRUE(dumpPath(root, bare));
+  Fd buffered_file(::memfd_create("nar", MFD_CLOEXEC));
+  FdSink under(buffered_file.get());
+  BufferedSink buffered(under);
+  ASSERT_TRUE(dumpPath(root, buffered));
+  ASSERT_TRUE(buffered.finish());
+  for (int fd : {file.get(), buffered_file.get()}) {
+    std::string got(static_cast<std::size_t>(::lseek(fd, 0, SEEK_END)), '\0');
+    ASSERT_EQ(::pread(fd, got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+    EXPECT_EQ(got, expected);
+  }
+
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  Fd read_end(p[0]), write_end(p[1]);
+  std::string piped;
+  std::thread reader([&] {
+    char buf[65536];
+    for (ssize_t n; (n = ::read(read_end.get(), buf, sizeof buf)) > 0;) piped.append(buf, n);
+  });
+  FdSink into_pipe(write_end.get());
+  auto st = dumpPath(root, into_pipe);
+  write_end.reset();
+  reader.join();
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ(piped, expected);
 }
 
 TEST(NarDump, Errors) {

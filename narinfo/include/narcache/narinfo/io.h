@@ -60,7 +60,36 @@ class Sink {
   virtual ~Sink() = default;
   virtual Status write(Bytes data) = 0;
   virtual Status finish() { return {}; }
+
+  // Sinks into which the kernel can move a file's bytes directly (FdSink, and a BufferedSink
+  // over one) say so; writeSpan then appends the span's bytes without them passing through
+  // this process, and returns how many it wrote: fewer than span.size only when the file ended
+  // first. Other sinks: false, and writeSpan is an Internal error (read the file and write()).
+  virtual bool takesSpans() const { return false; }
+  virtual Result<std::uint64_t> writeSpan(const FileSpan& span);
 };
+
+// Writes all of `data` to `fd`, retrying EINTR and short writes: 0, or the errno of the failure.
+int writeAll(int fd, Bytes data);
+
+// What copySpan did: the bytes copied and, when it failed, the errno and whether reading the
+// span (or else writing) failed.
+struct SpanCopy {
+  std::uint64_t bytes = 0;
+  int error = 0;
+  bool reading = false;
+};
+
+// Appends the span `from` to the fd `to`, at its offset: copied by the kernel (sendfile), or
+// by pread and write where the kernel cannot splice into `to` (e.g. an O_APPEND file). Stops
+// early, without error, when the file ends first. Retries EINTR and short writes. `from.fd`'s
+// own offset is left alone.
+SpanCopy copySpan(const FileSpan& from, int to);
+
+// When `fd` is a pipe, asks the kernel to give it a buffer of up to 1 MiB (the default 64 KiB
+// makes a fast writer and its reader wake each other up 16 times as often: `nar dump` into a
+// pipe took 3x as long). Best effort: nothing happens otherwise.
+void growPipe(int fd);
 
 // Owns a file descriptor and closes it on destruction (or reset()). Move-only. -1 = none.
 class Fd {
@@ -135,6 +164,8 @@ class FdSink final : public Sink {
  public:
   explicit FdSink(int fd) : fd_(fd) {}
   Status write(Bytes data) override;
+  bool takesSpans() const override { return true; }
+  Result<std::uint64_t> writeSpan(const FileSpan& span) override;
 
  private:
   int fd_;
@@ -191,6 +222,9 @@ class BufferedSink final : public Sink {
  public:
   explicit BufferedSink(Sink& out, std::size_t capacity = 1 << 20);
   Status write(Bytes data) override;
+  // A span goes straight to `out` when it takes spans (after what is buffered).
+  bool takesSpans() const override { return out_.takesSpans(); }
+  Result<std::uint64_t> writeSpan(const FileSpan& span) override;
   Status flush();
   Status finish() override;
 
