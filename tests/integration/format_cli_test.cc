@@ -2,17 +2,22 @@
 // nar dump/restore/ls, hash path/file, key generate, narinfo check/sign, (de)compress.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "narinfo/nar_restore_cases.h"
 #include "support/support.h"
 
 namespace narcache::test {
 namespace {
 
 namespace fs = std::filesystem;
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(RestoreContract);  // only its NAR builders are used
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -115,6 +120,34 @@ TEST_F(FormatCli, NarRestoreRoundTripsAndListingParses) {
   auto ls = narcache({"nar", "ls"}, in);
   ASSERT_EQ(ls.exit_code, 0) << ls.err;
   EXPECT_EQ(ls.out.rfind("{\"version\":1,\"root\":{\"type\":\"directory\"", 0), 0u) << ls.out;
+}
+
+// A NAR file on stdin that shrinks while it is being restored: the parser may touch a page
+// past the new end (SIGBUS, caught) or a worker's copy may find the file ended; either way a
+// clear error and exit code 1, never a death by signal.
+TEST(FormatCliShrink, ANarFileThatShrinksDuringRestoreIsReported) {
+  TempDir tmp;
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (int i = 0; i < 8000; ++i) {
+    entries.emplace_back("f" + std::to_string(10000 + i),
+                         testnar::regular(std::string(16 << 10, 'x')));
+  }
+  writeFile(tmp / "big.nar", testnar::nar(testnar::directory(entries)));
+  fs::path dest = tmp / "dest";
+  BackgroundProcess restore({"/bin/sh", "-c",
+                             std::string("exec '") + NARCACHE_BIN + "' nar restore --jobs 1 '" +
+                                 dest.string() + "' < '" + (tmp / "big.nar").string() + "'"});
+  for (int i = 0; i < 10000 && !fs::exists(dest); ++i) ::usleep(500);
+  ASSERT_TRUE(fs::exists(dest)) << "the restore never started: " << restore.err();
+  fs::resize_file(tmp / "big.nar", 4096);
+  int code = restore.stop(0);  // waits
+  std::string err = restore.err();
+  EXPECT_EQ(code, 1) << err;
+  bool caught = err.find("narcache: the NAR file on stdin shrank while it was being restored") !=
+                std::string::npos;
+  bool ended = err.find("the NAR file ended early (did it shrink while being restored?)") !=
+               std::string::npos;
+  EXPECT_TRUE(caught || ended) << err;
 }
 
 TEST_F(FormatCli, HashPathMatchesNixInEveryFormat) {
