@@ -6,7 +6,9 @@
 #   and, for the record, dump into and restore from a pipe
 # Prints the best-of-N wall time of each, the speed ratio (Nix time / narcache time; > 1 means
 # narcache is faster) and narcache's peak RSS on a small and on the big tree (memory must be flat
-# in NAR size). Usage: [RESTORE_JOBS=N] bench/formats.sh BUILD_DIR [RUNS]
+# in NAR size). With ROUNDS=N it then alternates N restores of each tool (narcache, then Nix),
+# which is steadier than best-of-RUNS on a noisy VM, and prints best and median.
+# Usage: [RESTORE_JOBS=N] [ROUNDS=N] bench/formats.sh BUILD_DIR [RUNS]
 set -euo pipefail
 build=${1:-build/default}
 runs=${2:-3}
@@ -111,3 +113,25 @@ echo "peak RSS of narcache nar dump: small tree $(rss "$narcache" nar dump "$wor
 restore_rss() { rm -rf "$work/r3"; /usr/bin/time -f %M "$narcache" nar restore ${jobs:+--jobs "$jobs"} "$work/r3" < "$1" 2>&1 | tail -1; }
 echo "peak RSS of narcache nar restore: small tree $(restore_rss "$work/small.nar") KiB," \
      "$((nar_size / 1000000)) MB tree $(restore_rss "$work/tree.nar") KiB"
+
+if [[ -n "${ROUNDS:-}" ]]; then
+  python3 - "$narcache" "$work" "$ROUNDS" "$jobs" <<'PY'
+import os, shutil, statistics, subprocess, sys, time
+narcache, work, rounds, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ours = [narcache, "nar", "restore"] + (["--jobs", jobs] if jobs else [])
+times = {"narcache": [], "nix": []}
+for _ in range(rounds):
+    for name, cmd in (("narcache", ours), ("nix", ["nix-store", "--restore"])):
+        dest = os.path.join(work, "rounds")
+        shutil.rmtree(dest, ignore_errors=True)
+        with open(os.path.join(work, "tree.nar"), "rb") as nar:
+            t0 = time.perf_counter()
+            subprocess.run(cmd + [dest], stdin=nar, check=True)
+            times[name].append(time.perf_counter() - t0)
+shutil.rmtree(os.path.join(work, "rounds"), ignore_errors=True)
+o, n = times["narcache"], times["nix"]
+print(f"\nnar restore, {rounds} alternating rounds: narcache best {min(o):.3f} s median "
+      f"{statistics.median(o):.3f} s, Nix best {min(n):.3f} s median {statistics.median(n):.3f} s; "
+      f"ratio best {min(n) / min(o):.2f}x, median {statistics.median(n) / statistics.median(o):.2f}x")
+PY
+fi
