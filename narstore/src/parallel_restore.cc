@@ -19,7 +19,9 @@
 //   unless it is 0. On top come its own partial piece or small file (at most kPieceSize) and
 //   its batch of small jobs not yet queued (at most kBatchJobs jobs / about kBatchBytes):
 //   memory stays bounded. At most kMaxQueuedJobs jobs wait, which bounds the open directory
-//   fds: the parser's stack (at most 257) plus the queued and running jobs' directories.
+//   fds: the parser's stack (at most 257) plus the queued and running jobs' directories. A
+//   parser that finds no room waits until the workers have drained the budget and the queue to
+//   half (halfDrained(); a worker that gets them there wakes it), one wake-up per half queue.
 // - Only the parser feeds a Stream, and it finishes one file before starting the next, so at
 //   most one Stream is incomplete; the worker draining it never waits on anything but the
 //   parser, and the parser only on workers that make progress: no deadlock.
