@@ -92,9 +92,14 @@ struct Job {
 
 class Agent {
  public:
+  // `farewell` gives back the builds at shutdown: a short try, since the coordinator may be
+  // gone (they are given back at the next start anyway, or their leases run out).
   Agent(const AgentOptions& options, std::unique_ptr<CoordinatorClient> client,
-        std::stop_token stop)
-      : o_(options), client_(std::move(client)), stop_(std::move(stop)) {}
+        std::unique_ptr<CoordinatorClient> farewell, std::stop_token stop)
+      : o_(options),
+        client_(std::move(client)),
+        farewell_(std::move(farewell)),
+        stop_(std::move(stop)) {}
 
   Status run();
 
@@ -119,6 +124,7 @@ class Agent {
 
   const AgentOptions& o_;
   std::unique_ptr<CoordinatorClient> client_;
+  std::unique_ptr<CoordinatorClient> farewell_;
   std::stop_token stop_;
   std::mutex mutex_;
   std::condition_variable_any wake_;
@@ -499,7 +505,7 @@ void Agent::shutdown() {
     if (!job->closed) open.push_back(job->allocation.allocation_id);
   }
   if (!open.empty()) {
-    auto ack = client_->release({open, "agent " + o_.name + " stopping"});
+    auto ack = farewell_->release({open, "agent " + o_.name + " stopping"});
     if (!ack) {
       spdlog::warn("agent: release {}: {}", ids(open), ack.error().message());
     } else {
@@ -573,7 +579,11 @@ Status runAgent(const AgentOptions& options_in, std::stop_token stop) {
   client_options.timeout = 20s;
   auto client = CoordinatorClient::create(client_options);
   if (!client) return fail(client.error());
-  Agent agent(options, std::move(*client), std::move(stop));
+  client_options.attempts = 2;
+  client_options.timeout = 5s;
+  auto farewell = CoordinatorClient::create(client_options);
+  if (!farewell) return fail(farewell.error());
+  Agent agent(options, std::move(*client), std::move(*farewell), std::move(stop));
   return agent.run();
 }
 

@@ -6,7 +6,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <set>
+#include <thread>
 
 #include "coordinator_e2e.cc"  // NOLINT: shared fixture, one executable per *_test.cc
 #include "support/fault_proxy.h"
@@ -122,6 +124,29 @@ TEST_F(CoordinatorE2E, ASlowFetchNeverDelaysTheHeartbeatsOfRunningBuilds) {
   EXPECT_EQ(info.tries, 1);
   EXPECT_EQ(coordinator_->err().find("expired"), std::string::npos) << coordinator_->err();
   EXPECT_GE(proxy.counts().slowed, 2) << "the agent fetched again while the build ran";
+}
+
+TEST_F(CoordinatorE2E, AnAgentStopsPromptlyWhileTheCoordinatorIsDown) {
+  // SIGTERM to an agent whose coordinator has gone away: it stops its build and exits within
+  // seconds instead of retrying heartbeats, its report and the release against a dead address.
+  startCoordinator();
+  auto drv = create("slow", "sleep 60; echo done > $out");
+  auto& agent = startAgent("q1", 1);
+  auto ids = submit({drv});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (show(ids[0]).state != BuildState::kAllocated &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(show(ids[0]).state, BuildState::kAllocated);
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // the build's child is running
+  coordinator_->stop(SIGKILL);
+  auto t0 = std::chrono::steady_clock::now();
+  int code = agent.stop(SIGTERM);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(code, 0) << agent.err();
+  EXPECT_LT(took, 2.0) << agent.err();
+  std::fprintf(stderr, "agent stopped in %.2f s\n", took);
 }
 
 }  // namespace
