@@ -405,16 +405,6 @@ const char* childErrorText(int err) {
   }
 }
 
-void writeAll(int fd, const char* s) {
-  std::size_t len = std::strlen(s);
-  while (len > 0) {
-    ssize_t n = ::write(fd, s, len);
-    if (n <= 0) return;
-    s += n;
-    len -= static_cast<std::size_t>(n);
-  }
-}
-
 Status Build::runBuilder() {
   // The environment, in Nix's order: defaults, then the derivation's env, then the build dir.
   std::map<std::string, std::string> env;
@@ -498,20 +488,20 @@ Status Build::runBuilder() {
     if (view != nullptr) {
       const char* step = "";
       if (int err = view->enterInChild(&step); err != 0) {
-        writeAll(2, ns_prefix.c_str());
-        writeAll(2, step);
-        writeAll(2, ": ");
-        writeAll(2, childErrorText(err));
-        writeAll(2, "\n");
+        writeAll(2, asBytes(ns_prefix));
+        writeAll(2, asBytes(step));
+        writeAll(2, asBytes(": "));
+        writeAll(2, asBytes(childErrorText(err)));
+        writeAll(2, asBytes("\n"));
         ::_exit(127);
       }
     }
     if (::chdir(build_dir_.c_str()) != 0) ::_exit(127);
     ::execve(argv[0], argv.data(), envp.data());
     int err = errno;
-    writeAll(2, exec_prefix.c_str());
-    writeAll(2, childErrorText(err));
-    writeAll(2, "\n");
+    writeAll(2, asBytes(exec_prefix));
+    writeAll(2, asBytes(childErrorText(err)));
+    writeAll(2, asBytes("\n"));
     ::_exit(127);
   }
   write_end.reset();

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "impl.h"
+#include "narcache/narinfo/io.h"
 #include "narcache/narinfo/store_path.h"
 
 extern char** environ;
@@ -69,14 +70,9 @@ Status runCommand(const std::string& command, const std::string& input, int time
                   std::stop_token stop) {
   int fd = memfd_create("narcache-hook-event", MFD_CLOEXEC);
   if (fd < 0) return fail(ErrorCode::kIoError, "memfd_create failed");
-  std::size_t written = 0;
-  while (written < input.size()) {
-    ssize_t n = ::write(fd, input.data() + written, input.size() - written);
-    if (n < 0) {
-      ::close(fd);
-      return fail(ErrorCode::kIoError, "writing the event failed");
-    }
-    written += static_cast<std::size_t>(n);
+  if (writeAll(fd, asBytes(input)) != 0) {
+    ::close(fd);
+    return fail(ErrorCode::kIoError, "writing the event failed");
   }
   ::lseek(fd, 0, SEEK_SET);
   posix_spawn_file_actions_t actions;

@@ -13,6 +13,7 @@
 
 #include "nar_restore_cases.h"
 #include "narcache/narinfo/nar.h"
+#include "support/support.h"
 
 namespace narcache {
 namespace {
@@ -118,9 +119,7 @@ TEST(MappedFileSource, NarParsedInPlaceMatchesTheCopyingParse) {
 }
 
 std::string contentsOf(int fd) {
-  std::string out(static_cast<std::size_t>(::lseek(fd, 0, SEEK_END)), '\0');
-  EXPECT_EQ(::pread(fd, out.data(), out.size(), 0), static_cast<ssize_t>(out.size()));
-  return out;
+  return test::readFile("/proc/self/fd/" + std::to_string(fd));
 }
 
 TEST(FileSpans, FdSinkAppendsSpansAfterItsWrites) {
