@@ -8,6 +8,7 @@
 #include <cctype>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 
 #include "http_support.h"
 
@@ -46,6 +47,7 @@ struct CoordinatorClient::Impl {
   std::mutex mutex;
   std::condition_variable wake;
   std::atomic<bool> stopped{false};
+  std::set<std::shared_ptr<httplib::Client>> on_wire;  // requests in progress, for stop()
 
   // Sleeps `delay` unless stopped; returns false when stopped.
   bool sleep(std::chrono::milliseconds delay) {
@@ -53,21 +55,29 @@ struct CoordinatorClient::Impl {
     return !wake.wait_for(lock, delay, [&] { return stopped.load(); });
   }
 
-  // Sends one request (a new connection) and returns the raw result.
+  // Sends one request (a new connection) and returns the raw result; Canceled once stopped.
   httplib::Result send(const std::string& method, const std::string& path,
                        const std::string& body) {
-    httplib::Client client(endpoint.origin);
+    auto client = std::make_shared<httplib::Client>(endpoint.origin);
     auto t = static_cast<time_t>(options.timeout.count());
-    client.set_connection_timeout(t, 0);
-    client.set_read_timeout(t, 0);
-    client.set_write_timeout(t, 0);
-    client.set_keep_alive(false);
-    client.set_tcp_nodelay(true);
+    client->set_connection_timeout(t, 0);
+    client->set_read_timeout(t, 0);
+    client->set_write_timeout(t, 0);
+    client->set_keep_alive(false);
+    client->set_tcp_nodelay(true);
     httplib::Headers headers;
     if (!options.token.empty()) headers.emplace("Authorization", "Bearer " + options.token);
     std::string full = endpoint.prefix + path;
-    if (method == "GET") return client.Get(full, headers);
-    return client.Post(full, headers, body, "application/json");
+    {
+      std::lock_guard lock(mutex);
+      if (stopped) return httplib::Result(nullptr, httplib::Error::Canceled);
+      on_wire.insert(client);
+    }
+    httplib::Result res = method == "GET" ? client->Get(full, headers)
+                                          : client->Post(full, headers, body, "application/json");
+    std::lock_guard lock(mutex);
+    on_wire.erase(client);
+    return res;
   }
 
   // Runs the request until it gives a parsable 2xx answer, fails for good, or attempts run
@@ -83,6 +93,7 @@ struct CoordinatorClient::Impl {
       if (stopped) return fail(ErrorCode::kUnavailable, what + ": stopped");
       httplib::Result res = send(method, path, body);
       bool retry = false;
+      if (!res && stopped) return fail(ErrorCode::kUnavailable, what + ": stopped");
       if (!res) {
         retry = true;
         last = Error(ErrorCode::kUnavailable, what + ": " + httplib::to_string(res.error()));
@@ -144,11 +155,16 @@ const std::string& CoordinatorClient::url() const {
 }
 
 void CoordinatorClient::stop() {
+  std::vector<std::shared_ptr<httplib::Client>> on_wire;
   {
     std::lock_guard lock(impl_->mutex);
     impl_->stopped = true;
+    on_wire.assign(impl_->on_wire.begin(), impl_->on_wire.end());
   }
   impl_->wake.notify_all();
+  // Shuts their sockets down, so that their reads and writes fail now. cpp-httplib holds its
+  // socket lock while connecting: this waits for a connect in progress (bounded by the timeout).
+  for (const auto& client : on_wire) client->stop();
 }
 
 Result<UnknownDerivationsResponse> CoordinatorClient::unknownDerivations(

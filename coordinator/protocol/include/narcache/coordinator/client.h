@@ -11,7 +11,8 @@
 // (404), Conflict (409), InvalidArgument (other 4xx), each with the server's {"error"} message.
 //
 // Thread-safe: every request opens its own connection, so one client may be shared by threads.
-// `stop()` makes pending and later backoff waits return at once (with Unavailable).
+// `stop()` ends every call with Unavailable ("stopped"): backoff waits return at once, requests
+// on the wire are cut off, and later calls are not sent.
 
 #include <atomic>
 #include <chrono>
@@ -72,7 +73,7 @@ class CoordinatorClient {
   // GET /metrics (Prometheus text).
   Result<std::string> metrics();
 
-  // Interrupts backoff waits (for shutdown); requests already on the wire finish or time out.
+  // For shutdown: ends pending and later calls (see above); the client stays stopped.
   void stop();
 
  private:
