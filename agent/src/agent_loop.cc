@@ -34,6 +34,7 @@ namespace {
 constexpr auto kKillGrace = 5s;          // SIGTERM, then SIGKILL of the child and its session
 constexpr auto kPauseAfterRelease = 5s;  // after giving a build back for an engine error
 constexpr auto kMaxFetchBackoff = 10s;   // when the coordinator cannot be reached
+constexpr auto kCallGrace = 2s;          // for requests on the wire when the agent stops
 constexpr int kDefaultLeaseSeconds = 30;
 
 std::string randomId() {
@@ -116,6 +117,7 @@ class Agent {
   void fetch();
   void heartbeat();
   void heartbeatLoop();  // its own thread: a slow fetch or report never delays a heartbeat
+  void cutOffCalls(std::stop_token done);  // its own thread, from the stop on
   void reap();
   void shutdown();
   fs::path buildDir(std::uint64_t allocation_id) const {
@@ -261,9 +263,10 @@ void Agent::report(Job& job, coordinator::ResultReport report) {
       job.closed = true;
       return;
     }
+    if (stop_.stop_requested()) return;  // released at shutdown
     spdlog::warn("agent: build {}: report: {} (trying again)", job.allocation.build_id,
                  ack.error().message());
-    if (stop_.stop_requested() || !sleepFor(delay)) return;  // released at shutdown
+    if (!sleepFor(delay)) return;
     delay = std::min<Clock::duration>(delay * 2, 10s);
   }
 }
@@ -382,6 +385,7 @@ void Agent::fetch() {
                                     static_cast<int>(running)};
   auto response = client_->fetch(request);
   auto now = Clock::now();
+  if (!response && stop_.stop_requested()) return;
   if (!response) {
     fetch_backoff_ = std::min<Clock::duration>(
         fetch_backoff_ == 0s ? Clock::duration(1s) : fetch_backoff_ * 2, kMaxFetchBackoff);
@@ -444,6 +448,7 @@ void Agent::heartbeat() {
   auto next = Clock::now() + interval;
   if (!request.allocations.empty()) {
     auto response = client_->heartbeat(request);
+    if (!response && stop_.stop_requested()) return;
     if (!response) {
       spdlog::warn("agent: heartbeat: {}", response.error().message());
       next = Clock::now() + std::min<Clock::duration>(interval, 1s);
@@ -472,6 +477,20 @@ void Agent::heartbeatLoop() {
       wake_.wait_until(lock, stop_, until, [&] { return next_heartbeat_ < until; });
     }
   }
+}
+
+// Requests on the wire when the agent is told to stop get kCallGrace to finish (a result report
+// in progress should get through); then they are cut off, so that a coordinator that accepts
+// connections but never answers cannot hold the stop up for a whole request timeout.
+void Agent::cutOffCalls(std::stop_token done) {
+  std::unique_lock lock(mutex_);
+  wake_.wait(lock, done, [&] { return stop_.stop_requested(); });
+  if (done.stop_requested()) return;
+  wake_.wait_for(lock, done, kCallGrace, [] { return false; });
+  if (done.stop_requested()) return;
+  lock.unlock();
+  spdlog::info("agent: cutting off the requests still waiting for the coordinator");
+  client_->stop();
 }
 
 void Agent::reap() {
@@ -527,6 +546,11 @@ Status Agent::run() {
   loadPrevious();
   spdlog::info("agent {}: coordinator {}, cache {}, systems {}, up to {} builds", o_.name,
                client_->url(), o_.cache_url, fmt::join(o_.systems, ","), o_.max_parallel);
+  std::stop_callback wake_on_stop(stop_, [this] {
+    std::lock_guard lock(mutex_);  // so that cutOffCalls cannot miss the wake-up
+    wake_.notify_all();
+  });
+  std::jthread cut_off([this](std::stop_token done) { cutOffCalls(std::move(done)); });
   std::jthread beat([this] { heartbeatLoop(); });  // ends with stop_, joined before shutdown
   while (!stop_.stop_requested()) {
     reap();

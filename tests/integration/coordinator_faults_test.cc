@@ -19,6 +19,25 @@ namespace {
 namespace fs = std::filesystem;
 using coordinator::BuildState;
 
+// A proxy that holds back every `request` for `delay_ms` and injects no other fault.
+FaultOptions holdBack(int port, const std::string& request, int delay_ms) {
+  FaultOptions o;
+  o.target_port = port;
+  o.slow_request = request;
+  o.slow_delay = std::chrono::milliseconds(delay_ms);
+  return o;
+}
+
+// Waits until `proxy` holds a request back; false after `seconds`.
+bool waitSlowed(const FaultProxy& proxy, int seconds) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (proxy.counts().slowed == 0) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
 TEST_F(CoordinatorE2E, BuildsFinishThroughFaultyProxiesAndNothingIsCorrupted) {
   lease_ = "5s";
   separate_stores_ = ::geteuid() == 0;  // else the agents share the store dir (fewer downloads)
@@ -111,11 +130,7 @@ TEST_F(CoordinatorE2E, ASlowFetchNeverDelaysTheHeartbeatsOfRunningBuilds) {
   // time all the same, so its lease never expires and it is built once.
   lease_ = "3s";
   startCoordinator();
-  FaultOptions slow;
-  slow.target_port = coordinator_port_;
-  slow.slow_request = "POST /api/v1/agent/fetch";
-  slow.slow_delay = std::chrono::milliseconds(4000);
-  FaultProxy proxy(slow);
+  FaultProxy proxy(holdBack(coordinator_port_, "POST /api/v1/agent/fetch", 4000));
   auto drv = create("long", "sleep 6; echo done > $out");
   startAgent("s1", 2, proxy.url());
   auto ids = submit({drv});
@@ -147,6 +162,38 @@ TEST_F(CoordinatorE2E, AnAgentStopsPromptlyWhileTheCoordinatorIsDown) {
   EXPECT_EQ(code, 0) << agent.err();
   EXPECT_LT(took, 2.0) << agent.err();
   std::fprintf(stderr, "agent stopped in %.2f s\n", took);
+}
+
+TEST_F(CoordinatorE2E, AnAgentStopsPromptlyWhileTheCoordinatorNeverAnswers) {
+  // The coordinator accepts the agent's fetch but never answers it (held for a minute, past
+  // the agent's 20 s request timeout): SIGTERM cuts the request off after its grace (2 s).
+  startCoordinator();
+  FaultProxy proxy(holdBack(coordinator_port_, "POST /api/v1/agent/fetch", 60000));
+  auto& agent = startAgent("h1", 1, proxy.url());
+  ASSERT_TRUE(waitSlowed(proxy, 30)) << agent.err();
+  auto t0 = std::chrono::steady_clock::now();
+  int code = agent.stop(SIGTERM);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(code, 0) << agent.err();
+  EXPECT_LT(took, 4.0) << agent.err();
+  EXPECT_NE(agent.err().find("cutting off"), std::string::npos) << agent.err();
+  std::fprintf(stderr, "agent stopped in %.2f s\n", took);
+}
+
+TEST_F(CoordinatorE2E, AReportOnTheWireAtSigtermStillGetsThrough) {
+  // The build's result report is held up for 1 s, and the agent is told to stop meanwhile:
+  // the report is within the grace, so it gets through and the build is not done again.
+  startCoordinator();
+  FaultProxy proxy(holdBack(coordinator_port_, "POST /api/v1/agent/result", 1000));
+  auto drv = create("quick", "echo done > $out");
+  auto& agent = startAgent("r1", 1, proxy.url());
+  auto ids = submit({drv});
+  ASSERT_TRUE(waitSlowed(proxy, 60)) << agent.err();
+  EXPECT_EQ(agent.stop(SIGTERM), 0) << agent.err();
+  auto info = show(ids[0]);
+  EXPECT_EQ(info.state, BuildState::kSucceeded) << agent.err();
+  EXPECT_EQ(info.tries, 1);
+  EXPECT_EQ(agent.err().find("cutting off"), std::string::npos) << agent.err();
 }
 
 }  // namespace

@@ -157,7 +157,10 @@ void FaultProxy::relay(int client, Fault fault, std::uint64_t seed) {
           std::lock_guard lock(mutex_);
           ++counts_.slowed;
         }
-        std::this_thread::sleep_for(options_.slow_delay);
+        auto until = std::chrono::steady_clock::now() + options_.slow_delay;
+        while (!stopping_ && std::chrono::steady_clock::now() < until) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
       }
       if (!got_request && fault == Fault::kDelay) {
         auto ms =

@@ -29,7 +29,8 @@ struct FaultOptions {
   std::chrono::milliseconds max_delay{300};
   int max_faults = 200;
   // Not random: every request that starts with `slow_request` (e.g. "POST /api/v1/agent/fetch")
-  // waits `slow_delay` before it is forwarded (counted as `slowed`, not bounded by max_faults).
+  // waits `slow_delay` (or until the proxy stops) before it is forwarded (counted as `slowed`,
+  // not bounded by max_faults).
   std::string slow_request;
   std::chrono::milliseconds slow_delay{0};
 };
