@@ -103,6 +103,47 @@ std::string_view bearerToken(std::string_view authorization) {
   return trimHeaderValue(value.substr(7));
 }
 
+// httplib parses Range into req.ranges and applies it when it writes the response; the Request
+// it hands to handlers is its own non-const object, so changing the ranges here is sound.
+static httplib::Ranges& rangesOf(const httplib::Request& req) {
+  return const_cast<httplib::Request&>(req)
+      .ranges;  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+}
+
+void dropRanges(const httplib::Request& req) {
+  rangesOf(req).clear();
+}
+
+bool fitRange(const httplib::Request& req, std::size_t size) {
+  httplib::Ranges& ranges = rangesOf(req);
+  if (ranges.empty()) return true;
+  if (ranges.size() > 1) {
+    ranges.clear();
+    return true;
+  }
+  auto [first, last] = ranges.front();
+  const auto n = static_cast<ssize_t>(size);
+  if (first < 0) {  // "-N": the last N bytes
+    if (last <= 0 || n == 0) return false;
+    first = n - std::min(last, n);
+    last = n - 1;
+  } else {
+    if (first >= n) return false;
+    if (last < 0 || last >= n) last = n - 1;
+    if (last < first) return false;
+  }
+  ranges.front() = {first, last};
+  return true;
+}
+
+void sendRangeNotSatisfiable(const httplib::Request& req, httplib::Response& res,
+                             std::size_t size) {
+  dropRanges(req);
+  res.status = 416;
+  res.set_header("Content-Range", "bytes */" + std::to_string(size));
+  res.set_content("range not satisfiable\n", "text/plain; charset=utf-8");
+}
+
 Server::Server() {
   set_socket_options([](socket_t sock) {
     int yes = 1;

@@ -55,6 +55,19 @@ std::string_view trimHeaderValue(std::string_view value);
 // The token of an "Authorization: Bearer TOKEN" header value; empty for any other scheme.
 std::string_view bearerToken(std::string_view authorization);
 
+// Makes the request's Range header fit a body of `size` bytes before httplib slices it (httplib
+// 0.11 does not check ranges against the size: a range past the end gave a wrapped
+// Content-Length). One range is clamped to the body as RFC 9110 says (a last byte past the end
+// means the end; a suffix longer than the body means all of it); several ranges are ignored (the
+// whole body, 200: allowed by RFC 9110, and it bounds the work of one request). Returns false
+// when the one range is not satisfiable (it starts at or past the end, or the body is empty):
+// answer 416 then (sendRangeNotSatisfiable).
+bool fitRange(const httplib::Request& req, std::size_t size);
+// Drops the request's ranges, so that a response (an error's, say) is sent whole.
+void dropRanges(const httplib::Request& req);
+// 416 with "Content-Range: bytes */SIZE" (and the request's ranges dropped: the 416 is whole).
+void sendRangeNotSatisfiable(const httplib::Request& req, httplib::Response& res, std::size_t size);
+
 // httplib::Server whose bind() also raises the listen backlog (httplib's is 5, which drops
 // connections when many clients connect at once), and that binds with SO_REUSEADDR only:
 // httplib's default SO_REUSEPORT would let a second server started on the same port share it

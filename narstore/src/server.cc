@@ -43,6 +43,15 @@ struct RequestState {
 };
 thread_local RequestState t_request;
 
+// Marks the response as the connection's last (its request's body is left unread); sendStatus
+// then sends it so that the connection does end.
+void endConnection(httplib::Response& res) {
+  if (res.get_header_value("Connection") != "close") res.set_header("Connection", "close");
+}
+
+// Bound of an API request's body (read into memory by httplib): 10,000 store paths fit.
+constexpr std::uint64_t kMaxApiBody = 4 << 20;
+
 bool isHashPart(std::string_view s) {
   return s.size() == kStorePathHashLength && std::all_of(s.begin(), s.end(), isNix32Char);
 }
@@ -147,10 +156,11 @@ struct Server::Impl {
   void handleGet(const httplib::Request& req, httplib::Response& res);
   void serveNarInfo(std::string_view hash_part, httplib::Response& res);
   void serveListing(std::string_view hash_part, httplib::Response& res);
-  void serveNar(std::string_view name, httplib::Response& res);
-  void serveLog(std::string_view name, httplib::Response& res);
-  void serveFile(const std::filesystem::path& path, const char* content_type,
-                 httplib::Response& res);
+  void serveNar(const httplib::Request& req, std::string_view name, httplib::Response& res);
+  void serveLog(const httplib::Request& req, std::string_view name, httplib::Response& res);
+  // `what` names the file in errors ("nar/<name>"): clients never see server paths.
+  void serveFile(const httplib::Request& req, const std::filesystem::path& path,
+                 const std::string& what, const char* content_type, httplib::Response& res);
 
   // PUT.
   void handlePut(const httplib::Request& req, httplib::Response& res,
@@ -172,7 +182,20 @@ void Server::Impl::sendStatus(httplib::Response& res, int status, std::string_vi
   res.status = status;
   std::string body(message);
   body += '\n';
-  res.set_content(body, "text/plain; charset=utf-8");
+  if (res.get_header_value("Connection") == "close") {
+    // The request's body is left unread, so the connection must end with this answer, or
+    // httplib would read that body as the next requests. httplib 0.11 keeps a connection
+    // whatever the response's "Connection: close" says; it ends one whose response could not
+    // be written. So the body goes without a length (by HTTP/1.1 the end of the connection
+    // ends it), and once it is written the provider reports failure: httplib closes.
+    res.set_content_provider("text/plain; charset=utf-8",
+                             [body = std::move(body)](std::size_t offset, httplib::DataSink& sink) {
+                               return offset < body.size() &&
+                                      sink.write(body.data() + offset, body.size() - offset);
+                             });
+  } else {
+    res.set_content(body, "text/plain; charset=utf-8");
+  }
   if (status == 404) res.set_header("Cache-Control", options.miss_cache_control);
   if (status >= 400 && t_request.error.empty()) t_request.error = std::string(message);
 }
@@ -190,7 +213,7 @@ void Server::Impl::sendError(httplib::Response& res, const Error& error) {
 void Server::Impl::sendUnauthorized(httplib::Response& res) {
   res.set_header("WWW-Authenticate", "Basic realm=\"narcache\"");
   // The body of a refused upload is not read: ask the client not to reuse the connection.
-  res.set_header("Connection", "close");
+  endConnection(res);
   sendStatus(res, 401, "authentication required: use the upload token");
 }
 
@@ -262,10 +285,10 @@ void Server::Impl::handleGet(const httplib::Request& req, httplib::Response& res
       }
       break;
     case Route::kNar:
-      if (isNarFileName(path.substr(5))) return serveNar(path.substr(5), res);
+      if (isNarFileName(path.substr(5))) return serveNar(req, path.substr(5), res);
       break;
     case Route::kLog:
-      if (isDrvBaseName(path.substr(5))) return serveLog(path.substr(5), res);
+      if (isDrvBaseName(path.substr(5))) return serveLog(req, path.substr(5), res);
       break;
     default: break;
   }
@@ -289,7 +312,8 @@ void Server::Impl::serveListing(std::string_view hash_part, httplib::Response& r
   res.set_header("Cache-Control", options.narinfo_cache_control);
 }
 
-void Server::Impl::serveNar(std::string_view name, httplib::Response& res) {
+void Server::Impl::serveNar(const httplib::Request& req, std::string_view name,
+                            httplib::Response& res) {
   auto path = store.narFilePath(name);
   if (!path) return sendError(res, path.error());
   if (!options.nar_redirect_prefix.empty()) {
@@ -299,34 +323,48 @@ void Server::Impl::serveNar(std::string_view name, httplib::Response& res) {
     res.status = 200;
     return;
   }
-  serveFile(*path, "application/x-nix-nar", res);
+  serveFile(req, *path, "nar/" + std::string(name), "application/x-nix-nar", res);
   res.set_header("Cache-Control", options.nar_cache_control);
 }
 
-void Server::Impl::serveLog(std::string_view name, httplib::Response& res) {
+void Server::Impl::serveLog(const httplib::Request& req, std::string_view name,
+                            httplib::Response& res) {
   auto path = store.logPath(name);
   if (!path) return sendError(res, path.error());
-  serveFile(*path, "text/plain; charset=utf-8", res);
+  serveFile(req, *path, "log/" + std::string(name), "text/plain; charset=utf-8", res);
   res.set_header("Cache-Control", options.narinfo_cache_control);
 }
 
 // Streams a file in constant memory: httplib pulls `length` bytes at `offset` (the whole file,
-// or the requested Range) through the provider, which reads with pread into a per-thread buffer.
-void Server::Impl::serveFile(const std::filesystem::path& path, const char* content_type,
+// or the requested Range, fitted to the file's size) through the provider, which reads with
+// pread into a per-thread buffer.
+void Server::Impl::serveFile(const httplib::Request& req, const std::filesystem::path& path,
+                             const std::string& what, const char* content_type,
                              httplib::Response& res) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
-    return sendError(res, Error(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
-                                path.string() + ": " + std::strerror(err)));
+    if (err == ENOENT) return sendError(res, Error(ErrorCode::kNotFound, what + ": not found"));
+    spdlog::error("opening {}: {}", path.string(), std::strerror(err));
+    return sendError(res, Error(ErrorCode::kIoError, what + ": cannot be read"));
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    return sendError(res, Error(ErrorCode::kNotFound, path.string() + ": not a regular file"));
+    return sendError(res, Error(ErrorCode::kNotFound, what + ": not a regular file"));
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (!http::fitRange(req, size)) {
+    ::close(fd);
+    return http::sendRangeNotSatisfiable(req, res, size);
+  }
+  if (size == 0) {  // httplib takes a provider of length 0 for one of unknown length
+    ::close(fd);
+    res.set_content("", content_type);
+    return;
   }
   res.set_content_provider(
-      static_cast<std::size_t>(st.st_size), content_type,
+      size, content_type,
       [this, fd, path](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
         thread_local std::vector<char> buffer(kReadChunk);
         std::size_t want = std::min(length, buffer.size());
@@ -428,7 +466,7 @@ void Server::Impl::discardBody(const httplib::Request& req, httplib::Response& r
   bool known =
       !length_text.empty() && ec == std::errc() && ptr == length_text.data() + length_text.size();
   if (known && length <= kDrainLimit && drainBody(reader)) return;
-  res.set_header("Connection", "close");
+  endConnection(res);
 }
 
 void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res,
@@ -519,7 +557,7 @@ void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res
   }
   if (!status) {
     metrics.recordUploadFailure(route);
-    if (!body_consumed) res.set_header("Connection", "close");
+    if (!body_consumed) endConnection(res);
     return sendError(res, status.error());
   }
   res.status = 200;
@@ -571,20 +609,18 @@ void Server::Impl::setup() {
   http.set_expect_100_continue_handler(
       [this](const httplib::Request& req, httplib::Response& res) -> int {
         beginRequest(req);
-        if (req.method != "PUT") return 100;
-        if (options.upload_token.empty()) {
-          res.set_header("Connection", "close");
+        const bool api = req.path.starts_with("/api/");
+        if (!api && req.method != "PUT") return 100;
+        // A final answer here ends the connection (Connection: close, see sendStatus).
+        if (!api && options.upload_token.empty()) {
+          endConnection(res);
           metrics.recordUploadFailure(t_request.route);
           sendStatus(res, 403, "uploads are disabled on this server");
-          // httplib writes this early answer without computing Content-Length; without it the
-          // client would read until the connection closes.
-          res.set_header("Content-Length", std::to_string(res.body.size()));
           return 403;
         }
         if (!authorized(req)) {
-          metrics.recordUploadFailure(t_request.route);
+          if (!api) metrics.recordUploadFailure(t_request.route);
           sendUnauthorized(res);
-          res.set_header("Content-Length", std::to_string(res.body.size()));
           return 401;
         }
         return 100;
@@ -594,17 +630,35 @@ void Server::Impl::setup() {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     beginRequest(req);
     if (req.method == "PUT") return httplib::Server::HandlerResponse::Unhandled;
-    if (req.path.starts_with("/api/")) return httplib::Server::HandlerResponse::Unhandled;
+    if (req.path.starts_with("/api/")) {
+      // httplib reads an API request's body into memory before its handler runs: refuse here,
+      // before that, what no handler would take (no token, or a body over kMaxApiBody).
+      if (!authorized(req)) {
+        sendUnauthorized(res);  // the body is left unread: the connection ends
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      if (req.get_header_value<std::uint64_t>("Content-Length") > kMaxApiBody) {
+        endConnection(res);
+        sendStatus(res, 413, "request body too large");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
     if (isSuspiciousPath(req.path)) {
       sendStatus(res, 400, "bad path");
       return httplib::Server::HandlerResponse::Handled;
     }
     if (req.method == "GET" || req.method == "HEAD") {
       handleGet(req, res);
+      if (res.status >= 300) {
+        http::dropRanges(req);  // an error is sent whole
+      } else if (!res.content_provider_ && !http::fitRange(req, res.body.size())) {
+        http::sendRangeNotSatisfiable(req, res, res.body.size());
+      }
       return httplib::Server::HandlerResponse::Handled;
     }
     res.set_header("Allow", "GET, HEAD, PUT");
-    res.set_header("Connection", "close");  // any body is left unread
+    endConnection(res);  // any body is left unread
     sendStatus(res, 405, "method not allowed");
     return httplib::Server::HandlerResponse::Handled;
   });
