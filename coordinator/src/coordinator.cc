@@ -350,6 +350,29 @@ Status Coordinator::Impl::waitFor(Batch& b, BuildRecord& record,
   return {};
 }
 
+Status Coordinator::Impl::markFailing(Batch& b, const std::string& path, DrvRecord drv,
+                                      const BuildInfo& build) {
+  const bool was_failing = drv.failing;
+  drv.failing = true;
+  putDrv(b, path, drv, was_failing);
+  b.effects.push_back([id = build.id, path, message = build.message] {
+    spdlog::warn("build {}: {} is failing: {}", id, path, message);
+  });
+  // Dependants waiting for its outputs now say what blocks them.
+  for (const auto& [name, output] : drv.outputs) {
+    auto w = mem.waiters.find(output);
+    if (w == mem.waiters.end()) continue;
+    for (std::uint64_t id : std::vector<std::uint64_t>(w->second.begin(), w->second.end())) {
+      auto waiter = loadBuild(b.txn, id);
+      if (!waiter) return fail(waiter.error());
+      if (waiter->info.state != BuildState::kWaiting) continue;
+      std::vector<std::string> still = waiter->info.waiting_for;
+      NARCACHE_TRY(waitFor(b, *waiter, BuildState::kWaiting, still));
+    }
+  }
+  return {};
+}
+
 Status Coordinator::Impl::releaseWaiters(Batch& b, const std::string& path,
                                          const std::string& producer) {
   auto it = mem.waiters.find(path);

@@ -192,6 +192,9 @@ struct Coordinator::Impl {
   Result<std::vector<std::string>> inputPaths(const lmdb::Txn& txn, const DrvRecord& drv);
   // Moves waiting builds whose path `path` was produced one step closer to queued.
   Status releaseWaiters(Batch& b, const std::string& path, const std::string& producer);
+  // `drv` (at `path`) is failing from now on, with `build` its failed build: the derivation
+  // record is written, and the builds waiting for its outputs say what blocks them.
+  Status markFailing(Batch& b, const std::string& path, DrvRecord drv, const BuildInfo& build);
 
   // --- scheduler.cc ----------------------------------------------------------------------------
   Status expireLeases(std::int64_t now);

@@ -182,12 +182,24 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
             }
             auto record = d.loadBuild(b.txn, candidates[i]);
             if (!record) return fail(record.error());
+            // The transaction is the truth: a job earlier in this group (a cancel) may have
+            // changed the build since the in-memory check above.
+            if (record->info.state != BuildState::kQueued) continue;
             if (unbuildable[i]) {
+              // No try can build it: the derivation is failing at once (a dependant's recheck
+              // must not submit it again and again), until a manual retry.
+              auto drv = d.loadDrv(b.txn, record->info.derivation);
+              if (!drv) return fail(drv.error());
+              if (!*drv) {
+                return fail(ErrorCode::kInternal, "unknown derivation " + record->info.derivation);
+              }
               record->info.state = BuildState::kFailed;
               record->info.updated_at = b.now;
-              record->info.message = "cannot be built: " + *unbuildable[i];
+              record->info.message = "cannot be built: " + *unbuildable[i] +
+                                     " (derivation failing: no automatic retry)";
               d.putBuild(b, *record, BuildState::kQueued);
               d.emit(b, "failure", record->info);
+              NARCACHE_TRY(d.markFailing(b, record->info.derivation, **drv, record->info));
               continue;
             }
             std::vector<std::string> missing;
@@ -331,7 +343,7 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
       }
       case ReportStatus::kFailed:
       case ReportStatus::kTimedOut: {
-        bool was_failing = drv.failing;
+        const bool was_failing = drv.failing;
         drv.failures++;
         std::string what = report.status == ReportStatus::kTimedOut ? "timed out" : "failed";
         info.message = report.message.empty() ? what : what + ": " + report.message;
@@ -341,32 +353,16 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
           info.not_before = b.now + static_cast<std::int64_t>(d.options.retry_backoff_seconds) *
                                         (1LL << doublings);
           b.effects.push_back([&d] { d.mem.retries_total++; });
+          d.putDrv(b, info.derivation, drv, was_failing);
+          d.putBuild(b, *record, BuildState::kAllocated);
+          d.emit(b, "failure", info);
         } else {
           info.state = BuildState::kFailed;
-          drv.failing = true;
           info.message += " (derivation failing after " + std::to_string(drv.failures) +
                           " tries: no automatic retry)";
-          b.effects.push_back([id = info.id, path = info.derivation, n = drv.failures] {
-            spdlog::warn("build {}: {} is failing after {} tries: no automatic retry", id, path, n);
-          });
-        }
-        d.putDrv(b, info.derivation, drv, was_failing);
-        d.putBuild(b, *record, BuildState::kAllocated);
-        d.emit(b, "failure", info);
-        if (drv.failing) {
-          // Dependants waiting for its outputs now say what blocks them.
-          for (const auto& [name, path] : drv.outputs) {
-            auto w = d.mem.waiters.find(path);
-            if (w == d.mem.waiters.end()) continue;
-            for (std::uint64_t id :
-                 std::vector<std::uint64_t>(w->second.begin(), w->second.end())) {
-              auto waiter = d.loadBuild(b.txn, id);
-              if (!waiter) return fail(waiter.error());
-              if (waiter->info.state != BuildState::kWaiting) continue;
-              std::vector<std::string> still = waiter->info.waiting_for;
-              NARCACHE_TRY(d.waitFor(b, *waiter, BuildState::kWaiting, still));
-            }
-          }
+          d.putBuild(b, *record, BuildState::kAllocated);
+          d.emit(b, "failure", info);
+          NARCACHE_TRY(d.markFailing(b, info.derivation, drv, info));
         }
         break;
       }

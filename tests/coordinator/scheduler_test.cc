@@ -14,7 +14,31 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class SchedulerTest : public CoordinatorFixture {};
+class SchedulerTest : public CoordinatorFixture {
+ protected:
+  // "wants-dev": needs output "dev" of `input`, which has none, so it cannot be built.
+  TestDrv wantsMissingOutput(const TestDrv& input) {
+    DerivationAttrs attrs;
+    attrs.name = "wants-dev";
+    attrs.builder = "/bin/sh";
+    attrs.system = kSystem;
+    attrs.input_drvs[input.path] = {"dev"};
+    auto made =
+        makeDerivation(attrs, "/nix/store", [&](const std::string& p) -> Result<Derivation> {
+          return drvs_.count(p) ? Result<Derivation>(drvs_.at(p)) : fail(ErrorCode::kNotFound, p);
+        });
+    EXPECT_TRUE(made.has_value()) << made.error().message();
+    TestDrv t;
+    t.path = *derivationStorePath(*made, "/nix/store");
+    t.text = writeDerivation(*made);
+    t.out = made->outputs.at("out").path;
+    t.closure = input.closure;
+    t.closure.push_back(t.path);
+    drvs_[t.path] = *made;
+    texts_[t.path] = t.text;
+    return t;
+  }
+};
 
 TEST_F(SchedulerTest, AllocatesByPriorityThenSubmissionOrder) {
   open();
@@ -458,27 +482,40 @@ TEST_F(SchedulerTest, MetricsCountersFollowTheStates) {
 TEST_F(SchedulerTest, AnUnbuildableDerivationFailsWithoutBlockingTheQueue) {
   open();
   TestDrv a = drv("a");
-  DerivationAttrs attrs;
-  attrs.name = "wants-dev";
-  attrs.builder = "/bin/sh";
-  attrs.system = kSystem;
-  attrs.input_drvs[a.path] = {"dev"};  // a has no output "dev"
-  auto made = makeDerivation(attrs, "/nix/store", [&](const std::string& p) -> Result<Derivation> {
-    return drvs_.count(p) ? Result<Derivation>(drvs_.at(p)) : fail(ErrorCode::kNotFound, p);
-  });
-  ASSERT_TRUE(made.has_value()) << made.error().message();
-  std::string path = *derivationStorePath(*made, "/nix/store");
+  TestDrv bad = wantsMissingOutput(a);
   SubmitRequest req;
-  req.derivations = {{a.path, a.text}, {path, writeDerivation(*made)}};
-  req.builds = {{path, 9, {}, false}, {a.path, 0, {}, false}};
+  req.derivations = {{a.path, a.text}, {bad.path, bad.text}};
+  req.builds = {{bad.path, 9, {}, false}, {a.path, 0, {}, false}};
   auto b = coord_->submit(req);
   ASSERT_TRUE(b.has_value()) << b.error().message();
   auto got = fetch();
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].derivation, a.path);
-  BuildInfo bad = info(b->builds[0].id);
-  EXPECT_EQ(bad.state, BuildState::kFailed);
-  EXPECT_THAT(bad.message, HasSubstr("has no output 'dev'"));
+  BuildInfo failed = info(b->builds[0].id);
+  EXPECT_EQ(failed.state, BuildState::kFailed);
+  EXPECT_THAT(failed.message, HasSubstr("has no output 'dev'"));
+}
+
+TEST_F(SchedulerTest, AnUnbuildableInputIsFailingAndNotSubmittedAgainByItsDependants) {
+  // app needs the output of wants-dev, which needs an output its input lacks: wants-dev fails
+  // once and is failing; app waits, blocked by it, and the rechecks do not submit it again.
+  open();
+  TestDrv bad = wantsMissingOutput(drv("a"));
+  TestDrv app = drv("app", {bad});
+  auto app_build = submit({app});
+  EXPECT_TRUE(fetch().empty());  // app waits; wants-dev is submitted, then fails when fetched
+  for (int round = 0; round < 4; ++round) {
+    now_ += 3600;
+    ASSERT_TRUE(coord_->tick(true).has_value());
+    EXPECT_TRUE(fetch().empty()) << "round " << round;
+  }
+  CoordinatorStats s = coord_->stats();
+  EXPECT_EQ(s.builds[BuildState::kFailed], 1u) << "wants-dev was submitted again";
+  EXPECT_EQ(s.builds[BuildState::kQueued], 0u);
+  EXPECT_EQ(s.derivations_failing, 1u);
+  BuildInfo waiting = info(app_build[0].id);
+  EXPECT_EQ(waiting.state, BuildState::kWaiting);
+  EXPECT_EQ(waiting.blocked_by, std::vector<std::string>{bad.path});
 }
 
 TEST_F(SchedulerTest, ConcurrentAgentsBuildEverythingExactlyOnce) {
