@@ -131,22 +131,35 @@ Status Coordinator::Impl::runAction(Hook& hook, const std::string& event_json,
     spdlog::info("hook {}: {}", spec.event, event_json);
     return {};
   }
-  // root-outputs: a GC root "build-<id>" for the outputs of a succeeded build.
+  // root-outputs: a GC root "build-<id>" for the outputs of a succeeded build. What no retry
+  // can change (outputs that are not items of this store: uploaded elsewhere, collected or
+  // marked deleted since; an event without a build) is logged and done with, so that it does
+  // not hold up this hook's later events.
+  auto skip = [&](const std::string& why) -> Status {
+    spdlog::warn("hook {}: no root made: {}", spec.text, why);
+    return {};
+  };
   nlohmann::json event = nlohmann::json::parse(event_json, nullptr, false);
-  if (event.is_discarded() || !event.contains("build")) {
-    return fail(ErrorCode::kCorruption, "malformed event");
+  if (event.is_discarded() || !event.contains("build") || !event["build"].is_object()) {
+    return skip("malformed event");
   }
   const nlohmann::json& build = event["build"];
   if (build.value("state", "") != "succeeded") return {};
   narstore::Root root;
   root.name = "build-" + std::to_string(build.value("id", std::uint64_t{0}));
-  for (const auto& [name, path] : build["outputs"].items()) {
-    auto p = StorePath::parse(path.get<std::string>(), options.store->storeDir());
-    if (!p) return fail(p.error());
+  const nlohmann::json built = build.value("outputs", nlohmann::json::object());
+  for (const auto& [name, path] : built.items()) {
+    auto p = StorePath::parse(path.is_string() ? path.get<std::string>() : std::string(),
+                              options.store->storeDir());
+    if (!p) return skip(p.error().message());
     root.paths.push_back(*p);
   }
   if (root.paths.empty()) return {};
-  return options.store->addRoot(root);
+  auto added = options.store->addRoot(root);
+  if (!added && added.error().code() == ErrorCode::kNotFound) {
+    return skip(added.error().message());
+  }
+  return added;
 }
 
 void Coordinator::Impl::runHook(Hook& hook, std::stop_token stop) {
@@ -162,15 +175,15 @@ void Coordinator::Impl::runHook(Hook& hook, std::stop_token stop) {
     }
     if (!seq) continue;
     std::string event;
+    Status done;
     try {
       lmdb::ReadTxn txn = env->beginRead();
       auto value = txn.get(events, eventKey(hook, *seq));
       if (value) event = std::string(*value);
     } catch (const lmdb::Error& e) {
-      spdlog::error("hook {}: reading event {}: {}", hook.spec.text, *seq, e.what());
+      done = fail(ErrorCode::kIoError, std::string("reading it: ") + e.what());  // retried
     }
-    Status done;
-    if (!event.empty()) {
+    if (done && !event.empty()) {
       try {
         done = runAction(hook, event, stop);
       } catch (const std::exception& e) {

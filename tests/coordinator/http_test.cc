@@ -207,6 +207,33 @@ TEST_F(HookTest, FailingHookDoesNotBlockOthersAndEventsSurviveARestart) {
   }));
 }
 
+TEST_F(HookTest, RootOutputsGoesOnPastOutputsThatAreNotInTheStore) {
+  // A build reported succeeded whose outputs are not items of this store (uploaded elsewhere,
+  // or collected since): no root can be made, now or later, so the event is done with and the
+  // next success gets its root.
+  auto o = options();
+  auto roots = parseHookSpec("success=builtin:root-outputs");
+  ASSERT_TRUE(roots.has_value());
+  o.hooks = {*roots};
+  coord_ = open(o);
+  submit({drv("elsewhere")});
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(report(got[0], ReportStatus::kSucceeded));  // its output never reached the store
+  ASSERT_TRUE(eventually([&] { return coord_->stats().hooks[0].processed_total == 1; }));
+  submit({drv("here")});
+  got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(succeed(got[0]));
+  std::string root = "build-" + std::to_string(got[0].build_id);
+  ASSERT_TRUE(eventually([&] { return coord_->stats().hooks[0].processed_total == 2; }));
+  auto listed = store_->listRoots();
+  ASSERT_TRUE(listed.has_value());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().name, root);
+  EXPECT_EQ(coord_->stats().hooks[0].queued, 0u);
+}
+
 TEST(HookSpecTest, ParsesAndRejects) {
   auto ok = parseHookSpec("failure=command:notify-send x");
   ASSERT_TRUE(ok.has_value());
