@@ -355,10 +355,11 @@ void registerGcCommands(CommandRegistry& registry) {
         paths.push_back(*path);
       }
       auto statuses = (*store)->available(paths);
+      if (!statuses) return reportError(statuses.error());
       nlohmann::json out = nlohmann::json::array();
       for (std::size_t i = 0; i < paths.size(); ++i) {
         std::string full = paths[i].fullPath((*store)->storeDir());
-        const narstore::ItemStatus& st = statuses[i];
+        const narstore::ItemStatus& st = (*statuses)[i];
         if (a->json) {
           out.push_back(statusJson(**store, full, st));
           continue;

@@ -24,10 +24,11 @@ class LocalAvailability final : public Availability {
       if (!p) return fail(p.error().withContext(path));
       parsed.push_back(std::move(*p));
     }
-    std::vector<narstore::ItemStatus> statuses = store_.available(parsed);
+    auto statuses = store_.available(parsed);
+    if (!statuses) return fail(statuses.error());
     std::vector<narstore::ItemState> states;
-    states.reserve(statuses.size());
-    for (const auto& s : statuses) states.push_back(s.state);
+    states.reserve(statuses->size());
+    for (const auto& s : *statuses) states.push_back(s.state);
     return states;
   }
 

@@ -52,9 +52,10 @@ void registerApiRoutes(httplib::Server& http, ApiContext context) {
       paths.push_back(*p);
     }
     auto statuses = ctx->store.available(paths);
+    if (!statuses) return ctx->send_error(res, statuses.error());
     nlohmann::json out = nlohmann::json::array();
     for (std::size_t i = 0; i < paths.size(); ++i) {
-      out.push_back(statusJson(ctx->store, paths[i], statuses[i]));
+      out.push_back(statusJson(ctx->store, paths[i], (*statuses)[i]));
     }
     sendJson(res, out);
   });

@@ -613,15 +613,14 @@ ItemStatus LmdbStore::status(std::string_view hash_part) const {
   return r ? *r : ItemStatus{};
 }
 
-std::vector<ItemStatus> LmdbStore::available(const std::vector<StorePath>& paths) const {
-  auto r = guard([&]() -> Result<std::vector<ItemStatus>> {
+Result<std::vector<ItemStatus>> LmdbStore::available(const std::vector<StorePath>& paths) const {
+  return guard([&]() -> Result<std::vector<ItemStatus>> {
     lmdb::ReadTxn txn = env_->beginRead();
     std::vector<ItemStatus> out;
     out.reserve(paths.size());
     for (const auto& p : paths) out.push_back(statusIn(txn, p.hashPart()));
     return out;
   });
-  return r ? *r : std::vector<ItemStatus>(paths.size());
 }
 
 Result<std::vector<StorePath>> LmdbStore::referrers(std::string_view hash_part) const {

@@ -182,7 +182,7 @@ class LmdbStore final : public Store {
   Result<NarInfo> servable(std::string_view hash_part) const override;
   Result<StoredItem> get(std::string_view hash_part) const override;
   ItemStatus status(std::string_view hash_part) const override;
-  std::vector<ItemStatus> available(const std::vector<StorePath>& paths) const override;
+  Result<std::vector<ItemStatus>> available(const std::vector<StorePath>& paths) const override;
   Result<std::vector<StorePath>> referrers(std::string_view hash_part) const override;
   Result<std::pair<std::uint64_t, std::uint64_t>> closureSize(
       std::string_view hash_part) const override;
@@ -246,8 +246,9 @@ class LmdbStore final : public Store {
                                 const ItemRecord& record, const std::string& listing,
                                 const std::string& file_name, bool check_file);
   // Removes a valid item's rows (items, refs, referrers entries, listing, incomplete, atime,
-  // itemid, gcnode, gcrefs, and its valid referrers' gcrefs edges to it), its counters and one use of its nar file (pending_unlink when it was the last).
-  // Returns the size of its nar file when that lost its last user (nullopt: still used).
+  // itemid, gcnode, gcrefs, and its valid referrers' gcrefs edges to it), its counters and one use
+  // of its nar file (pending_unlink when it was the last). Returns the size of its nar file when
+  // that lost its last user (nullopt: still used).
   std::optional<std::uint64_t> removeItemRows(lmdb::WriteTxn& txn, const std::string& h,
                                               const NarInfo& info);
   // Marks a file as re-uploaded: cancels a pending unlink (putNarFile, add).

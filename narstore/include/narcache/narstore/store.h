@@ -193,8 +193,9 @@ class Store {
   virtual Result<NarInfo> servable(std::string_view hash_part) const = 0;
   virtual Result<StoredItem> get(std::string_view hash_part) const = 0;  // any valid item
   virtual ItemStatus status(std::string_view hash_part) const = 0;
-  // The store-path "really available?" query for a batch (one read transaction).
-  virtual std::vector<ItemStatus> available(const std::vector<StorePath>& paths) const = 0;
+  // The store-path "really available?" query for a batch (one read transaction). An error
+  // when the store cannot be read: never "missing" for what could not be looked at.
+  virtual Result<std::vector<ItemStatus>> available(const std::vector<StorePath>& paths) const = 0;
   virtual Result<std::vector<StorePath>> referrers(std::string_view hash_part) const = 0;
   // Sum of NarSize over the item's closure, and the closure's size in items.
   virtual Result<std::pair<std::uint64_t, std::uint64_t>> closureSize(
