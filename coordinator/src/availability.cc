@@ -78,6 +78,11 @@ class RemoteAvailability final : public Availability {
     if (!res) {
       return fail(ErrorCode::kUnavailable, where + ": " + httplib::to_string(res.error()));
     }
+    if (res->status == 400) {  // the store refuses one of the paths (e.g. another store dir)
+      std::string message = res->body.substr(0, 300);
+      while (!message.empty() && message.back() == '\n') message.pop_back();
+      return fail(ErrorCode::kInvalidArgument, where + ": " + message);
+    }
     if (res->status != 200) {
       return fail(ErrorCode::kUnavailable, where + ": HTTP " + std::to_string(res->status));
     }

@@ -138,6 +138,24 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
       auto s = d.options.availability->check(all);
       if (s) {
         states = std::move(*s);
+      } else if (s.error().code() == ErrorCode::kInvalidArgument) {
+        // The store refuses some build's input paths (another store dir, say): ask for each
+        // build alone, so that only the builds it refuses fail and the others go on.
+        states.assign(all.size(), narstore::ItemState::kMissing);
+        std::size_t offset = 0;
+        for (std::size_t i = 0; i < candidates.size() && checked; ++i) {
+          std::size_t n = inputs[i].size();
+          if (n == 0) continue;
+          auto one = d.options.availability->check(inputs[i]);
+          if (one) {
+            std::copy(one->begin(), one->end(), states.begin() + static_cast<long>(offset));
+          } else if (one.error().code() == ErrorCode::kInvalidArgument) {
+            unbuildable[i] = "the store refuses its inputs: " + one.error().message();
+          } else {
+            checked = fail(one.error().withContext("asking the store"));
+          }
+          offset += n;
+        }
       } else {
         checked = fail(s.error().withContext("asking the store"));
       }

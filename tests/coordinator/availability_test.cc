@@ -60,8 +60,15 @@ TEST(AvailabilityTest, LocalAndRemoteAgreeOnAvailableDeletedIncompleteMissing) {
   EXPECT_EQ(denied.error().code(), ErrorCode::kUnavailable);
   EXPECT_THAT(denied.error().message(), HasSubstr("HTTP 401"));
 
-  auto bad_path = local->check({"/gnu/store/" + std::string(32, 'a') + "-x"});
+  // A path of another store dir is refused alike (InvalidArgument: the path is at fault).
+  const std::string gnu = "/gnu/store/" + std::string(32, 'a') + "-x";
+  auto bad_path = local->check({gnu});
   ASSERT_FALSE(bad_path.has_value());
+  EXPECT_EQ(bad_path.error().code(), ErrorCode::kInvalidArgument);
+  auto bad_remote = remote->check({paths[0], gnu});
+  ASSERT_FALSE(bad_remote.has_value());
+  EXPECT_EQ(bad_remote.error().code(), ErrorCode::kInvalidArgument) << bad_remote.error().message();
+  EXPECT_THAT(bad_remote.error().message(), HasSubstr("/gnu/store"));
 }
 
 TEST(AvailabilityTest, UnreachableCacheIsUnavailable) {

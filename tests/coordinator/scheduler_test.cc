@@ -518,6 +518,35 @@ TEST_F(SchedulerTest, AnUnbuildableInputIsFailingAndNotSubmittedAgainByItsDepend
   EXPECT_EQ(waiting.blocked_by, std::vector<std::string>{bad.path});
 }
 
+TEST_F(SchedulerTest, ABuildWhoseInputsTheStoreRefusesFailsAloneAndTheQueueGoesOn) {
+  // A /gnu/store derivation submitted to a coordinator whose store is /nix/store: the store
+  // refuses its input paths. Only that build fails; the one beside it is allocated.
+  open();
+  DerivationAttrs attrs;
+  attrs.name = "guix-thing";
+  attrs.builder = "/bin/sh";
+  attrs.system = kSystem;
+  attrs.input_srcs.insert("/gnu/store/" + std::string(32, 'a') + "-source");
+  auto made = makeDerivation(attrs, "/gnu/store", [](const std::string& p) -> Result<Derivation> {
+    return fail(ErrorCode::kNotFound, p);
+  });
+  ASSERT_TRUE(made.has_value()) << made.error().message();
+  std::string gnu = *derivationStorePath(*made, "/gnu/store");
+  addToStore(drv("src").out);
+  TestDrv ok = drv("ok", {}, kSystem, {drv("src").out});
+  SubmitRequest req;
+  req.derivations = {{gnu, writeDerivation(*made)}, {ok.path, ok.text}};
+  req.builds = {{gnu, 9, {}, false}, {ok.path, 0, {}, false}};
+  auto b = coord_->submit(req);
+  ASSERT_TRUE(b.has_value()) << b.error().message();
+  auto got = fetch("a1", 2);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].derivation, ok.path);
+  BuildInfo refused = info(b->builds[0].id);
+  EXPECT_EQ(refused.state, BuildState::kFailed);
+  EXPECT_THAT(refused.message, HasSubstr("the store refuses its inputs"));
+}
+
 TEST_F(SchedulerTest, ConcurrentAgentsBuildEverythingExactlyOnce) {
   open();
   std::vector<TestDrv> all;

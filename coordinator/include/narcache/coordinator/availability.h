@@ -21,7 +21,8 @@ namespace narcache::coordinator {
 class Availability {
  public:
   virtual ~Availability() = default;
-  // One state per path, in order (full store paths).
+  // One state per path, in order (full store paths). InvalidArgument when the store refuses
+  // a path (not one of its store paths); Unavailable when it cannot be asked.
   virtual Result<std::vector<narstore::ItemState>> check(const std::vector<std::string>& paths) = 0;
 };
 
