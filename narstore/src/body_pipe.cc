@@ -40,7 +40,7 @@ Result<std::size_t> BodyPipe::read(MutableBytes out) {
   std::unique_lock lock(mutex_);
   changed_.wait(lock, [&] { return !chunks_.empty() || closed_; });
   if (chunks_.empty()) {
-    if (aborted_) return fail(ErrorCode::kIoError, "request body truncated");
+    if (aborted_) return fail(ErrorCode::kInvalidArgument, "request body truncated");
     return 0;
   }
   std::size_t done = 0;

@@ -5,8 +5,9 @@
 //
 // The producer calls push() for every chunk and then close() (whole body received) or
 // abort() (connection broken, body truncated); the consumer reads until end of stream, where an
-// aborted body reads as an IoError ("request body truncated"). If the consumer gives up early it
-// calls cancel(): further push() calls return false so that the producer stops reading.
+// aborted body reads as an InvalidArgument ("request body truncated": the client's fault, a
+// 400). If the consumer gives up early it calls cancel(): further push() calls return false so
+// that the producer stops reading.
 // Thread-safe between exactly one producer and one consumer.
 
 #include <condition_variable>

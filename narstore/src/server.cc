@@ -165,8 +165,8 @@ struct Server::Impl {
   // PUT.
   void handlePut(const httplib::Request& req, httplib::Response& res,
                  const httplib::ContentReader& reader);
-  // Streams the body to `consume` running on another thread; returns its status (an IoError
-  // if the body was truncated). `complete`: the whole body was read.
+  // Streams the body to `consume` running on another thread; returns its status (an
+  // InvalidArgument if the body was truncated). `complete`: the whole body was read.
   Status streamBody(const httplib::ContentReader& reader, bool& complete,
                     const std::function<Status(Source&)>& consume);
   // Reads a small body whole; InvalidArgument past `limit` bytes.
