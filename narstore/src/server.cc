@@ -22,6 +22,7 @@
 
 #include "body_pipe.h"
 #include "http_support.h"
+#include "nar_file_name.h"
 #include "narcache/narinfo/encoding.h"
 #include "narcache/narinfo/store_path.h"
 #include "server_api.h"
@@ -54,19 +55,6 @@ constexpr std::uint64_t kMaxApiBody = 4 << 20;
 
 bool isHashPart(std::string_view s) {
   return s.size() == kStorePathHashLength && std::all_of(s.begin(), s.end(), isNix32Char);
-}
-
-// "<52 nix32 chars>.nar" plus an optional known compression extension.
-bool isNarFileName(std::string_view s) {
-  constexpr std::size_t kHashChars = 52;
-  if (s.size() < kHashChars + 4) return false;
-  if (!std::all_of(s.begin(), s.begin() + kHashChars, isNix32Char)) return false;
-  std::string_view ext = s.substr(kHashChars);
-  for (std::string_view ok :
-       {".nar", ".nar.zst", ".nar.xz", ".nar.bz2", ".nar.gz", ".nar.lz", ".nar.br", ".nar.lz4"}) {
-    if (ext == ok) return true;
-  }
-  return false;
 }
 
 bool isDrvBaseName(std::string_view s) {
@@ -285,7 +273,7 @@ void Server::Impl::handleGet(const httplib::Request& req, httplib::Response& res
       }
       break;
     case Route::kNar:
-      if (isNarFileName(path.substr(5))) return serveNar(req, path.substr(5), res);
+      if (parseNarFileName(path.substr(5))) return serveNar(req, path.substr(5), res);
       break;
     case Route::kLog:
       if (isDrvBaseName(path.substr(5))) return serveLog(req, path.substr(5), res);
@@ -491,9 +479,9 @@ void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res
   switch (route) {
     case Route::kPutNar: {
       std::string name(path.substr(5));
-      if (!isNarFileName(name)) {
+      if (auto parsed = parseNarFileName(name); !parsed) {
         discardBody(req, res, reader);
-        return sendError(res, Error(ErrorCode::kInvalidArgument, "not a nar file name: " + name));
+        return sendError(res, parsed.error());
       }
       status = streamBody(reader, body_consumed, [&](Source& body) -> Status {
         auto stored = store.putNarFile(name, body);

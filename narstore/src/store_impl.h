@@ -41,6 +41,7 @@
 
 #include "guarded.h"
 #include "lmdb_env.h"
+#include "nar_file_name.h"
 #include "narcache/narinfo/compression.h"
 #include "narcache/narstore/store.h"
 
@@ -108,14 +109,6 @@ std::uint64_t decodeU64(std::string_view data);  // 0 when malformed
 // Item and file ids: 4 bytes big-endian, so that LMDB's byte order is numeric order.
 std::string encodeId(std::uint32_t id);
 std::uint32_t decodeId(std::string_view data);  // 0 when malformed
-
-// "<52 nix32 chars>.nar<ext>": the only nar file names accepted anywhere.
-struct NarFileName {
-  Hash hash;
-  Compression compression;
-};
-Result<NarFileName> parseNarFileName(std::string_view name);
-std::string narFileName(const Hash& file_hash, Compression compression);
 
 // What reading a nar file back found.
 struct NarFileCheck {
