@@ -53,7 +53,8 @@ struct ServerOptions {
   // Keep-alive: requests per connection and idle timeout.
   std::size_t keep_alive_max_requests = 100000;
   int keep_alive_timeout_seconds = 5;
-  // Largest narinfo / log body accepted by PUT (nar bodies are streamed and unbounded).
+  // Largest narinfo body accepted by PUT. Nar and log bodies are streamed to disk and not
+  // bounded here: the upload token is what guards the disk.
   std::size_t max_narinfo_bytes = 1 << 20;
   // How often access times recorded by narinfo hits are flushed to the store.
   int access_flush_seconds = 5;
