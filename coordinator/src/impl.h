@@ -178,7 +178,8 @@ struct Coordinator::Impl {
   // --- coordinator.cc: state changes inside a Batch ------------------------------------------
   void putBuild(Batch& b, const BuildRecord& record, std::optional<BuildState> old_state);
   void putDrv(Batch& b, const std::string& path, const DrvRecord& record, bool was_failing);
-  // Clears DrvRecord::lost (a manual submission or retry: the operator asks for it again).
+  // Clears DrvRecord::lost and ::stale_inputs (a manual submission or retry: the operator asks
+  // for it again).
   void forgetLostOutputs(Batch& b, const std::string& path, const DrvRecord& record);
   void emit(Batch& b, std::string_view event, const BuildInfo& info);
   int activeBuilds(Batch& b, const std::string& drv);

@@ -30,6 +30,7 @@ DrvRecord drvFrom(const json& j) {
   r.failing = j.at("failing").get<bool>();
   r.last_success = j.value("last_success", std::int64_t{0});  // absent in older databases
   r.lost = j.value("lost", 0);
+  r.stale_inputs = j.value("stale_inputs", 0);
   return r;
 }
 
@@ -89,7 +90,8 @@ std::string encode(const DrvRecord& r) {
               {"failures", r.failures},
               {"failing", r.failing},
               {"last_success", r.last_success},
-              {"lost", r.lost}}
+              {"lost", r.lost},
+              {"stale_inputs", r.stale_inputs}}
       .dump();
 }
 

@@ -36,6 +36,10 @@ struct DrvRecord {
   // an agent that uploads elsewhere than the store the coordinator asks would otherwise make
   // it rebuild forever.
   int lost = 0;
+  // Builds given back because the agent missed inputs that the store has (since the last
+  // success): an agent that substitutes from another cache than the store the coordinator
+  // asks would otherwise make it go round forever.
+  int stale_inputs = 0;
 };
 
 struct AllocRecord {

@@ -347,6 +347,7 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
         bool was_failing = drv.failing;
         drv.failures = 0;
         drv.failing = false;
+        drv.stale_inputs = 0;
         drv.last_success = b.now;
         d.putDrv(b, info.derivation, drv, was_failing);
         info.state = BuildState::kSucceeded;
@@ -387,11 +388,24 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
       case ReportStatus::kMissingInputs: {
         info.tries = std::max(0, info.tries - 1);  // no try counted
         if (missing.empty()) {
-          // The store has them all (the agent's view was stale): try again a bit later.
-          info.state = BuildState::kQueued;
-          info.not_before = b.now + d.options.retry_backoff_seconds;
+          // The store has them all (the agent's view was stale): try again a bit later, up to
+          // --max-retries times; past that the agent is not seeing this store.
+          drv.stale_inputs++;
           info.message = "the agent missed inputs that the store has: " + report.message;
-          d.putBuild(b, *record, BuildState::kAllocated);
+          if (drv.stale_inputs <= d.options.max_retries) {
+            d.putDrv(b, info.derivation, drv, drv.failing);
+            info.state = BuildState::kQueued;
+            info.not_before = b.now + d.options.retry_backoff_seconds;
+            d.putBuild(b, *record, BuildState::kAllocated);
+          } else {
+            info.state = BuildState::kFailed;
+            info.message += " (" + std::to_string(drv.stale_inputs) +
+                            " times: do the agents substitute from the cache this coordinator "
+                            "asks? no automatic retry)";
+            d.putBuild(b, *record, BuildState::kAllocated);
+            d.emit(b, "failure", info);
+            NARCACHE_TRY(d.markFailing(b, info.derivation, drv, info));
+          }
         } else {
           NARCACHE_TRY(d.waitFor(b, *record, BuildState::kAllocated, missing));
         }

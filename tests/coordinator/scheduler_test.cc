@@ -16,6 +16,14 @@ using ::testing::HasSubstr;
 
 class SchedulerTest : public CoordinatorFixture {
  protected:
+  // Opens the coordinator with --max-retries and --retry-backoff (seconds).
+  void openWithRetries(int max_retries, int backoff_seconds) {
+    auto o = options();
+    o.max_retries = max_retries;
+    o.retry_backoff_seconds = backoff_seconds;
+    coord_ = open(o);
+  }
+
   // "wants-dev": needs output "dev" of `input`, which has none, so it cannot be built.
   TestDrv wantsMissingOutput(const TestDrv& input) {
     DerivationAttrs attrs;
@@ -178,10 +186,7 @@ TEST_F(SchedulerTest, InputSourceWithoutProducerWaitsAndSaysSo) {
 }
 
 TEST_F(SchedulerTest, RetriesWithBackoffThenFailingBlocksDependantsUntilManualRetry) {
-  auto o = options();
-  o.max_retries = 2;
-  o.retry_backoff_seconds = 10;
-  coord_ = open(o);
+  openWithRetries(2, 10);
   TestDrv lib = drv("lib");
   TestDrv app = drv("app", {lib});
   auto app_build = submit({app});
@@ -365,6 +370,42 @@ TEST_F(SchedulerTest, AgentMissingInputsReportWaitsWithoutATry) {
   got = fetch();
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].derivation, lib.path);
+}
+
+TEST_F(SchedulerTest, AnAgentThatNeverSeesTheStoresInputsStopsAtTheThreshold) {
+  // The agent keeps reporting inputs missing that the store has (it substitutes from another
+  // cache): the build goes back to the queue --max-retries times, then fails and says why.
+  openWithRetries(2, 10);
+  TestDrv lib = drv("lib");
+  TestDrv app = drv("app", {lib});
+  addToStore(lib.out);
+  auto b = submit({app});
+  for (int report_no = 1; report_no <= 3; ++report_no) {
+    now_ += 10;
+    auto got = fetch();
+    ASSERT_EQ(got.size(), 1u) << "report " << report_no;
+    ResultReport r;
+    r.allocation_id = got[0].allocation_id;
+    r.status = ReportStatus::kMissingInputs;
+    r.missing_inputs = {lib.out};
+    ASSERT_TRUE(coord_->report("a1", r).has_value());
+    BuildInfo after = info(b[0].id);
+    EXPECT_EQ(after.state, report_no < 3 ? BuildState::kQueued : BuildState::kFailed)
+        << "report " << report_no;
+  }
+  BuildInfo failed = info(b[0].id);
+  EXPECT_THAT(failed.message, HasSubstr("missed inputs that the store has"));
+  EXPECT_THAT(failed.message, HasSubstr("3 times"));
+  EXPECT_EQ(coord_->stats().derivations_failing, 1u);
+  now_ += 100;
+  EXPECT_TRUE(fetch().empty());
+  // A manual retry starts afresh.
+  auto retried = coord_->retry(b[0].id);
+  ASSERT_TRUE(retried.has_value()) << retried.error().message();
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(succeed(got[0]));
+  EXPECT_EQ(coord_->stats().derivations_failing, 0u);
 }
 
 TEST_F(SchedulerTest, RejectsDerivationsWhosePathIsNotTheirs) {
