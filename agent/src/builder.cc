@@ -203,6 +203,12 @@ Status Build::loadDerivation() {
   if (drv_.builder.empty()) {
     return fail(ErrorCode::kInvalidArgument, o_.drv_file.string() + ": derivation has no builder");
   }
+  if (drv_.builder.starts_with("builtin:")) {
+    return fail(ErrorCode::kInvalidArgument,
+                o_.drv_file.string() + ": Nix's builtin builder '" + drv_.builder +
+                    "' is not supported by narcache's build engine; put its outputs into the "
+                    "cache instead (e.g. nix copy --to)");
+  }
   store_dir_ = o_.store_dir;
   if (store_dir_.empty()) {
     for (const auto& [name, out] : drv_.outputs) {

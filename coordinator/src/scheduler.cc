@@ -12,6 +12,7 @@ namespace narcache::coordinator {
 namespace {
 
 constexpr int kMaxBackoffDoublings = 20;
+constexpr const char* kBuiltinSystem = "builtin";
 
 }  // namespace
 
@@ -21,6 +22,11 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
   response.poll_seconds = 1;
   std::size_t capacity = static_cast<std::size_t>(
       std::clamp(request.max_parallel - request.running, 0, d.options.max_allocations_per_fetch));
+  // Derivations of system "builtin" (Nix's builtin:fetchurl, say) are for any agent, as in Nix.
+  std::vector<std::string> systems = request.systems;
+  if (std::find(systems.begin(), systems.end(), kBuiltinSystem) == systems.end()) {
+    systems.push_back(kBuiltinSystem);
+  }
   std::vector<std::uint64_t> repeated;
   {
     std::lock_guard lock(d.mu);
@@ -85,7 +91,7 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
       std::size_t want = capacity - response.allocations.size();
       while (candidates.size() < want) {
         std::set<ReadyKey>* best = nullptr;
-        for (const std::string& system : request.systems) {
+        for (const std::string& system : systems) {
           auto it = d.mem.ready.find(system);
           if (it == d.mem.ready.end() || it->second.empty()) continue;
           if (best == nullptr || *it->second.begin() < *best->begin()) best = &it->second;

@@ -153,6 +153,16 @@ TEST_F(BuilderTest, MissingBuilderFailsWithExecError) {
       << r->log_tail;
 }
 
+TEST_F(BuilderTest, NixBuiltinBuildersAreRefusedWithAClearError) {
+  auto drv = create("fetched", "builtin:fetchurl", "");
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(r.error().message().find("builtin builder 'builtin:fetchurl' is not supported"),
+            std::string::npos)
+      << r.error().message();
+}
+
 TEST_F(BuilderTest, UnknownInputDerivation) {
   auto dep = create("dep", "/bin/sh", "mkdir $out");
   auto drv = create("user", "/bin/sh", "mkdir $out", {"--input-drv", dep.string()});

@@ -64,6 +64,17 @@ TEST_F(SchedulerTest, AllocatesByPriorityThenSubmissionOrder) {
   EXPECT_EQ(coord_->stats().allocations_total, 3u);
 }
 
+TEST_F(SchedulerTest, BuiltinDerivationsGoToAnyAgent) {
+  // System "builtin" (Nix's builtin:fetchurl derivations): every agent takes them, as in Nix;
+  // no agent announces it.
+  open();
+  TestDrv fetched = drv("fetched", {}, "builtin");
+  auto b = submit({fetched});
+  auto got = fetch("a1", 1, {"aarch64-linux"});
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].build_id, b[0].id);
+}
+
 TEST_F(SchedulerTest, RespectsSystemsAndCapacity) {
   open();
   TestDrv arm = drv("arm", {}, "aarch64-linux");
