@@ -114,6 +114,24 @@ void HttpApi::Impl::setup() {
   http.set_write_timeout(30, 0);
   http.set_payload_max_length(256u << 20);
 
+  // httplib reads a request's body into memory (up to the payload limit) before its handler
+  // runs: an API request without valid credentials is refused here, before that, and its
+  // connection ends with the answer (the body stays unread).
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!req.path.starts_with("/api/")) return httplib::Server::HandlerResponse::Unhandled;
+    const bool agent_api = req.path.starts_with("/api/v1/agent/");
+    if (agent_api ? !agentOf(req).empty() : clientAuthorized(req)) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    res.status = 401;
+    res.set_header("WWW-Authenticate", "Bearer");
+    http::sendAndClose(res,
+                       toJson(ErrorBody{agent_api ? "agent credentials (Bearer name:secret) needed"
+                                                  : "a client token is required"}),
+                       "application/json");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+
   Coordinator& c = coordinator;
   http.Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain; charset=utf-8");
@@ -198,7 +216,7 @@ void HttpApi::Impl::setup() {
     spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, res.status);
   });
   http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) {
+    if (res.body.empty() && !res.content_provider_) {  // httplib's own errors get a JSON body
       sendJson(res, toJson(ErrorBody{res.status == 404 ? "no such endpoint" : "bad request"}),
                res.status);
     }

@@ -136,6 +136,14 @@ bool fitRange(const httplib::Request& req, std::size_t size) {
   return true;
 }
 
+void sendAndClose(httplib::Response& res, std::string body, const std::string& content_type) {
+  if (res.get_header_value("Connection") != "close") res.set_header("Connection", "close");
+  res.set_content_provider(
+      content_type, [body = std::move(body)](std::size_t offset, httplib::DataSink& sink) {
+        return offset < body.size() && sink.write(body.data() + offset, body.size() - offset);
+      });
+}
+
 void sendRangeNotSatisfiable(const httplib::Request& req, httplib::Response& res,
                              std::size_t size) {
   dropRanges(req);

@@ -65,6 +65,13 @@ std::string_view bearerToken(std::string_view authorization);
 bool fitRange(const httplib::Request& req, std::size_t size);
 // Drops the request's ranges, so that a response (an error's, say) is sent whole.
 void dropRanges(const httplib::Request& req);
+// Sets `body` as the response's last words on its connection, for a request whose body is left
+// unread: httplib would otherwise read that body as the next requests, since httplib 0.11
+// keeps a connection whatever the response's "Connection: close" says. It ends a connection
+// whose response could not be written, so the body goes without a length (by HTTP/1.1 the end
+// of the connection ends it) and, once it is written, its provider reports failure.
+void sendAndClose(httplib::Response& res, std::string body, const std::string& content_type);
+
 // 416 with "Content-Range: bytes */SIZE" (and the request's ranges dropped: the 416 is whole).
 void sendRangeNotSatisfiable(const httplib::Request& req, httplib::Response& res, std::size_t size);
 

@@ -171,16 +171,7 @@ void Server::Impl::sendStatus(httplib::Response& res, int status, std::string_vi
   std::string body(message);
   body += '\n';
   if (res.get_header_value("Connection") == "close") {
-    // The request's body is left unread, so the connection must end with this answer, or
-    // httplib would read that body as the next requests. httplib 0.11 keeps a connection
-    // whatever the response's "Connection: close" says; it ends one whose response could not
-    // be written. So the body goes without a length (by HTTP/1.1 the end of the connection
-    // ends it), and once it is written the provider reports failure: httplib closes.
-    res.set_content_provider("text/plain; charset=utf-8",
-                             [body = std::move(body)](std::size_t offset, httplib::DataSink& sink) {
-                               return offset < body.size() &&
-                                      sink.write(body.data() + offset, body.size() - offset);
-                             });
+    http::sendAndClose(res, std::move(body), "text/plain; charset=utf-8");  // body left unread
   } else {
     res.set_content(body, "text/plain; charset=utf-8");
   }

@@ -1,7 +1,11 @@
 // The coordinator over real HTTP on 127.0.0.1 (port 0): authentication, error mapping, metrics;
 // and its hooks: at-least-once, a failing hook does not block another, events survive a restart.
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -43,6 +47,47 @@ class HttpTest : public CoordinatorFixture {
   std::thread thread_;
   std::unique_ptr<httplib::Client> client_;
 };
+
+// Sends `head` (a request's headers announcing a large body) on a fresh connection, sends no
+// body, and returns everything read until the server closes (at most 5 s).
+std::string answerWithoutBody(int port, const std::string& head) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "";
+  }
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+  std::string reply;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+    reply.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return reply;
+}
+
+TEST_F(HttpTest, RequestsWithoutCredentialsAreRefusedBeforeTheirBodyIsRead) {
+  // Without valid credentials, a POST announcing 200 MB is answered at once, its body never
+  // read into memory, and the connection ends (nothing of the body is read as requests).
+  startServer();
+  const std::string big = "Content-Length: 200000000\r\n\r\n";
+  auto start = std::chrono::steady_clock::now();
+  for (const std::string& head :
+       {"POST /api/v1/builds HTTP/1.1\r\nHost: x\r\n" + big,
+        "POST /api/v1/builds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n" + big,
+        "POST /api/v1/agent/fetch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a:b\r\n" + big}) {
+    std::string reply = answerWithoutBody(api_->port(), head);
+    EXPECT_TRUE(reply.starts_with("HTTP/1.1 401")) << head << reply;
+    EXPECT_NE(reply.find("\"error\""), std::string::npos) << reply;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+}
 
 TEST_F(HttpTest, ClientTokenAgentCredentialsAndErrors) {
   startServer();
