@@ -51,15 +51,8 @@ class HttpTest : public CoordinatorFixture {
 // Sends `head` (a request's headers announcing a large body) on a fresh connection, sends no
 // body, and returns everything read until the server closes (at most 5 s).
 std::string answerWithoutBody(int port, const std::string& head) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "";
-  }
+  int fd = test::connectLoopback(port);
+  if (fd < 0) return "";
   timeval tv{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <string_view>
 
+#include "support/support.h"
+
 namespace narcache::test {
 namespace {
 
@@ -34,22 +36,6 @@ bool sendAll(int fd, const char* data, std::size_t size) {
     size -= static_cast<std::size_t>(n);
   }
   return true;
-}
-
-int connectTo(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return fd;
 }
 
 }  // namespace
@@ -138,7 +124,7 @@ void FaultProxy::relay(int client, Fault fault, std::uint64_t seed) {
     ::poll(&p, 1, 2000);
     goto done;
   }
-  server = connectTo(options_.target_port);
+  server = connectLoopback(options_.target_port);
   if (server < 0) goto done;
   for (;;) {
     if (stopping_) break;

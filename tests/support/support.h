@@ -68,6 +68,9 @@ class BackgroundProcess {
 std::string readFile(const std::filesystem::path& path);
 void writeFile(const std::filesystem::path& path, const std::string& contents);
 
+// A TCP connection to 127.0.0.1:port (TCP_NODELAY), or -1.
+int connectLoopback(int port);
+
 // An environment in which the real Nix client (Debian nix-bin 2.8) runs isolated from the host:
 // HOME, XDG_*, NIX_CONF_DIR point into a temp dir with our own nix.conf (no substituters,
 // narinfo cache TTLs 0, nix-command enabled, no build users). Use `--store <chrootStore()>`.
