@@ -41,24 +41,33 @@ bool validAgentName(std::string_view name) {
 struct CheckedDrv {
   std::string path;
   std::string text;
+  Derivation drv;
   DrvRecord record;
 };
+
+// The derivation at the .drv store path `path` (in the store dir it names), parsed from its
+// text; its name comes from the path.
+Result<Derivation> parseDrvAt(const std::string& path, std::string_view text) {
+  std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) {
+    return fail(ErrorCode::kInvalidArgument, "not an absolute store path");
+  }
+  auto parsed = StorePath::parse(path, path.substr(0, slash));
+  if (!parsed) return fail(parsed.error());
+  const std::string& name = parsed->name();
+  if (!name.ends_with(".drv") || name.size() <= 4) {
+    return fail(ErrorCode::kInvalidArgument, "a derivation's store path ends in .drv");
+  }
+  return parseDerivation(text, name.substr(0, name.size() - 4));
+}
 
 Result<CheckedDrv> checkDerivation(const DerivationText& d) {
   auto bad = [&](const std::string& why) {
     return fail(ErrorCode::kInvalidArgument, "derivation " + d.path + ": " + why);
   };
-  std::size_t slash = d.path.rfind('/');
-  if (slash == std::string::npos || slash == 0) return bad("not an absolute store path");
-  std::string store_dir = d.path.substr(0, slash);
-  auto path = StorePath::parse(d.path, store_dir);
-  if (!path) return bad(path.error().message());
-  if (!path->name().ends_with(".drv") || path->name().size() <= 4) {
-    return bad("a derivation's store path ends in .drv");
-  }
-  std::string name = path->name().substr(0, path->name().size() - 4);
-  auto drv = parseDerivation(d.text, name);
+  auto drv = parseDrvAt(d.path, d.text);
   if (!drv) return bad(drv.error().message());
+  std::string store_dir = d.path.substr(0, d.path.rfind('/'));
   auto computed = derivationStorePath(*drv, store_dir);
   if (!computed) return bad(computed.error().message());
   if (*computed != d.path) {
@@ -66,7 +75,7 @@ Result<CheckedDrv> checkDerivation(const DerivationText& d) {
                " (a .drv's path is computed from its text and its references)");
   }
   if (drv->outputs.empty()) return bad("no outputs");
-  CheckedDrv out{d.path, d.text, {}};
+  CheckedDrv out{d.path, d.text, *drv, {}};
   out.record.system = drv->platform;
   for (const auto& [output, o] : drv->outputs) {
     if (o.path.empty()) return bad("output '" + output + "' has no path (not supported)");
@@ -422,6 +431,32 @@ Result<SubmitResponse> Coordinator::submit(const SubmitRequest& request) {
     auto c = checkDerivation(text);
     if (!c) return fail(c.error());
     checked[c->path] = std::move(*c);
+  }
+  // Their output paths must be the ones Nix computes (hashDerivationModulo over the inputs),
+  // or a submitter could have a build upload under any store path: checked for every
+  // derivation new to the coordinator (those it has were checked when they came).
+  try {
+    lmdb::ReadTxn txn = d.env->beginRead();
+    DerivationLoader load = [&](const std::string& path) -> Result<Derivation> {
+      if (auto c = checked.find(path); c != checked.end()) return c->second.drv;
+      auto text = txn.get(d.drv_text, path);
+      if (!text) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "input derivation " + path + " is unknown (send its text in `derivations`)");
+      }
+      return parseDrvAt(path, *text);
+    };
+    DrvHashMemo memo;
+    for (const auto& [path, c] : checked) {
+      if (txn.has(d.drvs, path)) continue;
+      auto ok = checkOutputPaths(c.drv, path.substr(0, path.rfind('/')), load, &memo);
+      if (!ok) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "derivation " + path + ": " + ok.error().message());
+      }
+    }
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
   }
   // Outputs of ignore_if_built builds, asked to the store before locking.
   std::map<std::string, bool> all_built;  // drv path -> all outputs available

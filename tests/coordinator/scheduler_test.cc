@@ -450,6 +450,34 @@ TEST_F(SchedulerTest, RejectsDerivationsWhosePathIsNotTheirs) {
   EXPECT_EQ(unknown->unknown, std::vector<std::string>{a.path});
 }
 
+TEST_F(SchedulerTest, RejectsDerivationsWhoseOutputPathsAreNotTheirs) {
+  // A derivation whose output path was changed (its .drv path computed from the changed text,
+  // so that it is self-consistent): its build would upload under a path it does not own.
+  open();
+  TestDrv lib = drv("lib");
+  Derivation forged = drvs_.at(drv("app", {lib}).path);
+  std::string victim = drv("glibc").out;  // a path the cache may not have yet
+  forged.outputs["out"].path = victim;
+  forged.env["out"] = victim;
+  std::string text = writeDerivation(forged);
+  auto path = derivationStorePath(forged, "/nix/store");
+  ASSERT_TRUE(path.has_value());
+  SubmitRequest req;
+  req.derivations = {{lib.path, lib.text}, {*path, text}};
+  req.builds = {{*path, 0, {}, false}};
+  auto res = coord_->submit(req);
+  ASSERT_FALSE(res.has_value());
+  EXPECT_EQ(res.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(res.error().message(), HasSubstr("derivation " + *path + ": "));
+  EXPECT_THAT(res.error().message(), HasSubstr("out"));
+  EXPECT_EQ(coord_->stats().builds[BuildState::kQueued], 0u);
+  // The genuine one (same inputs) is accepted.
+  TestDrv app = drv("app", {lib});
+  req.derivations = {{lib.path, lib.text}, {app.path, app.text}};
+  req.builds = {{app.path, 0, {}, false}};
+  EXPECT_TRUE(coord_->submit(req).has_value());
+}
+
 TEST_F(SchedulerTest, RestartKeepsStateLeasesAndCounters) {
   open();
   TestDrv lib = drv("lib");
