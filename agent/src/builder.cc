@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -852,6 +853,11 @@ Status Build::run() {
       TreeGuard old(phys);
     }
   }
+  // And what this attempt leaves in the store stays only if it passes every check: the local
+  // store takes a present path for a valid one, so a failed build's partial output (or a
+  // fixed-output download of the wrong content) would later be used as another build's input.
+  std::list<TreeGuard> output_guards;
+  for (const auto& [name, out] : drv_.outputs) output_guards.emplace_back(physical(out.path));
 
   // 2. The builder.
   fs::path tmp_parent = o_.tmp_dir;
@@ -872,6 +878,9 @@ Status Build::run() {
   NARCACHE_TRY(runBuilder());
   view_.reset();  // removes the view directory
   if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
+  if (r_.status == BuildStatus::kSucceeded) {
+    for (TreeGuard& guard : output_guards) guard.keep();
+  }
   r_.log_tail = lastLines(readFileTail(r_.log_file, 64 * 1024), 20);
   if (r_.status != BuildStatus::kSucceeded) {
     r_.outputs.clear();

@@ -297,6 +297,15 @@ TEST_F(BuildTest, FixedOutputHashMismatchFails) {
   auto r = build(bad);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("hash mismatch in fixed-output derivation"), std::string::npos) << r.err;
+  // The wrong content is not left in the store, where it would pass for a valid input later.
+  EXPECT_FALSE(fs::exists(fs::symlink_status(outPath(bad)))) << outPath(bad);
+}
+
+TEST_F(BuildTest, AFailedBuildLeavesNoOutputInTheStore) {
+  auto partial = create("partial", "mkdir $out; echo half > $out/f; exit 1");
+  auto r = build(partial);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_FALSE(fs::exists(fs::symlink_status(outPath(partial)))) << outPath(partial);
 }
 
 }  // namespace
