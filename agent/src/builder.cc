@@ -723,10 +723,13 @@ Status Build::packOutputs() {
           got = h.digest();
         }
       } else {
-        std::error_code ec;
-        if (!fs::is_regular_file(fs::symlink_status(phys, ec))) {
+        // As Nix: a flat fixed output is a plain file, not executable (the flat hash does not
+        // cover the bit, the NAR hash of the stored item does).
+        struct stat st {};
+        if (::lstat(phys.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & S_IXUSR)) {
           r_.status = BuildStatus::kFailed;
-          r_.message = "fixed output '" + out.path + "' (flat hash) is not a regular file";
+          r_.message =
+              "fixed output '" + out.path + "' (flat hash) is not a non-executable regular file";
           return {};
         }
         Fd in(::open(phys.c_str(), O_RDONLY | O_CLOEXEC));

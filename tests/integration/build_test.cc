@@ -301,6 +301,17 @@ TEST_F(BuildTest, FixedOutputHashMismatchFails) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(outPath(bad)))) << outPath(bad);
 }
 
+TEST_F(BuildTest, AFlatFixedOutputMustNotBeExecutable) {
+  // As Nix: sha256 of "hello\n", but the file is executable.
+  auto exe =
+      create("exe-src", "printf 'hello\\n' > $out; chmod +x $out",
+             {"--env", "outputHashAlgo=sha256", "--env",
+              "outputHash=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"});
+  auto r = build(exe);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is not a non-executable regular file"), std::string::npos) << r.err;
+}
+
 TEST_F(BuildTest, AFailedBuildLeavesNoOutputInTheStore) {
   auto partial = create("partial", "mkdir $out; echo half > $out/f; exit 1");
   auto r = build(partial);
