@@ -107,6 +107,11 @@ std::set<std::string> refsOf(const json& out) {
   return {out["references"].begin(), out["references"].end()};
 }
 
+// `narcache drv create` flags of a flat fixed output: sha256 of "hello\n".
+const std::vector<std::string> kHelloFixedOutput = {
+    "--env", "outputHashAlgo=sha256", "--env",
+    "outputHash=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"};
+
 // The path of output `output` of the derivation in `drv`.
 std::string outPath(const fs::path& drv, const std::string& output = "out") {
   auto r = narcache({"drv", "show", drv.string()});
@@ -117,10 +122,7 @@ std::string outPath(const fs::path& drv, const std::string& output = "out") {
 
 TEST_F(BuildTest, DagSubstitutesInputsAndNixAgreesOnReferences) {
   // A fixed output (flat sha256 of "hello\n"): no input, CA recorded.
-  auto src =
-      create("src", "printf 'hello\\n' > $out",
-             {"--env", "outputHashAlgo=sha256", "--env",
-              "outputHash=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"});
+  auto src = create("src", "printf 'hello\\n' > $out", kHelloFixedOutput);
   // A leaf with a self-reference.
   auto a = create("a", "mkdir $out && echo a > $out/a.txt && echo $out > $out/self");
   const std::string a_out = outPath(a);
@@ -290,10 +292,7 @@ TEST_F(BuildTest, WithoutPrivilegeFallsBackToNoIsolation) {
 }
 
 TEST_F(BuildTest, FixedOutputHashMismatchFails) {
-  auto bad =
-      create("bad-src", "printf 'bye\\n' > $out",
-             {"--env", "outputHashAlgo=sha256", "--env",
-              "outputHash=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"});
+  auto bad = create("bad-src", "printf 'bye\\n' > $out", kHelloFixedOutput);
   auto r = build(bad);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("hash mismatch in fixed-output derivation"), std::string::npos) << r.err;
@@ -303,10 +302,7 @@ TEST_F(BuildTest, FixedOutputHashMismatchFails) {
 
 TEST_F(BuildTest, AFlatFixedOutputMustNotBeExecutable) {
   // As Nix: sha256 of "hello\n", but the file is executable.
-  auto exe =
-      create("exe-src", "printf 'hello\\n' > $out; chmod +x $out",
-             {"--env", "outputHashAlgo=sha256", "--env",
-              "outputHash=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"});
+  auto exe = create("exe-src", "printf 'hello\\n' > $out; chmod +x $out", kHelloFixedOutput);
   auto r = build(exe);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("is not a non-executable regular file"), std::string::npos) << r.err;
