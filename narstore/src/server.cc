@@ -275,9 +275,12 @@ void Server::Impl::handleGet(const httplib::Request& req, httplib::Response& res
 }
 
 void Server::Impl::serveNarInfo(std::string_view hash_part, httplib::Response& res) {
+  // The access is recorded before the item is read: a GC batch that commits in between sees
+  // it and keeps the item (recorded after, the item could go just after being served). A miss
+  // leaves an entry that the next flush drops.
+  store.recordAccess(hash_part);
   auto info = store.servable(hash_part);
   if (!info) return sendError(res, info.error());
-  store.recordAccess(hash_part);
   res.set_content(signedNarInfo(std::string(hash_part), *info), "text/x-nix-narinfo");
   res.set_header("Cache-Control", options.narinfo_cache_control);
 }

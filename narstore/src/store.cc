@@ -777,8 +777,9 @@ void LmdbStore::recordAccess(std::string_view hash_part) {
 }
 
 Status LmdbStore::flushAccessTimes() {
-  std::unordered_map<std::string, std::int64_t> batch;
-  pending_access_.lock()->swap(batch);
+  // A copy: the accesses stay pending (seen by deleteUnreachable) until they are committed,
+  // so that a GC batch committing while this flush waits for the writer lock still sees them.
+  std::unordered_map<std::string, std::int64_t> batch = *pending_access_.lock();
   if (batch.empty()) return {};
   auto r = guard([&]() -> Status {
     return env_->write<void>([&](lmdb::WriteTxn& txn) -> Status {
@@ -802,13 +803,13 @@ Status LmdbStore::flushAccessTimes() {
       return {};
     });
   });
-  if (!r) {  // keep them for the next flush
+  if (r) {  // committed: drop them, unless accessed again since
     auto pending = pending_access_.lock();
     for (const auto& [h, when] : batch) {
-      auto [it, inserted] = pending->try_emplace(h, when);
-      if (!inserted && it->second < when) it->second = when;
+      auto it = pending->find(h);
+      if (it != pending->end() && it->second <= when) pending->erase(it);
     }
-  }
+  }  // else they stay for the next flush
   return r;
 }
 
