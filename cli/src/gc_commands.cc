@@ -167,6 +167,7 @@ int runGc(const Args& a) {
                      {"unlinked_files", report->unlinked_files},
                      {"unlinked_bytes", report->unlinked_bytes},
                      {"pending_files", report->pending_files},
+                     {"unlink_failures", report->unlink_failures},
                      {"stale", report->stale},
                      {"seconds", report->seconds}};
     std::printf("%s\n", out.dump(2).c_str());
@@ -179,6 +180,12 @@ int runGc(const Args& a) {
     std::printf("unlinked %llu nar files (%s); %llu wait for their nar grace (%s)\n",
                 u(report->unlinked_files), gc::formatBytes(report->unlinked_bytes).c_str(),
                 u(report->pending_files), gc::formatDuration(policy.nar_grace_seconds).c_str());
+  }
+  if (report->unlink_failures != 0) {
+    std::fprintf(stderr,
+                 "narcache: gc: %llu nar files could not be unlinked (first: %s); they stay "
+                 "pending for the next run\n",
+                 u(report->unlink_failures), report->unlink_error.c_str());
   }
   if (report->stale) {
     std::fprintf(stderr,

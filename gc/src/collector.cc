@@ -62,6 +62,8 @@ Result<CollectReport> collect(narstore::Store& store, const Plan& plan,
     report.unlinked_files = u->files;
     report.unlinked_bytes = u->bytes;
     report.pending_files = u->pending;
+    report.unlink_failures = u->failed;
+    report.unlink_error = u->first_error;
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;

@@ -50,6 +50,11 @@ void PeriodicCollector::loop(std::stop_token stop) {
       }
       items_freed_ += report->deleted_items;
       bytes_freed_ += report->unlinked_bytes;
+      if (report->unlink_failures != 0) {
+        std::fprintf(stderr, "narcache: gc: %llu nar files could not be unlinked (first: %s)\n",
+                     static_cast<unsigned long long>(report->unlink_failures),
+                     report->unlink_error.c_str());
+      }
       if (report->deleted_items != 0 || report->unlinked_files != 0) {
         std::fprintf(stderr,
                      "narcache: gc: deleted %llu items, unlinked %llu nar files (%s) in %lld ms\n",

@@ -522,16 +522,24 @@ Result<UnlinkResult> LmdbStore::unlinkNarFiles(std::int64_t grace_seconds, std::
           if (!v) continue;  // uploaded again meanwhile
           auto since = static_cast<std::int64_t>(decodeU64(*v));
           if (since + grace_seconds > now) continue;
-          txn.del(t.pending_unlink, name);
-          if (txn.has(t.files, name)) continue;  // used again (cannot happen: commit cancels)
+          if (txn.has(t.files, name)) {  // used again (cannot happen: commit cancels)
+            txn.del(t.pending_unlink, name);
+            continue;
+          }
           std::filesystem::path p = narDir() / name;
           struct stat st;
           std::uint64_t size =
               ::stat(p.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-          if (::unlink(p.c_str()) != 0) {
-            if (errno == ENOENT) continue;
-            return fail(ioError("unlink " + p.string(), errno));
+          const bool unlinked = ::unlink(p.c_str()) == 0;
+          if (!unlinked && errno != ENOENT) {
+            // It stays pending (tried again by the next run); the other files go on.
+            if (part.failed++ == 0) {
+              part.first_error = ioError("unlink " + p.string(), errno).message();
+            }
+            continue;
           }
+          txn.del(t.pending_unlink, name);
+          if (!unlinked) continue;  // gone already
           ++part.files;
           part.bytes += size;
         }
@@ -540,6 +548,8 @@ Result<UnlinkResult> LmdbStore::unlinkNarFiles(std::int64_t grace_seconds, std::
       if (!r) return fail(r.error());
       result.files += r->files;
       result.bytes += r->bytes;
+      if (result.failed == 0) result.first_error = r->first_error;
+      result.failed += r->failed;
     }
     return result;
   });

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "gc_helpers.h"
@@ -12,6 +14,7 @@
 namespace narcache::gc {
 namespace {
 
+namespace fs = std::filesystem;
 using narstore::ItemState;
 using narstore::Store;
 using narstore::testing::addItem;
@@ -273,6 +276,40 @@ TEST(CollectTest, SharedNarFileStaysWhileUsedAndReuploadCancelsItsUnlink) {
   EXPECT_EQ(listDir(f.dir / "s" / "nar").size(), 1u);
   ASSERT_TRUE(f.store->addNarInfo(one.info));
   f.expectConsistent();
+}
+
+TEST(CollectTest, ANarFileThatCannotBeUnlinkedStaysPendingAndTheOthersGo) {
+  // Three unused nar files past their grace; the first (by name) cannot be unlinked (a
+  // directory stands at its name: EISDIR). The other two go all the same, and it stays
+  // pending for the next run.
+  Fixture f;
+  for (const TestItem& item : {makeItem("a", "a"), makeItem("b", "b"), makeItem("c", "c")}) {
+    f.add(item);
+  }
+  f.clock.advance(40 * kDay);
+  auto plan = planCollection(*f.store, ttl(30 * kDay, 10));
+  ASSERT_TRUE(plan);
+  auto report = collect(*f.store, *plan);
+  ASSERT_TRUE(report);
+  ASSERT_EQ(report->pending_files, 3u);
+  auto names = listDir(f.dir / "s" / "nar");
+  ASSERT_EQ(names.size(), 3u);
+  std::sort(names.begin(), names.end());
+  fs::path stuck = f.dir / "s" / "nar" / names[0];
+  fs::remove(stuck);
+  fs::create_directories(stuck / "x");
+  f.clock.advance(100);
+  auto unlinked = f.store->unlinkNarFiles(10, 100);
+  ASSERT_TRUE(unlinked) << unlinked.error().message();
+  EXPECT_EQ(unlinked->files, 2u);
+  EXPECT_EQ(unlinked->failed, 1u);
+  EXPECT_NE(unlinked->first_error.find(names[0]), std::string::npos) << unlinked->first_error;
+  fs::remove_all(stuck);  // the operator clears the way: the next run finishes the job
+  auto again = f.store->unlinkNarFiles(10, 100);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->failed, 0u);
+  EXPECT_EQ(again->pending, 0u);
+  EXPECT_TRUE(listDir(f.dir / "s" / "nar").empty());
 }
 
 TEST(CollectTest, MarkDeletedItemsAndIncompleteReferrersAreHandled) {

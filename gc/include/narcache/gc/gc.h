@@ -103,8 +103,11 @@ struct CollectReport {
   std::uint64_t unlinked_files = 0;  // nar files unlinked (their nar grace had passed)
   std::uint64_t unlinked_bytes = 0;
   std::uint64_t pending_files = 0;  // nar files still within their nar grace
-  bool stale = false;               // roots were added after planning: stopped early, plan again
-  bool stopped = false;             // the stop token fired
+  // Nar files whose unlink failed (left pending for the next run), and the first error.
+  std::uint64_t unlink_failures = 0;
+  std::string unlink_error;
+  bool stale = false;    // roots were added after planning: stopped early, plan again
+  bool stopped = false;  // the stop token fired
   double seconds = 0;
 };
 

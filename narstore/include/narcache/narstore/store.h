@@ -156,6 +156,10 @@ struct UnlinkResult {
   std::uint64_t files = 0;
   std::uint64_t bytes = 0;
   std::uint64_t pending = 0;  // still waiting for their grace period
+  // Files whose unlink failed (EACCES, EROFS...): they stay pending for the next run, and the
+  // others go on. first_error names the first.
+  std::uint64_t failed = 0;
+  std::string first_error;
 };
 
 class Store {
