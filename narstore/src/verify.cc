@@ -373,13 +373,21 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
   std::atomic<std::size_t> next{0};
   std::atomic<std::size_t> done{0};
   std::atomic<std::uint64_t> bytes{0};
+  std::atomic<unsigned> running{0};
+  std::mutex failed_mutex;
+  std::string failed;  // a worker's exception: the files it left are not verified
   unsigned threads =
       options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   threads = std::min<unsigned>(threads, std::max<std::size_t>(1, jobs.size()));
   {
     std::vector<std::jthread> workers;
+    running = threads;
     for (unsigned i = 0; i < threads; ++i) {
       workers.emplace_back([&] {
+        struct Leave {
+          std::atomic<unsigned>& running;
+          ~Leave() { --running; }
+        } leave{running};
         try {
           for (std::size_t k = next++; k < jobs.size(); k = next++) {
             FileJob& job = *jobs[k];
@@ -415,19 +423,23 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
             ++done;
           }
         } catch (const std::exception& e) {  // thread entry point
-          std::fprintf(stderr, "narcache: verify worker: %s\n", e.what());
+          std::lock_guard lock(failed_mutex);
+          if (failed.empty()) failed = e.what();
           next = jobs.size();
         }
       });
     }
     if (options.progress) {
-      while (done.load() < jobs.size()) {
+      while (running.load() != 0) {  // not `done`: a worker that failed never reaches the end
         std::fprintf(stderr, "\rverify: %zu/%zu nar files, %llu MB", done.load(), jobs.size(),
                      static_cast<unsigned long long>(bytes.load() >> 20));
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        if (next.load() >= jobs.size() && done.load() >= jobs.size()) break;
       }
     }
+  }
+  if (!failed.empty()) {
+    // Its files were never checked: no report that would count them as fine.
+    return fail(ErrorCode::kInternal, "verify: checking nar files: " + failed);
   }
   if (options.progress) {
     std::fprintf(stderr, "\rverify: %zu/%zu nar files, %llu MB\n", done.load(), jobs.size(),
