@@ -46,6 +46,23 @@ class SchedulerTest : public CoordinatorFixture {
     texts_[t.path] = t.text;
     return t;
   }
+
+  // Submits the derivation `bad` (text `bad_text`, priority 9) beside `good` (priority 0): a
+  // fetch for two allocates `good` only, and `bad` fails with a message containing `why`.
+  void expectFailsAloneBeside(const std::string& bad, const std::string& bad_text,
+                              const TestDrv& good, const std::string& why) {
+    SubmitRequest req;
+    req.derivations = {{good.path, good.text}, {bad, bad_text}};
+    req.builds = {{bad, 9, {}, false}, {good.path, 0, {}, false}};
+    auto b = coord_->submit(req);
+    ASSERT_TRUE(b.has_value()) << b.error().message();
+    auto got = fetch("a1", 2);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].derivation, good.path);
+    BuildInfo failed = info(b->builds[0].id);
+    EXPECT_EQ(failed.state, BuildState::kFailed);
+    EXPECT_THAT(failed.message, HasSubstr(why));
+  }
 };
 
 TEST_F(SchedulerTest, AllocatesByPriorityThenSubmissionOrder) {
@@ -563,17 +580,7 @@ TEST_F(SchedulerTest, AnUnbuildableDerivationFailsWithoutBlockingTheQueue) {
   open();
   TestDrv a = drv("a");
   TestDrv bad = wantsMissingOutput(a);
-  SubmitRequest req;
-  req.derivations = {{a.path, a.text}, {bad.path, bad.text}};
-  req.builds = {{bad.path, 9, {}, false}, {a.path, 0, {}, false}};
-  auto b = coord_->submit(req);
-  ASSERT_TRUE(b.has_value()) << b.error().message();
-  auto got = fetch();
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(got[0].derivation, a.path);
-  BuildInfo failed = info(b->builds[0].id);
-  EXPECT_EQ(failed.state, BuildState::kFailed);
-  EXPECT_THAT(failed.message, HasSubstr("has no output 'dev'"));
+  expectFailsAloneBeside(bad.path, bad.text, a, "has no output 'dev'");
 }
 
 TEST_F(SchedulerTest, AnUnbuildableInputIsFailingAndNotSubmittedAgainByItsDependants) {
@@ -614,17 +621,7 @@ TEST_F(SchedulerTest, ABuildWhoseInputsTheStoreRefusesFailsAloneAndTheQueueGoesO
   std::string gnu = *derivationStorePath(*made, "/gnu/store");
   addToStore(drv("src").out);
   TestDrv ok = drv("ok", {}, kSystem, {drv("src").out});
-  SubmitRequest req;
-  req.derivations = {{gnu, writeDerivation(*made)}, {ok.path, ok.text}};
-  req.builds = {{gnu, 9, {}, false}, {ok.path, 0, {}, false}};
-  auto b = coord_->submit(req);
-  ASSERT_TRUE(b.has_value()) << b.error().message();
-  auto got = fetch("a1", 2);
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(got[0].derivation, ok.path);
-  BuildInfo refused = info(b->builds[0].id);
-  EXPECT_EQ(refused.state, BuildState::kFailed);
-  EXPECT_THAT(refused.message, HasSubstr("the store refuses its inputs"));
+  expectFailsAloneBeside(gnu, writeDerivation(*made), ok, "the store refuses its inputs");
 }
 
 TEST_F(SchedulerTest, ConcurrentAgentsBuildEverythingExactlyOnce) {
