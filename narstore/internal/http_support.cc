@@ -106,8 +106,8 @@ std::string_view bearerToken(std::string_view authorization) {
 // httplib parses Range into req.ranges and applies it when it writes the response; the Request
 // it hands to handlers is its own non-const object, so changing the ranges here is sound.
 static httplib::Ranges& rangesOf(const httplib::Request& req) {
-  return const_cast<httplib::Request&>(req)
-      .ranges;  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
+  return const_cast<httplib::Request&>(req).ranges;
 }
 
 void dropRanges(const httplib::Request& req) {
@@ -136,8 +136,12 @@ bool fitRange(const httplib::Request& req, std::size_t size) {
   return true;
 }
 
-void sendAndClose(httplib::Response& res, std::string body, const std::string& content_type) {
+void endConnection(httplib::Response& res) {
   if (res.get_header_value("Connection") != "close") res.set_header("Connection", "close");
+}
+
+void sendAndClose(httplib::Response& res, std::string body, const std::string& content_type) {
+  endConnection(res);
   res.set_content_provider(
       content_type, [body = std::move(body)](std::size_t offset, httplib::DataSink& sink) {
         return offset < body.size() && sink.write(body.data() + offset, body.size() - offset);

@@ -65,6 +65,10 @@ std::string_view bearerToken(std::string_view authorization);
 bool fitRange(const httplib::Request& req, std::size_t size);
 // Drops the request's ranges, so that a response (an error's, say) is sent whole.
 void dropRanges(const httplib::Request& req);
+// Marks the response "Connection: close" (once), for a request whose body is left unread; see
+// sendAndClose for what makes the connection really end.
+void endConnection(httplib::Response& res);
+
 // Sets `body` as the response's last words on its connection, for a request whose body is left
 // unread: httplib would otherwise read that body as the next requests, since httplib 0.11
 // keeps a connection whatever the response's "Connection: close" says. It ends a connection

@@ -44,12 +44,6 @@ struct RequestState {
 };
 thread_local RequestState t_request;
 
-// Marks the response as the connection's last (its request's body is left unread); sendStatus
-// then sends it so that the connection does end.
-void endConnection(httplib::Response& res) {
-  if (res.get_header_value("Connection") != "close") res.set_header("Connection", "close");
-}
-
 // Bound of an API request's body (read into memory by httplib): 10,000 store paths fit.
 constexpr std::uint64_t kMaxApiBody = 4 << 20;
 
@@ -192,7 +186,7 @@ void Server::Impl::sendError(httplib::Response& res, const Error& error) {
 void Server::Impl::sendUnauthorized(httplib::Response& res) {
   res.set_header("WWW-Authenticate", "Basic realm=\"narcache\"");
   // The body of a refused upload is not read: ask the client not to reuse the connection.
-  endConnection(res);
+  http::endConnection(res);
   sendStatus(res, 401, "authentication required: use the upload token");
 }
 
@@ -448,7 +442,7 @@ void Server::Impl::discardBody(const httplib::Request& req, httplib::Response& r
   bool known =
       !length_text.empty() && ec == std::errc() && ptr == length_text.data() + length_text.size();
   if (known && length <= kDrainLimit && drainBody(reader)) return;
-  endConnection(res);
+  http::endConnection(res);
 }
 
 void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res,
@@ -539,7 +533,7 @@ void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res
   }
   if (!status) {
     metrics.recordUploadFailure(route);
-    if (!body_consumed) endConnection(res);
+    if (!body_consumed) http::endConnection(res);
     return sendError(res, status.error());
   }
   res.status = 200;
@@ -595,7 +589,7 @@ void Server::Impl::setup() {
         if (!api && req.method != "PUT") return 100;
         // A final answer here ends the connection (Connection: close, see sendStatus).
         if (!api && options.upload_token.empty()) {
-          endConnection(res);
+          http::endConnection(res);
           metrics.recordUploadFailure(t_request.route);
           sendStatus(res, 403, "uploads are disabled on this server");
           return 403;
@@ -620,7 +614,7 @@ void Server::Impl::setup() {
         return httplib::Server::HandlerResponse::Handled;
       }
       if (req.get_header_value<std::uint64_t>("Content-Length") > kMaxApiBody) {
-        endConnection(res);
+        http::endConnection(res);
         sendStatus(res, 413, "request body too large");
         return httplib::Server::HandlerResponse::Handled;
       }
@@ -640,7 +634,7 @@ void Server::Impl::setup() {
       return httplib::Server::HandlerResponse::Handled;
     }
     res.set_header("Allow", "GET, HEAD, PUT");
-    endConnection(res);  // any body is left unread
+    http::endConnection(res);  // any body is left unread
     sendStatus(res, 405, "method not allowed");
     return httplib::Server::HandlerResponse::Handled;
   });
