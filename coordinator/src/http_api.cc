@@ -9,6 +9,7 @@
 #include <atomic>
 #include <charconv>
 #include <cstring>
+#include <stdexcept>
 
 #include "http_support.h"
 
@@ -61,6 +62,9 @@ struct HttpApi::Impl {
     return http::secretEquals(bearerOf(req), options.client_token);
   }
 
+  // Every request under kAgentApi is authenticated as an agent before routing (setup()).
+  static constexpr std::string_view kAgentApi = "/api/v1/agent/";
+
   // The authenticated agent's name, or empty.
   std::string agentOf(const httplib::Request& req) {
     std::string_view token = bearerOf(req);
@@ -89,11 +93,16 @@ struct HttpApi::Impl {
     });
   }
 
+  // An agent endpoint taking a JSON body of type Req. Its pattern is under kAgentApi, so the
+  // agent was authenticated before routing; the handler takes its name from the token.
   template <typename Req, typename Fn>
   void agentPost(const std::string& pattern, Fn fn) {
-    http.Post(pattern, [this, fn](const httplib::Request& req, httplib::Response& res) {
-      std::string agent = agentOf(req);
-      if (agent.empty()) return unauthorized(res, "agent credentials (Bearer name:secret) needed");
+    if (!pattern.starts_with(kAgentApi)) {
+      throw std::logic_error("agent endpoint " + pattern + " outside " + std::string(kAgentApi));
+    }
+    http.Post(pattern, [fn](const httplib::Request& req, httplib::Response& res) {
+      std::string_view token = bearerOf(req);
+      std::string agent(token.substr(0, token.find(':')));
       auto body = parse<Req>(req.body);
       if (!body) return sendError(res, body.error());
       auto out = fn(agent, *body);
@@ -119,7 +128,7 @@ void HttpApi::Impl::setup() {
   // connection ends with the answer (the body stays unread).
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!req.path.starts_with("/api/")) return httplib::Server::HandlerResponse::Unhandled;
-    const bool agent_api = req.path.starts_with("/api/v1/agent/");
+    const bool agent_api = req.path.starts_with(kAgentApi);
     if (agent_api ? !agentOf(req).empty() : clientAuthorized(req)) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
