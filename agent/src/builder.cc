@@ -24,6 +24,7 @@
 #include <system_error>
 #include <vector>
 
+#include "local_store.h"
 #include "narcache/narinfo/compression.h"
 #include "narcache/narinfo/derivation.h"
 #include "narcache/narinfo/hash.h"
@@ -80,11 +81,7 @@ class TreeGuard {
   TreeGuard() = default;
   explicit TreeGuard(fs::path path) : path_(std::move(path)) {}
   ~TreeGuard() {
-    if (!path_.empty() && !keep_) {
-      std::error_code ec;
-      makeWritable(path_);
-      fs::remove_all(path_, ec);
-    }
+    if (!path_.empty() && !keep_) removeTree(path_);
   }
   TreeGuard(const TreeGuard&) = delete;
   TreeGuard& operator=(const TreeGuard&) = delete;
@@ -92,16 +89,6 @@ class TreeGuard {
   const fs::path& path() const { return path_; }
 
  private:
-  // Builders may leave read-only directories behind; remove_all needs them writable.
-  static void makeWritable(const fs::path& root) {
-    std::error_code ec;
-    if (!fs::is_directory(fs::symlink_status(root, ec))) return;
-    ::chmod(root.c_str(), 0700);
-    for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::end(it);
-         it.increment(ec)) {
-      if (it->is_directory(ec) && !it->is_symlink(ec)) ::chmod(it->path().c_str(), 0700);
-    }
-  }
   fs::path path_;
   bool keep_ = false;
 };
@@ -157,6 +144,9 @@ class Build {
     return o_.store_root / fs::path(logical).relative_path();
   }
   bool mountNamespace() const { return physical(store_dir_) != fs::path(store_dir_); }
+  // Whether store path `full` is valid in the local store (see local_store.h); a dead build's
+  // leftover there is removed. kUnavailable while another build on this machine makes it.
+  Result<bool> presentLocally(const std::string& full) const;
 
   Status loadDerivation();
   Result<Derivation> loadInputDrv(const std::string& drv_path) const;
@@ -290,8 +280,9 @@ Status Build::queryClosure(const std::set<std::string>& roots) {
       if (text.error().code() != ErrorCode::kNotFound) {
         return fail(text.error().withContext("input '" + full + "'"));
       }
-      std::error_code ec;
-      if (fs::exists(fs::symlink_status(physical(full), ec))) {
+      auto present = presentLocally(full);
+      if (!present) return fail(present.error());
+      if (*present) {
         inputs_[full] = std::nullopt;  // present here, unknown to the cache
         auto refs = localReferences(full);
         if (!refs) return fail(refs.error().withContext("input '" + full + "'"));
@@ -322,6 +313,18 @@ Status Build::queryClosure(const std::set<std::string>& roots) {
   }
   std::sort(r_.missing_inputs.begin(), r_.missing_inputs.end());
   return {};
+}
+
+Result<bool> Build::presentLocally(const std::string& full) const {
+  const std::string base = fs::path(full).filename().string();
+  auto state = localState(physical(store_dir_), base);
+  if (!state) return fail(state.error());
+  if (*state == LocalState::kBeingBuilt) {
+    return fail(ErrorCode::kUnavailable, "input '" + full +
+                                             "' is being built by another build on this "
+                                             "machine; try again when it is over");
+  }
+  return *state == LocalState::kValid;
 }
 
 Result<std::vector<std::string>> Build::localReferences(const std::string& full) {
@@ -389,7 +392,12 @@ Status Build::substitute(const NarInfo& info) {
   }
   if (::rename(tmp.c_str(), dest.c_str()) != 0) {
     int err = errno;
-    if (fs::exists(fs::symlink_status(dest, ec))) return {};  // someone else put it there
+    if (fs::exists(fs::symlink_status(dest, ec))) {
+      // Someone else put it there: fine if it is a valid path, not a build's pending output.
+      auto present = presentLocally(full);
+      if (!present) return fail(present.error());
+      if (*present) return {};
+    }
     return fail(ErrorCode::kIoError, "cannot rename '" + tmp.string() + "' to '" + dest.string() +
                                          "': " + errnoText(err));
   }
@@ -843,12 +851,24 @@ Status Build::run() {
                 "cannot create '" + physical(store_dir_).string() + "': " + ec.message());
   }
   for (const auto& [full, info] : inputs_) {
-    if (!info || fs::exists(fs::symlink_status(physical(full), ec))) continue;
+    if (!info) continue;  // present locally (queryClosure)
+    auto present = presentLocally(full);
+    if (!present) return fail(present.error());
+    if (*present) continue;
     progress("substituting '" + full + "'");
     NARCACHE_TRY(substitute(*info));
     r_.substituted.push_back(full);
   }
 
+  // The outputs are pending from before they can appear until they are valid or gone (see
+  // local_store.h): a build that dies between leaves nothing that passes for valid.
+  std::vector<std::string> output_bases;
+  for (const auto& [name, out] : drv_.outputs) {
+    output_bases.push_back(fs::path(out.path).filename().string());
+  }
+  auto marked = PendingOutputs::mark(physical(store_dir_), output_bases);
+  if (!marked) return fail(marked.error().withContext("'" + r_.drv_path + "'"));
+  std::optional<PendingOutputs> pending(std::move(*marked));
   // Outputs left over from an earlier attempt would make the build fail or lie.
   for (const auto& [name, out] : drv_.outputs) {
     fs::path phys = physical(out.path);
@@ -883,6 +903,7 @@ Status Build::run() {
   if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
   if (r_.status == BuildStatus::kSucceeded) {
     for (TreeGuard& guard : output_guards) guard.keep();
+    pending.reset();  // valid now
   }
   r_.log_tail = lastLines(readFileTail(r_.log_file, 64 * 1024), 20);
   if (r_.status != BuildStatus::kSucceeded) {

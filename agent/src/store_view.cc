@@ -11,6 +11,7 @@
 #include <system_error>
 #include <utility>
 
+#include "local_store.h"
 #include "narcache/narinfo/io.h"
 
 namespace narcache::agent {
@@ -193,15 +194,7 @@ void StoreView::remove() noexcept {
   bool mounted = false;
   for (const auto& [source, target] : binds_) mounted = mounted || fs::exists(target, ec);
   if (!mounted) {
-    for (const auto& p : left) {
-      // Builders may leave read-only directories; remove_all needs them writable.
-      for (auto it = fs::recursive_directory_iterator(p, ec); !ec && it != fs::end(it);
-           it.increment(ec)) {
-        if (it->is_directory(ec) && !it->is_symlink(ec)) ::chmod(it->path().c_str(), 0755);
-      }
-      ::chmod(p.c_str(), 0755);
-      fs::remove_all(p, ec);
-    }
+    for (const auto& p : left) removeTree(p);
   }
   ::rmdir(dir_.c_str());
   dir_.clear();

@@ -7,11 +7,14 @@
 // the references it records equal the ones narcache scanned.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/served_store.h"
@@ -313,6 +316,45 @@ TEST_F(BuildTest, AFailedBuildLeavesNoOutputInTheStore) {
   auto r = build(partial);
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_FALSE(fs::exists(fs::symlink_status(outPath(partial)))) << outPath(partial);
+}
+
+// A build killed while its output is half written (SIGKILL: none of its clean-up runs) leaves
+// the output path behind. While it runs, a second build of the same derivation is refused rather
+// than removing its outputs; once it is dead, a build that needs that output as an input does not
+// take the leftover for valid: it removes it and substitutes the whole output from the cache.
+// (Without isolation, so that the builder writes at the output path itself.)
+TEST_F(BuildTest, AKilledBuildsPartialOutputIsNeitherClobberedWhileLiveNorUsedOnceDead) {
+  if (run({"setpriv", "--version"}).exit_code != 0) GTEST_SKIP() << "setpriv is not installed";
+  const fs::path flag = tmp_ / "stop-half-way";
+  auto half = create("half", "mkdir $out; echo whole > $out/f; if [ -e " + flag.string() +
+                                 " ]; then echo half > $out/f; exec sleep 60; fi");
+  const std::string half_out = outPath(half);
+  buildOk(half);  // the cache has the whole output
+  wipeStore();
+  writeFile(flag, "");
+  BackgroundProcess killed({"setpriv", "--bounding-set", "-sys_admin", NARCACHE_BIN, "build",
+                            half.string(), "--cache", server_->url(), "--trusted-key", public_key_,
+                            "--upload-token-file", (tmp_ / "token").string()});
+  auto halfWritten = [&] {
+    return fs::exists(half_out + "/f") && readFile(half_out + "/f") == "half\n";
+  };
+  for (int i = 0; i < 300 && !halfWritten(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(halfWritten()) << killed.err();
+
+  auto again = build(half);
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("is being built by another build on this machine"), std::string::npos)
+      << again.err;
+  EXPECT_EQ(readFile(half_out + "/f"), "half\n");  // left alone
+
+  EXPECT_EQ(killed.stop(SIGKILL), 128 + SIGKILL);
+  auto user = create("user", "cat " + half_out + "/f > $out", {"--input-drv", inputDrv(half)});
+  auto r = build(user);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(readFile(outPath(user)), "whole\n");
+  EXPECT_EQ(readFile(half_out + "/f"), "whole\n");
 }
 
 }  // namespace
