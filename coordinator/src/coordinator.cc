@@ -199,10 +199,11 @@ void Coordinator::Impl::putBuild(Batch& b, const BuildRecord& record,
 
 void Coordinator::Impl::forgetLostOutputs(Batch& b, const std::string& path,
                                           const DrvRecord& record) {
-  if (record.lost == 0 && record.stale_inputs == 0) return;
+  if (record.lost == 0 && record.stale_inputs == 0 && record.released == 0) return;
   DrvRecord reset = record;
   reset.lost = 0;
   reset.stale_inputs = 0;
+  reset.released = 0;
   putDrv(b, path, reset, record.failing);
 }
 

@@ -31,6 +31,7 @@ DrvRecord drvFrom(const json& j) {
   r.last_success = j.value("last_success", std::int64_t{0});  // absent in older databases
   r.lost = j.value("lost", 0);
   r.stale_inputs = j.value("stale_inputs", 0);
+  r.released = j.value("released", 0);
   return r;
 }
 
@@ -91,7 +92,8 @@ std::string encode(const DrvRecord& r) {
               {"failing", r.failing},
               {"last_success", r.last_success},
               {"lost", r.lost},
-              {"stale_inputs", r.stale_inputs}}
+              {"stale_inputs", r.stale_inputs},
+              {"released", r.released}}
       .dump();
 }
 

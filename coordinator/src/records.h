@@ -40,6 +40,11 @@ struct DrvRecord {
   // success): an agent that substitutes from another cache than the store the coordinator
   // asks would otherwise make it go round forever.
   int stale_inputs = 0;
+  // Builds given back unbuilt (agent errors that are not the derivation's fault, agents
+  // stopping) since the last success: from the second on, the build waits retry_backoff * 2^(n-2)
+  // before it is allocated again, so a derivation that crashes the build engine every time does
+  // not go round the agents without a pause. It is never failed for it: no dead end.
+  int released = 0;
 };
 
 struct AllocRecord {

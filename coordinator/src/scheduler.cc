@@ -354,6 +354,7 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
         drv.failures = 0;
         drv.failing = false;
         drv.stale_inputs = 0;
+        drv.released = 0;
         drv.last_success = b.now;
         d.putDrv(b, info.derivation, drv, was_failing);
         info.state = BuildState::kSucceeded;
@@ -438,6 +439,12 @@ Result<ResultAck> Coordinator::release(const std::string& agent, const ReleaseRe
       auto record = d.loadBuild(b.txn, open->build);
       if (!record) return fail(record.error());
       if (record->info.state != BuildState::kAllocated || record->allocation != alloc) continue;
+      auto drv = d.loadDrv(b.txn, record->info.derivation);
+      if (!drv) return fail(drv.error());
+      if (!*drv) return fail(ErrorCode::kInternal, "unknown derivation " + record->info.derivation);
+      DrvRecord counted = **drv;
+      counted.released++;
+      d.putDrv(b, record->info.derivation, counted, counted.failing);
       record->allocation = 0;
       record->info.state = BuildState::kQueued;
       record->info.tries = std::max(0, record->info.tries - 1);
@@ -445,6 +452,15 @@ Result<ResultAck> Coordinator::release(const std::string& agent, const ReleaseRe
       record->info.not_before = 0;
       record->info.message =
           "released by agent " + agent + (request.reason.empty() ? "" : ": " + request.reason);
+      if (counted.released > 1) {
+        const int doublings = std::min(counted.released - 2, kMaxBackoffDoublings);
+        const std::int64_t wait =
+            static_cast<std::int64_t>(d.options.retry_backoff_seconds) * (1LL << doublings);
+        record->info.not_before = b.now + wait;
+        record->info.message += " (given back " + std::to_string(counted.released) +
+                                " times since its last success; next try in " +
+                                std::to_string(wait) + " s)";
+      }
       d.putBuild(b, *record, BuildState::kAllocated);
     }
     return ack;

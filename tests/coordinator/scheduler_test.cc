@@ -340,6 +340,42 @@ TEST_F(SchedulerTest, FetchAndResultAreIdempotent) {
   EXPECT_FALSE(released->accepted);
 }
 
+// A build given back again and again (say, an agent's build engine crashes on it every time)
+// waits longer each time from the second give-back on, is never failed for it, and a success
+// clears the count.
+TEST_F(SchedulerTest, RepeatedReleasesBackOffWithoutFailing) {
+  openWithRetries(1, 10);
+  TestDrv a = drv("a");
+  auto b = submit({a});
+  auto giveBack = [&] {
+    auto got = fetch("a1");
+    EXPECT_EQ(got.size(), 1u);
+    if (got.empty()) return;
+    auto released = coord_->release("a1", ReleaseRequest{{got[0].allocation_id}, "crashed"});
+    ASSERT_TRUE(released.has_value());
+    EXPECT_TRUE(released->accepted);
+  };
+  giveBack();
+  EXPECT_EQ(info(b[0].id).not_before, 0);  // the first give-back costs nothing
+  std::int64_t wait = 10;
+  for (int n = 2; n <= 6; ++n, wait *= 2) {
+    giveBack();
+    BuildInfo held = info(b[0].id);
+    EXPECT_EQ(held.state, BuildState::kQueued);
+    EXPECT_EQ(held.tries, 0);
+    EXPECT_EQ(held.not_before, now_ + wait) << n;
+    EXPECT_THAT(held.message, HasSubstr("given back " + std::to_string(n) + " times"));
+    EXPECT_TRUE(fetch("a1").empty());
+    now_ += wait;
+  }
+  auto got = fetch("a1");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(succeed(got[0]));
+  auto again = submit({a});
+  giveBack();
+  EXPECT_EQ(info(again[0].id).not_before, 0);
+}
+
 TEST_F(SchedulerTest, CancelQueuedWaitingAndAllocatedBuilds) {
   open();
   TestDrv lib = drv("lib");
