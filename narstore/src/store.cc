@@ -254,7 +254,8 @@ Result<LmdbStore::TmpFile> LmdbStore::writeTmp(Source& body) const {
   return tmp;
 }
 
-Result<bool> LmdbStore::installNarFile(const TmpFile& tmp, const std::string& name) {
+Result<bool> LmdbStore::installNarFile(const TmpFile& tmp, const std::string& name,
+                                       bool unclaimed) {
   std::filesystem::path dest = narDir() / name;
   bool created = true;
   for (int attempt = 0;; ++attempt) {
@@ -264,10 +265,13 @@ Result<bool> LmdbStore::installNarFile(const TmpFile& tmp, const std::string& na
       ::unlink(tmp.path.c_str());
       return fail(ioError("link " + dest.string(), err));
     }
-    // Already there: maybe unreferenced and awaiting its unlink. Uploading it again cancels
-    // that (in a write transaction, serialised with the collector's unlinks); if the collector
-    // unlinked it just before, link ours again.
-    cancelPendingUnlink(name);
+    // Already there: maybe unreferenced and awaiting its unlink. Uploading it again restarts
+    // its grace (in a write transaction, serialised with the collector's unlinks); if the
+    // collector unlinked it just before, link ours again.
+    if (auto marked = markUploaded(name); !marked) {
+      ::unlink(tmp.path.c_str());
+      return fail(marked.error());
+    }
     struct stat st;
     if (::stat(dest.c_str(), &st) == 0) {
       created = false;
@@ -276,6 +280,13 @@ Result<bool> LmdbStore::installNarFile(const TmpFile& tmp, const std::string& na
   }
   ::unlink(tmp.path.c_str());
   if (created) NARCACHE_TRY(fsyncDir(narDir()));
+  if (created && unclaimed) {
+    // Not in any table yet: from now on it is unreferenced until a narinfo claims it.
+    if (auto marked = markUploaded(name); !marked) {
+      (void)removeUnreferencedNarFile(name);
+      return fail(marked.error());
+    }
+  }
   return created;
 }
 
@@ -291,7 +302,7 @@ Result<NarFile> LmdbStore::putNarFile(std::string_view file_name, Source& body) 
                                               ": content hashes to " + tmp->hash.toString() +
                                               ", not to the hash in its name");
     }
-    auto created = installNarFile(*tmp, std::string(file_name));
+    auto created = installNarFile(*tmp, std::string(file_name), true);
     if (!created) return fail(created.error());
     return NarFile{std::string(file_name), tmp->size, tmp->hash};
   });
@@ -535,14 +546,16 @@ Result<AddResult> LmdbStore::add(const NarInfo& info, Source& file, const AddOpt
       return drop(Error(ErrorCode::kInvalidArgument, info.path.baseName() + ": URL '" + info.url +
                                                          "' does not name the file nar/" + name));
     }
-    auto created = installNarFile(*tmp, name);
+    auto created = installNarFile(*tmp, name, false);
     if (!created) return fail(created.error());
     NarInfo with_file = info;
     with_file.url = "nar/" + name;
     with_file.file_hash = tmp->hash;
     with_file.file_size = tmp->size;
     auto result = addNarInfo(with_file, options);
-    if (!result && *created) (void)removeUnreferencedNarFile(name);
+    // A file of ours that no item uses (refused, or the item was there already): it would only
+    // wait for the collector's nar grace.
+    if (*created && (!result || !result->added)) (void)removeUnreferencedNarFile(name);
     return result;
   });
 }

@@ -216,19 +216,19 @@ Status LmdbStore::migrateToItemIds() {
   });
 }
 
-void LmdbStore::cancelPendingUnlink(const std::string& name) {
+Status LmdbStore::markUploaded(const std::string& name) {
   const Tables& t = tables_;
-  auto r = guard([&]() -> Status {
+  return guard([&]() -> Status {
     {
       lmdb::ReadTxn txn = env_->beginRead();
-      if (!txn.has(t.pending_unlink, name)) return {};
+      if (txn.has(t.files, name)) return {};
     }
     return env_->write<void>([&](lmdb::WriteTxn& txn) -> Status {
-      txn.del(t.pending_unlink, name);
+      if (txn.has(t.files, name)) return {};
+      txn.put(t.pending_unlink, name, encodeU64(static_cast<std::uint64_t>(clock_())));
       return {};
     });
   });
-  (void)r;  // best effort: installNarFile re-checks that the file is still there
 }
 
 // --- Roots ------------------------------------------------------------------------------

@@ -23,8 +23,10 @@
 //               self-refs); the refs table restricted to valid targets, as numbers
 //               gcnode and gcrefs are everything the GC graph scan reads besides roots: a few
 //               dozen bytes per item and 4 per reference, never a narinfo or a hash lookup
-//   pending_unlink  nar file name -> i64 time it lost its last user; exactly the names absent
-//               from `files` that await unlinking (cancelled by a new upload or commit)
+//   pending_unlink  nar file name -> i64 time since which no item uses it: it lost its last
+//               user, or was uploaded (or uploaded again) and no narinfo has claimed it yet;
+//               the collector unlinks it after the nar grace, a commit that uses it cancels
+//               that. Names absent from `files` only
 //   meta "gc:roots_generation" counts addRoot calls (plans made before a new root are stale)
 // Schema versions: 1 had a hash-keyed "gcmeta" table instead of itemid/gcnode/gcrefs and file
 // records without ids; openStore migrates a version-1 store in one write transaction.
@@ -225,8 +227,11 @@ class LmdbStore final : public Store {
     std::uint64_t size = 0;
   };
   Result<TmpFile> writeTmp(Source& body) const;
-  // Links tmp into nar/<name> (no replace); returns whether this call created it.
-  Result<bool> installNarFile(const TmpFile& tmp, const std::string& name);
+  // Links tmp into nar/<name> (no replace); returns whether this call created it. A file that
+  // was there already and no item uses has its nar grace restarted (markUploaded).
+  // `unclaimed`: a file this installs is unreferenced from now on (markUploaded), for a
+  // putNarFile whose narinfo may never come; add() removes its own file itself instead.
+  Result<bool> installNarFile(const TmpFile& tmp, const std::string& name, bool unclaimed);
   // Schema 1 -> 2 in one write transaction: item and file ids, gcnode and gcrefs from items,
   // refs, atime and files; drops gcmeta. A no-op for a version-2 store.
   Status migrateToItemIds();
@@ -244,8 +249,10 @@ class LmdbStore final : public Store {
   // that lost its last user (nullopt: still used).
   std::optional<std::uint64_t> removeItemRows(lmdb::WriteTxn& txn, const std::string& h,
                                               const NarInfo& info);
-  // Marks a file as re-uploaded: cancels a pending unlink (putNarFile, add).
-  void cancelPendingUnlink(const std::string& name);
+  // A nar file was just uploaded (putNarFile, add): unless an item uses it, it is unreferenced
+  // from now on (pending_unlink, with the time reset to now for a file uploaded again), so one
+  // whose narinfo never comes or is refused goes after the nar grace instead of staying forever.
+  Status markUploaded(const std::string& name);
   ItemStatus statusIn(const lmdb::Txn& txn, std::string_view hash_part) const;
 
   std::filesystem::path root_;

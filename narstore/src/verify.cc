@@ -40,8 +40,16 @@ struct FileJob {
   std::vector<std::string> items;  // hash parts using it
   // Results:
   std::string error;  // empty: fine
+  // The error says what the file holds (missing, not a valid stream or NAR, other content), not
+  // that it could not be read (permissions, I/O, resources): only then may --repair act on it.
+  bool repairable = false;
   std::uint64_t bytes = 0;
 };
+
+bool isAboutTheContent(ErrorCode code) {
+  return code == ErrorCode::kNotFound || code == ErrorCode::kInvalidArgument ||
+         code == ErrorCode::kCorruption;
+}
 
 std::set<std::string> dupSet(const lmdb::Txn& txn, lmdb::Dbi dbi, std::string_view key) {
   std::set<std::string> out;
@@ -394,6 +402,7 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
             auto check = checkNarFile(store->narDir() / job.name, job.compression, false);
             if (!check) {
               job.error = check.error().message();
+              job.repairable = isAboutTheContent(check.error().code());
             } else {
               job.bytes = check->file_size;
               bytes += check->file_size;
@@ -419,6 +428,7 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
                 }
               }
               job.error = err;
+              job.repairable = true;
             }
             ++done;
           }
@@ -453,26 +463,27 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
     for (const auto& h : job->items) {
       const ItemFacts& f = items.at(h);
       VerifyProblem p{f.base_name, "nar file " + job->name + ": " + job->error, false};
-      if (options.repair) {
+      if (options.repair && !job->repairable) {
+        p.message +=
+            " (not repaired: the file could not be read, which says nothing of its "
+            "content; fix that and verify again)";
+      } else if (options.repair) {
         auto path = StorePath::parseBaseName(f.base_name);
         Tombstone why{store->now(), "verify: nar file " + job->name + ": " + job->error, "verify"};
         if (path && store->markDeleted(*path, why)) p.repaired = true;
       }
       report.problems.push_back(std::move(p));
     }
-    if (options.repair) (void)store->removeUnreferencedNarFile(job->name);
+    if (options.repair && job->repairable) (void)store->removeUnreferencedNarFile(job->name);
   }
 
   // Orphans: anything in tmp/, and nar/ files no valid item uses.
   std::int64_t now = store->now();
   auto consider = [&](const std::filesystem::path& p, const std::string& label, bool is_nar) {
-    // A nar file awaiting GC's unlink is as old as the time it lost its last user.
+    // A nar file awaiting GC's unlink is no orphan: the collector removes it after its nar
+    // grace (--nar-grace), which verify must not cut short.
+    if (is_nar && pending_unlink.count(p.filename().string()) != 0) return;
     std::int64_t age = fileAge(p, now);
-    if (is_nar) {
-      if (auto it = pending_unlink.find(p.filename().string()); it != pending_unlink.end()) {
-        age = now - it->second;
-      }
-    }
     bool old_enough = options.all_orphans || age >= options.orphan_grace_seconds;
     if (options.repair && old_enough) {
       bool removed = false;

@@ -240,7 +240,7 @@ TEST(CollectTest, NewRootMakesThePlanStale) {
   EXPECT_FALSE(f.valid(b));
 }
 
-TEST(CollectTest, SharedNarFileStaysWhileUsedAndReuploadCancelsItsUnlink) {
+TEST(CollectTest, SharedNarFileStaysWhileUsedAndReuploadRestartsItsGrace) {
   Fixture f;
   auto one = makeItem("one", "same bytes");
   auto two = makeItem("two", "same bytes");
@@ -267,14 +267,60 @@ TEST(CollectTest, SharedNarFileStaysWhileUsedAndReuploadCancelsItsUnlink) {
   ASSERT_TRUE(report);
   EXPECT_EQ(report->files_unreferenced, 1u);
   EXPECT_EQ(report->pending_files, 1u);
+  f.clock.advance(100);  // past its grace, but uploaded again before the unlink
   MemorySource body(one.file);
   ASSERT_TRUE(f.store->putNarFile(one.info.url.substr(4), body));
-  f.clock.advance(100);
+  f.clock.advance(5);
   auto unlinked = f.store->unlinkNarFiles(10, 100);
   ASSERT_TRUE(unlinked);
   EXPECT_EQ(unlinked->files, 0u);
   EXPECT_EQ(listDir(f.dir / "s" / "nar").size(), 1u);
-  ASSERT_TRUE(f.store->addNarInfo(one.info));
+  ASSERT_TRUE(f.store->addNarInfo(one.info));  // claimed: no longer pending at all
+  f.clock.advance(100);
+  unlinked = f.store->unlinkNarFiles(10, 100);
+  ASSERT_TRUE(unlinked);
+  EXPECT_EQ(unlinked->files, 0u);
+  EXPECT_EQ(unlinked->pending, 0u);
+  EXPECT_EQ(listDir(f.dir / "s" / "nar").size(), 1u);
+  f.expectConsistent();
+}
+
+// A nar file whose narinfo never comes, or is refused (here: a reference is missing), is
+// unreferenced from its upload on: it is no orphan for verify, and GC unlinks it after the nar
+// grace instead of leaving it on disk forever. `add` of an item that is already there with
+// another file (same NAR, other compression) leaves no file behind at all.
+TEST(CollectTest, UploadsThatNoNarinfoClaimsGoAfterTheNarGrace) {
+  Fixture f;
+  auto base = makeItem("base", "base");
+  auto user = makeItem("user", "user", {base.info.path});
+  MemorySource body(user.file);
+  ASSERT_TRUE(f.store->putNarFile(user.info.url.substr(4), body));
+  auto refused = f.store->addNarInfo(user.info);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kConflict);
+  auto report = narstore::verifyStore(*f.store, {.threads = 1});
+  ASSERT_TRUE(report);
+  EXPECT_TRUE(report->orphans.empty()) << report->orphans[0];
+  f.clock.advance(5);
+  auto unlinked = f.store->unlinkNarFiles(10, 100);
+  ASSERT_TRUE(unlinked);
+  EXPECT_EQ(unlinked->files, 0u);
+  EXPECT_EQ(unlinked->pending, 1u);
+  f.clock.advance(10);
+  unlinked = f.store->unlinkNarFiles(10, 100);
+  ASSERT_TRUE(unlinked);
+  EXPECT_EQ(unlinked->files, 1u);
+  EXPECT_TRUE(listDir(f.dir / "s" / "nar").empty());
+
+  f.add(base);
+  auto again = makeItem("base", "base", {}, Compression::kXz);
+  ASSERT_NE(again.info.url, base.info.url);
+  MemorySource xz(again.file);
+  NarInfo info = again.info;
+  auto present = f.store->add(info, xz);
+  ASSERT_TRUE(present) << present.error().message();
+  EXPECT_FALSE(present->added);
+  EXPECT_EQ(listDir(f.dir / "s" / "nar"), std::vector<std::string>{base.info.url.substr(4)});
   f.expectConsistent();
 }
 

@@ -82,6 +82,37 @@ TEST(VerifyTest, CorruptAndMissingFilesAreFoundAndRepairedByMarkingDeleted) {
   EXPECT_TRUE(verifyStore(*store)->problems.empty());
 }
 
+// A nar file that cannot be read says nothing of its content (a permission, an I/O error, a
+// file system not mounted): verify reports it, but --repair neither marks its items deleted nor
+// unlinks it. Here a directory stands in its place, so reading it fails with EISDIR.
+TEST(VerifyTest, AFileThatCannotBeReadIsReportedButNotRepaired) {
+  test::TempDir dir;
+  auto store = initStore(dir / "s");
+  auto a = makeItem("a", "a");
+  ASSERT_TRUE(addItem(*store, a));
+  const auto file = dir / "s" / a.info.url;
+  const auto aside = dir / "aside";
+  std::filesystem::rename(file, aside);
+  std::filesystem::create_directory(file);
+
+  auto repaired = verifyStore(*store, {.repair = true, .threads = 1});
+  ASSERT_TRUE(repaired) << repaired.error().message();
+  EXPECT_FALSE(repaired->consistent());
+  ASSERT_EQ(repaired->problems.size(), 1u) << problems(*repaired);
+  EXPECT_FALSE(repaired->problems[0].repaired);
+  EXPECT_NE(repaired->problems[0].message.find("not repaired: the file could not be read"),
+            std::string::npos)
+      << problems(*repaired);
+  EXPECT_EQ(store->status(a.info.path.hashPart()).state, ItemState::kAvailable);
+  EXPECT_TRUE(std::filesystem::is_directory(file));
+
+  std::filesystem::remove(file);
+  std::filesystem::rename(aside, file);
+  auto after = verifyStore(*store);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->consistent()) << problems(*after);
+}
+
 TEST(VerifyTest, OrphansAreReportedAndRemovedByRepair) {
   test::TempDir dir;
   std::int64_t now = 1'000'000'000'000;  // far future: every file counts as old

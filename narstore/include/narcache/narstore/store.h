@@ -177,7 +177,9 @@ class Store {
   // Stores a compressed nar file uploaded under `file_name` ("<nix32 sha256>.nar<ext>", as Nix's
   // `PUT /nar/...`): streams `body` to tmp/ while hashing, refuses it (Corruption) if its
   // SHA-256 is not the one in the name, then fsyncs and renames it into nar/. Idempotent.
-  // The file is not served until a narinfo naming it is added.
+  // The file is not served until a narinfo naming it is added; until then it is unreferenced,
+  // as a deleted item's file (pending_unlink from now: unlinkNarFiles removes it after the nar
+  // grace if no narinfo claims it; uploading it again restarts that grace).
   virtual Result<NarFile> putNarFile(std::string_view file_name, Source& body) = 0;
 
   // Commits a narinfo whose nar file was stored by putNarFile (info.url = "nar/<file_name>").
@@ -188,6 +190,7 @@ class Store {
 
   // Both steps at once: `file` holds the compressed bytes in info.compression. FileHash,
   // FileSize and URL of `info` may be absent; they are computed (and checked when present).
+  // A file this call stored is removed again unless the item was added with it.
   virtual Result<AddResult> add(const NarInfo& info, Source& file,
                                 const AddOptions& options = {}) = 0;
 
@@ -259,7 +262,8 @@ class Store {
 
   // Unlinks nar files that have had no user for at least `grace_seconds` (pending_unlink), at
   // most `max_files` per call, each in a write transaction that re-checks that no item uses it.
-  // A file uploaded again meanwhile (putNarFile) or committed again is no longer pending.
+  // A file committed again meanwhile is no longer pending; one uploaded again (putNarFile) is
+  // pending from that upload on.
   virtual Result<UnlinkResult> unlinkNarFiles(std::int64_t grace_seconds,
                                               std::size_t max_files) = 0;
 };

@@ -12,7 +12,7 @@
 // in nar/ no valid item uses) are reported apart: a crash legitimately leaves them. Repair: marks
 // items whose nar file is missing or corrupt deleted (by "verify", with the reason) and removes
 // their corrupt file; removes orphans older than `orphan_grace_seconds` (or all of them with
-// `all_orphans`); a nar file awaiting GC's unlink counts as old as the time it lost its last user.
+// `all_orphans`); a nar file awaiting GC's unlink (pending_unlink) is no orphan: GC removes it.
 // Runs against a live store (the server may keep serving and accepting uploads).
 // Progress goes to stderr only when `progress` is set (the CLI sets it on a TTY).
 
