@@ -15,12 +15,18 @@ namespace {
 // store, but a loader could still produce one.
 constexpr int kMaxDepth = 2048;
 
-Result<std::size_t> digestSize(std::string_view algo) {
-  if (algo == "md5") return 16;
-  if (algo == "sha1") return 20;
-  if (algo == "sha256") return 32;
-  if (algo == "sha512") return 64;
-  return fail(ErrorCode::kInvalidArgument, "unknown hash algorithm '" + std::string(algo) + "'");
+// The hash of a fixed output as Nix 2.8 reads it from a .drv: `hash_algo` is "[r:]<algo>" and
+// the hash is parsed with Hash::parseNonSRIUnprefixed (base16 in either case, nix32 or base64).
+// Nix hashes its lowercase base16 form, never the text as written, so an upper-case or nix32
+// hash gives the same paths as the lowercase base16 one.
+Result<Hash> parseFixedHash(std::string_view hash_algo, std::string_view hash) {
+  std::string_view algo_name = hash_algo;
+  if (algo_name.starts_with("r:")) algo_name.remove_prefix(2);
+  auto algo = parseHashAlgo(algo_name);
+  if (!algo) return fail(algo.error());
+  auto parsed = Hash::parseUnprefixed(hash, *algo);
+  if (!parsed) return fail(parsed.error().withContext("output hash"));
+  return parsed;
 }
 
 std::string outputPathName(std::string_view drv_name, std::string_view output) {
@@ -74,24 +80,29 @@ Result<DrvModuloHash> moduloHash(const Derivation& drv, std::string_view store_d
                   "a fixed-output derivation must have the single output 'out'");
     }
     const DerivationOutput& out = drv.outputs.at("out");
+    auto hash = parseFixedHash(out.hash_algo, out.hash);
+    if (!hash) return fail(hash.error());
+    const std::string hex = hash->digestString(HashFormat::kBase16);
     auto path = makeFixedOutputPath(out.hash_algo, out.hash, drv.name, store_dir);
     if (!path) return fail(path.error());
     return DrvModuloHash{
-        hashString(HashAlgo::kSha256, "fixed:out:" + out.hash_algo + ":" + out.hash + ":" + *path),
+        hashString(HashAlgo::kSha256, "fixed:out:" + out.hash_algo + ":" + hex + ":" + *path),
         true};
   }
 
   // Nix keys the replaced inputs by base16 hash in a std::map, so the written order follows the
-  // hashes, not the paths.
+  // hashes, not the paths. Two input derivations can have the same modulo hash (they differ only
+  // in fixed-output inputs that give the same output): their output names are merged, as Nix's
+  // `inputs2[hash].insert(output)` does.
   std::map<std::string, std::set<std::string>> inputs;
   for (const auto& [path, outputs] : drv.input_drvs) {
     auto h = inputDrvModuloHash(path, store_dir, load, memo, depth);
     if (!h) return fail(h.error());
     const std::string hex = h->hash.digestString(HashFormat::kBase16);
     if (h->fixed_output) {
-      if (outputs.count("out")) inputs.insert_or_assign(hex, std::set<std::string>{"out"});
+      if (outputs.count("out")) inputs[hex].insert("out");
     } else {
-      inputs.insert_or_assign(hex, outputs);
+      inputs[hex].insert(outputs.begin(), outputs.end());
     }
   }
   return DrvModuloHash{hashString(HashAlgo::kSha256, writeDerivation(drv, mask_outputs, &inputs)),
@@ -131,26 +142,13 @@ Result<std::string> makeOutputPath(std::string_view output, const Hash& drv_hash
                        store_dir);
 }
 
-Result<std::string> makeFixedOutputPath(std::string_view hash_algo, std::string_view hash_hex,
+Result<std::string> makeFixedOutputPath(std::string_view hash_algo, std::string_view hash,
                                         std::string_view name, std::string_view store_dir) {
-  std::string_view algo = hash_algo;
-  const bool recursive = algo.starts_with("r:");
-  if (recursive) algo.remove_prefix(2);
-  auto size = digestSize(algo);
-  if (!size) return fail(size.error());
-  auto digest = base16Decode(hash_hex);
-  if (!digest || digest->size() != *size) {
-    return fail(ErrorCode::kInvalidArgument, "output hash '" + std::string(hash_hex) +
-                                                 "' is not a base16 " + std::string(algo) +
-                                                 " hash");
-  }
-  if (recursive && algo == "sha256") {
-    auto h = Hash::fromBytes(HashAlgo::kSha256, Bytes(digest->data(), digest->size()));
-    if (!h) return fail(h.error());
-    return makeStorePath("source", *h, name, store_dir);
-  }
+  auto parsed = parseFixedHash(hash_algo, hash);
+  if (!parsed) return fail(parsed.error());
+  if (hash_algo == "r:sha256") return makeStorePath("source", *parsed, name, store_dir);
   const std::string inner =
-      "fixed:out:" + std::string(hash_algo) + ":" + std::string(hash_hex) + ":";
+      "fixed:out:" + std::string(hash_algo) + ":" + parsed->digestString(HashFormat::kBase16) + ":";
   return makeStorePath("output:out", hashString(HashAlgo::kSha256, inner), name, store_dir);
 }
 

@@ -10,16 +10,20 @@
 namespace narcache {
 namespace {
 
-// Reverse table of kNix32Alphabet: digit value or -1.
-constexpr std::array<std::int8_t, 256> makeNix32Table() {
+// Reverse table of an alphabet: digit value or -1.
+constexpr std::array<std::int8_t, 256> makeReverseTable(std::string_view alphabet) {
   std::array<std::int8_t, 256> table{};
   for (auto& v : table) v = -1;
-  for (std::size_t i = 0; i < kNix32Alphabet.size(); ++i) {
-    table[static_cast<unsigned char>(kNix32Alphabet[i])] = static_cast<std::int8_t>(i);
+  for (std::size_t i = 0; i < alphabet.size(); ++i) {
+    table[static_cast<unsigned char>(alphabet[i])] = static_cast<std::int8_t>(i);
   }
   return table;
 }
-constexpr auto kNix32Table = makeNix32Table();
+constexpr auto kNix32Table = makeReverseTable(kNix32Alphabet);
+// Standard base64 (for the lenient decoder: libsodium refuses non-zero padding bits, which
+// Nix accepts).
+constexpr auto kBase64Table =
+    makeReverseTable("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
 
 constexpr std::int8_t hexValue(char c) {
   if (c >= '0' && c <= '9') return static_cast<std::int8_t>(c - '0');
@@ -161,6 +165,28 @@ Result<std::vector<std::byte>> base64Decode(std::string_view text) {
     return fail(ErrorCode::kInvalidArgument, "invalid base64 string " + quoted(text));
   }
   out.resize(len);
+  return out;
+}
+
+Result<std::vector<std::byte>> base64DecodeLenient(std::string_view text) {
+  std::vector<std::byte> out;
+  out.reserve(text.size() / 4 * 3 + 2);
+  unsigned acc = 0;   // the low `bits` bits are not yet written
+  unsigned bits = 0;  // always < 8 between characters
+  for (const char c : text) {
+    if (c == '=') break;
+    if (c == '\n') continue;
+    const int digit = kBase64Table[static_cast<unsigned char>(c)];
+    if (digit < 0) {
+      return fail(ErrorCode::kInvalidArgument, "invalid base64 string " + quoted(text));
+    }
+    acc = (acc << 6 | static_cast<unsigned>(digit)) & 0x3fff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<std::byte>((acc >> bits) & 0xff));
+    }
+  }
   return out;
 }
 

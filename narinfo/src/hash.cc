@@ -36,7 +36,8 @@ const EVP_MD* evpMd(HashAlgo algo) {
   return md;
 }
 
-// Decodes a bare digest of `algo`, telling the encoding apart by length as Nix does.
+// Decodes a bare digest of `algo`, telling the encoding apart by length as Nix does. SRI is
+// always base64, of any length (Nix 2.8 accepts "sha256-" and 43 characters, without padding).
 Result<Hash> parseDigest(std::string_view digest, HashAlgo algo, bool sri, std::string_view whole) {
   const std::size_t size = hashSize(algo);
   Result<std::vector<std::byte>> bytes = fail(ErrorCode::kInternal, "unreachable");
@@ -44,8 +45,8 @@ Result<Hash> parseDigest(std::string_view digest, HashAlgo algo, bool sri, std::
     bytes = base16Decode(digest);
   } else if (!sri && digest.size() == nix32Length(size)) {
     bytes = nix32Decode(digest, size);
-  } else if (digest.size() == (size + 2) / 3 * 4) {
-    bytes = base64Decode(digest);
+  } else if (sri || digest.size() == (size + 2) / 3 * 4) {
+    bytes = base64DecodeLenient(digest);
     if (bytes && bytes->size() != size) {
       return fail(ErrorCode::kInvalidArgument, "hash " + quoted(whole) +
                                                    " has wrong length for hash type '" +
@@ -129,6 +130,10 @@ Result<Hash> Hash::parseAs(std::string_view text, HashAlgo algo) {
                                                  std::string(hashAlgoName(algo)) + "'");
   }
   return hash;
+}
+
+Result<Hash> Hash::parseUnprefixed(std::string_view digest, HashAlgo algo) {
+  return parseDigest(digest, algo, false, digest);
 }
 
 std::string Hash::digestString(HashFormat format) const {

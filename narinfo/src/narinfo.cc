@@ -4,7 +4,6 @@
 #include <array>
 #include <charconv>
 
-#include "narcache/narinfo/encoding.h"
 #include "quoted.h"
 
 namespace narcache {
@@ -61,23 +60,6 @@ Result<Hash> parseSha256(std::string_view value) {
   return hash;
 }
 
-// Checks a bare digest of `size` bytes in base16, nix32 or base64 (told apart by length), as
-// Nix's Hash::parseNonSRIUnprefixed does.
-Status checkDigest(std::string_view digest, std::size_t size) {
-  Result<std::vector<std::byte>> bytes = fail(ErrorCode::kInvalidArgument, "");
-  if (digest.size() == size * 2) {
-    bytes = base16Decode(digest);
-  } else if (digest.size() == nix32Length(size)) {
-    bytes = nix32Decode(digest, size);
-  } else if (digest.size() == (size + 2) / 3 * 4) {
-    bytes = base64Decode(digest);
-  } else {
-    return fail(ErrorCode::kInvalidArgument, "digest " + quoted(digest) + " has wrong length");
-  }
-  if (!bytes) return fail(bytes.error());
-  return {};
-}
-
 // A content address as Nix 2.8 renders it: "text:sha256:<digest>" or
 // "fixed:[r:]<algo>:<digest>" with algo md5, sha1, sha256 or sha512.
 Status validateContentAddress(std::string_view ca) {
@@ -97,24 +79,20 @@ Status validateContentAddress(std::string_view ca) {
   if (colon == std::string_view::npos) {
     return fail(ErrorCode::kInvalidArgument, quoted(ca) + " has no '<algo>:<hash>'");
   }
-  const std::string_view algo = rest.substr(0, colon);
-  std::size_t size = 0;
-  if (algo == "sha256") {
-    size = 32;
-  } else if (text) {
-    return fail(ErrorCode::kInvalidArgument, quoted(ca) + " is not a sha256 text hash");
-  } else if (algo == "sha512") {
-    size = 64;
-  } else if (algo == "sha1") {
-    size = 20;
-  } else if (algo == "md5") {
-    size = 16;
-  } else {
+  const std::string_view algo_name = rest.substr(0, colon);
+  auto algo = parseHashAlgo(algo_name);
+  if (!algo) {
     return fail(ErrorCode::kInvalidArgument,
-                quoted(ca) + " has unknown hash algorithm " + quoted(algo));
+                quoted(ca) + " has unknown hash algorithm " + quoted(algo_name));
   }
-  if (auto ok = checkDigest(rest.substr(colon + 1), size); !ok) {
-    return fail(ok.error().withContext(quoted(ca)));
+  if (text && *algo != HashAlgo::kSha256) {
+    return fail(ErrorCode::kInvalidArgument, quoted(ca) + " is not a sha256 text hash");
+  }
+  // The digest is read as Nix's parseNonSRIUnprefixed does: base16, nix32 or base64 told apart
+  // by length, and it must decode to exactly the digest size (a 44-character base64 string
+  // ending in "==" holds 31 bytes, not 32).
+  if (auto hash = Hash::parseUnprefixed(rest.substr(colon + 1), *algo); !hash) {
+    return fail(hash.error().withContext(quoted(ca)));
   }
   return {};
 }
@@ -187,7 +165,7 @@ Status parseField(NarInfo& info, Field field, std::string_view value) {
       return {};
     }
     case kSystem: info.system = value; return {};
-    case kSig: info.sigs.emplace_back(value); return {};
+    case kSig: info.addSignature(std::string(value)); return {};
     case kCa:
       if (!value.empty()) NARCACHE_TRY(validateContentAddress(value));
       info.ca = value;
@@ -257,6 +235,11 @@ Result<NarInfo> NarInfo::parse(std::string_view text, std::string_view source,
   return info;
 }
 
+void NarInfo::addSignature(std::string sig) {
+  auto it = std::lower_bound(sigs.begin(), sigs.end(), sig);
+  if (it == sigs.end() || *it != sig) sigs.insert(it, std::move(sig));
+}
+
 std::string NarInfo::toString() const {
   std::string out;
   out.reserve(512);
@@ -281,7 +264,10 @@ std::string NarInfo::toString() const {
   line("References", refs);  // written even when empty: "References: "
   if (deriver) line("Deriver", deriver->baseName());
   if (!system.empty()) line("System", system);
-  for (const auto& sig : sigs) line("Sig", sig);
+  std::vector<std::string> sorted_sigs = sigs;
+  std::sort(sorted_sigs.begin(), sorted_sigs.end());
+  sorted_sigs.erase(std::unique(sorted_sigs.begin(), sorted_sigs.end()), sorted_sigs.end());
+  for (const auto& sig : sorted_sigs) line("Sig", sig);
   if (!ca.empty()) line("CA", ca);
   return out;
 }

@@ -2,7 +2,6 @@
 
 #include <sodium.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -141,11 +140,9 @@ std::string SecretKey::sign(std::string_view message) const {
 }
 
 void signNarInfo(NarInfo& info, const SecretKey& key) {
-  std::string sig = key.sign(info.fingerprint());
-  // Ed25519 signatures are deterministic, so re-signing gives an identical line.
-  if (std::find(info.sigs.begin(), info.sigs.end(), sig) == info.sigs.end()) {
-    info.sigs.push_back(std::move(sig));
-  }
+  // Ed25519 signatures are deterministic, so re-signing gives an identical line, which
+  // addSignature keeps once.
+  info.addSignature(key.sign(info.fingerprint()));
 }
 
 bool hasValidSignature(const NarInfo& info, const std::vector<PublicKey>& trusted) {

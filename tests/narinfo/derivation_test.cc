@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,178 @@ TEST(Derivation, FixedOutputPathRules) {
   EXPECT_FALSE(makeFixedOutputPath("sha256", "abc", "f", "/nix/store"));
   EXPECT_FALSE(makeFixedOutputPath("blake9", empty_sha256, "f", "/nix/store"));
   EXPECT_FALSE(makeFixedOutputPath("sha256", empty_sha256, "bad/name", "/nix/store"));
+}
+
+// Nix parses the hash of a fixed output in a .drv (base16 in either case, nix32 or base64) and
+// hashes its lowercase base16 form, so every spelling gives the same paths. The path of t was
+// computed by Nix 2.8: each ff variant and a t.drv naming it as input were written with
+// builtins.toFile (`nix-instantiate --eval --read-write-mode --store R`), and registering t.drv
+// failed with "derivation ... has incorrect output ..., should be '/nix/store/768bqan1...-t'",
+// the same for all four variants.
+TEST(Derivation, FixedOutputHashIsReadAsNixReadsIt) {
+  const std::string lower = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  const std::string text =
+      test::readFile(kDrvData / "nix" / "gxx0lmadvji0k8wzwjvfr1bmr1nphg35-ff.drv");
+  const Hash lower_modulo =
+      hashDerivationModulo(*parseDerivation(text, "ff"), "/nix/store", nullptr, false).value();
+  for (const std::string& hash : {
+           lower,
+           std::string("E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"),
+           std::string("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"),
+           std::string("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="),
+       }) {
+    SCOPED_TRACE(hash);
+    EXPECT_EQ(makeFixedOutputPath("sha256", hash, "ff", "/nix/store").value(),
+              "/nix/store/03nsxs7k6gppa12846gia95y9r8gdjh6-ff");
+    std::string variant = text;
+    const std::string field = "\"sha256\",\"" + lower + "\"";
+    variant.replace(variant.find(field), field.size(), "\"sha256\",\"" + hash + "\"");
+    auto ff = parseDerivation(variant, "ff");
+    ASSERT_TRUE(ff) << ff.error().message();
+    auto check = checkOutputPaths(*ff, "/nix/store", nullptr);
+    EXPECT_TRUE(check) << check.error().message();
+    auto modulo = hashDerivationModulo(*ff, "/nix/store", nullptr, false);
+    ASSERT_TRUE(modulo) << modulo.error().message();
+    EXPECT_EQ(*modulo, lower_modulo);
+
+    const std::string ff_path = derivationStorePath(*ff, "/nix/store").value();
+    Derivation t;
+    t.name = "t";
+    t.outputs["out"] = {};
+    t.input_drvs[ff_path] = {"out"};
+    t.platform = "x86_64-linux";
+    t.builder = "/bin/sh";
+    t.env["name"] = "t";
+    const DerivationLoader load = [&](const std::string& path) -> Result<Derivation> {
+      if (path != ff_path) return fail(ErrorCode::kNotFound, "no " + path);
+      return *ff;
+    };
+    auto computed = computeOutputPaths(t, "/nix/store", load);
+    ASSERT_TRUE(computed) << computed.error().message();
+    EXPECT_EQ(t.outputs.at("out").path, "/nix/store/768bqan1sskp3xacfqpjzf2n2x5sma96-t");
+  }
+  // What Nix refuses there: a prefixed or SRI hash, a wrong length.
+  EXPECT_FALSE(makeFixedOutputPath("sha256", "sha256:" + lower, "ff", "/nix/store"));
+  EXPECT_FALSE(makeFixedOutputPath(
+      "sha256", "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", "ff", "/nix/store"));
+  EXPECT_FALSE(makeFixedOutputPath("sha256", lower.substr(2), "ff", "/nix/store"));
+}
+
+// Two input derivations with one modulo hash: a1 and a2 differ only in their fixed-output input
+// (src1 and src2 have different builders but the same output), so Nix replaces both by a single
+// entry under that hash with their output names merged ({dev, out} here). The golden paths are
+// what nix-instantiate (Nix 2.8) gives for this expression, as DerivationInterop checks below.
+constexpr const char* kSameModuloExpr = R"nix(
+let
+  sys = "x86_64-linux";
+  src1 = derivation { name = "src"; builder = "/bin/sh"; system = sys;
+    outputHashMode = "recursive"; outputHash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; };
+  src2 = derivation { name = "src"; builder = "/bin/bash"; system = sys;
+    outputHashMode = "recursive"; outputHash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; };
+  mk = src: derivation { name = "a"; builder = "/bin/sh"; system = sys;
+    outputs = [ "out" "dev" ]; inherit src; };
+  a1 = mk src1;
+  a2 = mk src2;
+in {
+  inherit src1 src2 a1 a2;
+  top = derivation { name = "top"; builder = "/bin/sh"; system = sys;
+    x = "${a1.out} ${a2.dev}"; };
+}
+)nix";
+
+// Derivations made with makeDerivation, by .drv path; loader() loads from them.
+struct DrvSet {
+  std::map<std::string, Derivation> by_path;
+
+  DerivationLoader loader() const {
+    return [this](const std::string& path) -> Result<Derivation> {
+      auto it = by_path.find(path);
+      if (it == by_path.end()) return fail(ErrorCode::kNotFound, "no " + path);
+      return it->second;
+    };
+  }
+  // Makes the derivation of `attrs`, keeps it and returns its .drv path ("" on error).
+  std::string add(const DerivationAttrs& attrs) {
+    auto drv = makeDerivation(attrs, "/nix/store", loader());
+    EXPECT_TRUE(drv) << drv.error().message();
+    if (!drv) return "";
+    const std::string path = derivationStorePath(*drv, "/nix/store").value();
+    by_path.emplace(path, std::move(*drv));
+    return path;
+  }
+  std::string output(const std::string& drv_path, const std::string& name) const {
+    return by_path.at(drv_path).outputs.at(name).path;
+  }
+};
+
+// The attributes of kSameModuloExpr; returns the .drv paths by attribute name.
+std::map<std::string, std::string> makeSameModulo(DrvSet& set) {
+  std::map<std::string, std::string> paths;
+  DerivationAttrs src;
+  src.name = "src";
+  src.builder = "/bin/sh";
+  src.system = "x86_64-linux";
+  src.env["outputHashMode"] = "recursive";
+  src.env["outputHash"] = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+  paths["src1"] = set.add(src);
+  src.builder = "/bin/bash";
+  paths["src2"] = set.add(src);
+  for (const std::string n : {"1", "2"}) {
+    DerivationAttrs a;
+    a.name = "a";
+    a.builder = "/bin/sh";
+    a.system = "x86_64-linux";
+    a.outputs = {"out", "dev"};
+    a.outputs_given = true;
+    a.env["src"] = set.output(paths["src" + n], "out");
+    a.input_drvs[paths["src" + n]] = {"out"};
+    paths["a" + n] = set.add(a);
+  }
+  DerivationAttrs top;
+  top.name = "top";
+  top.builder = "/bin/sh";
+  top.system = "x86_64-linux";
+  top.env["x"] = set.output(paths["a1"], "out") + " " + set.output(paths["a2"], "dev");
+  top.input_drvs[paths["a1"]] = {"out"};
+  top.input_drvs[paths["a2"]] = {"dev"};
+  paths["top"] = set.add(top);
+  return paths;
+}
+
+TEST(Derivation, InputsWithOneModuloHashMergeTheirOutputs) {
+  DrvSet set;
+  const auto paths = makeSameModulo(set);
+  EXPECT_EQ(paths.at("src1"), "/nix/store/a62828qpbnxqiil44gn440zaylhaj65f-src.drv");
+  EXPECT_EQ(paths.at("src2"), "/nix/store/b1grwafkgh5i0ksbnn2ysq71vcf7rj5k-src.drv");
+  EXPECT_EQ(paths.at("a1"), "/nix/store/y59x1z82fskkhwhnjzkzf7r31rnnavdf-a.drv");
+  EXPECT_EQ(paths.at("a2"), "/nix/store/hc0bksz2nva3dn8mhpslhl85dszn2qmd-a.drv");
+  // Same modulo hash, so the same output paths.
+  EXPECT_EQ(set.output(paths.at("a1"), "dev"), "/nix/store/6sskv9yrcbzbhvjz7bprdjfrbxsvsbnx-a-dev");
+  EXPECT_EQ(set.output(paths.at("a2"), "dev"), "/nix/store/6sskv9yrcbzbhvjz7bprdjfrbxsvsbnx-a-dev");
+  EXPECT_EQ(set.output(paths.at("a1"), "out"), "/nix/store/7796rs1ch9lb6qcnh1ncqfrmadnq6n6y-a");
+  EXPECT_EQ(set.output(paths.at("top"), "out"), "/nix/store/7ma6mh30zxxb0xpjnj3ww78z0mmfikbk-top");
+  EXPECT_EQ(paths.at("top"), "/nix/store/xh0lw2qnx8wy7wv231pww90qr2nmxilj-top.drv");
+  auto check = checkOutputPaths(set.by_path.at(paths.at("top")), "/nix/store", set.loader());
+  EXPECT_TRUE(check) << check.error().message();
+}
+
+// The same, judged by nix-instantiate when Nix is installed: the very same .drv files.
+TEST(DerivationInterop, InputsWithOneModuloHashMatchNixInstantiate) {
+  if (!test::haveNix()) GTEST_SKIP() << "nix-bin is not installed";
+  test::NixEnv nix;
+  test::TempDir tmp;
+  test::writeFile(tmp / "x.nix", kSameModuloExpr);
+  DrvSet set;
+  for (const auto& [attr, path] : makeSameModulo(set)) {
+    SCOPED_TRACE(attr);
+    auto r = nix.run({"nix-instantiate", "--store", (tmp / "root").string(),
+                      (tmp / "x.nix").string(), "-A", attr});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, path + "\n");
+    const fs::path file = tmp / "root" / "nix" / "store" / fs::path(path).filename();
+    ASSERT_TRUE(fs::exists(file)) << file;
+    EXPECT_EQ(writeDerivation(set.by_path.at(path)), test::readFile(file));
+  }
 }
 
 TEST(Derivation, ModuloHashReplacesInputsRecursively) {

@@ -183,6 +183,25 @@ TEST(Base64, RejectsMalformed) {
   }
 }
 
+// Nix 2.8's base64Decode, which it reads hashes with: stops at the first '=', skips newlines,
+// drops leftover bits (so padding is optional and padding bits may be non-zero).
+TEST(Base64, LenientDecodingIsNixs) {
+  const std::pair<std::string, std::string> accepted[] = {
+      {"", ""},        {"Zg==", "f"}, {"Zg", "f"},    {"Zh==", "f"},       {"Zm8", "fo"},
+      {"Zm9v", "foo"}, {"Zg=A", "f"}, {"Zg=!!", "f"}, {"Zm\n9v\n", "foo"}, {"Z", ""},
+  };
+  for (const auto& [text, plain] : accepted) {
+    auto r = base64DecodeLenient(text);
+    ASSERT_TRUE(r.has_value()) << text << ": " << r.error().message();
+    EXPECT_EQ(*r, bytesOf(plain)) << text;
+  }
+  for (const std::string text : {"Z!==", "Zm9 ", "Zm-_", "Zm9v\r"}) {
+    auto r = base64DecodeLenient(text);
+    ASSERT_FALSE(r.has_value()) << text;
+    EXPECT_EQ(r.error().message(), "invalid base64 string '" + text + "'");
+  }
+}
+
 TEST(Base64, RoundTripsRandomData) {
   std::mt19937 rng(7);
   for (std::size_t len = 0; len <= 100; ++len) {
@@ -191,6 +210,9 @@ TEST(Base64, RoundTripsRandomData) {
     auto back = base64Decode(base64Encode(data));
     ASSERT_TRUE(back.has_value());
     EXPECT_EQ(*back, data);
+    auto lenient = base64DecodeLenient(base64Encode(data));
+    ASSERT_TRUE(lenient.has_value());
+    EXPECT_EQ(*lenient, data);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "narcache/narinfo/encoding.h"
+#include "support/support.h"
 
 namespace narcache {
 namespace {
@@ -206,6 +207,75 @@ TEST(Hash, ParseRejectsMalformed) {
     ASSERT_FALSE(r.has_value()) << c.text;
     EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
     EXPECT_EQ(r.error().message(), c.error);
+  }
+}
+
+// Base64 the way Nix 2.8 reads it (Hash::Hash(rest, algo, isSRI) with its lenient
+// base64Decode): SRI may drop the padding, padding bits may be non-zero, and the result must be
+// exactly the digest size. Each case was checked with `nix hash to-base16` (Nix 2.8), and is
+// again by HashInterop below when Nix is installed.
+struct LenientCase {
+  std::string text;
+  bool accepted;
+};
+
+const std::vector<LenientCase>& lenientCases() {
+  static const std::vector<LenientCase> kCases = {
+      {"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", true},   // SRI without padding
+      {"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFV=", true},  // non-zero padding bits
+      {"sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFV=", true},  // also without SRI
+      {"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU==",
+       true},  // what follows '=' is ignored
+      {"md5-1B2M2Y8AsgTpgAmY7PhCfg", true},
+      {"sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", false},   // 43 chars need SRI
+      {"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuF", false},    // 31 bytes
+      {"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFUA", false},  // 33 bytes
+      {"sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuF==", false},  // 31 bytes
+      {"sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuA==", false},  // 31 bytes, canonical
+      {"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuF!", false},   // not base64
+  };
+  return kCases;
+}
+
+TEST(Hash, ParsesBase64AsLenientlyAsNix) {
+  const Hash empty = hashString(HashAlgo::kSha256, "");
+  for (const auto& c : lenientCases()) {
+    auto h = Hash::parse(c.text);
+    EXPECT_EQ(h.has_value(), c.accepted) << c.text;
+    if (h && c.text.starts_with("sha256")) {
+      EXPECT_EQ(*h, empty) << c.text;
+    }
+  }
+  auto wrong = Hash::parse("sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuF==");
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().message(),
+            "hash 'sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuF==' has wrong length for hash "
+            "type 'sha256'");
+  // parseUnprefixed takes a bare digest only (Nix's parseNonSRIUnprefixed).
+  EXPECT_EQ(
+      *Hash::parseUnprefixed("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFV=", HashAlgo::kSha256),
+      empty);
+  EXPECT_EQ(
+      *Hash::parseUnprefixed("E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+                             HashAlgo::kSha256),
+      empty);
+  EXPECT_FALSE(
+      Hash::parseUnprefixed("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", HashAlgo::kSha256));
+  EXPECT_FALSE(Hash::parseUnprefixed(empty.toString(), HashAlgo::kSha256));
+}
+
+// The same cases, judged by the real Nix when it is installed.
+TEST(HashInterop, Base64CasesAgreeWithNix) {
+  if (!test::haveNix()) GTEST_SKIP() << "nix-bin is not installed";
+  test::NixEnv nix;
+  for (const auto& c : lenientCases()) {
+    auto r = nix.run({"nix", "hash", "to-base16", c.text});
+    EXPECT_EQ(r.exit_code == 0, c.accepted) << c.text << ": " << r.err;
+    auto h = Hash::parse(c.text);
+    EXPECT_EQ(h.has_value(), r.exit_code == 0) << c.text << ": " << r.err;
+    if (r.exit_code == 0 && h) {
+      EXPECT_EQ(r.out, h->digestString(HashFormat::kBase16) + "\n") << c.text;
+    }
   }
 }
 

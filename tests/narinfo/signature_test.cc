@@ -189,6 +189,33 @@ TEST(Signature, SignNarInfoAddsOnce) {
   EXPECT_EQ(info.sigs.back(), sk.sign(info.fingerprint()));
 }
 
+// `narinfo sign` output has Nix's layout: Nix keeps the Sig values in a std::set, so a new
+// signature sorts in among the others and a repeated one is printed once.
+TEST(Signature, SignedNarInfoPrintsSigsSortedAndUnique) {
+  const std::string minimal =
+      "StorePath: /nix/store/26wynq10b566n9yin4i99sy9f86g5nxx-chain-a\n"
+      "URL: nar/x.nar\n"
+      "NarHash: sha256:0vsc3xf1i5dspiqa2gwasdzdrkjyx47wmz5avqapp7dkrr4884qv\n"
+      "NarSize: 576\n";
+  const std::string z_sig = "z-key:c2lnMg==";
+  auto info = NarInfo::parse(minimal + "Sig: " + z_sig + "\nSig: " + z_sig + "\n");
+  ASSERT_TRUE(info.has_value()) << info.error().message();
+  auto sk = SecretKey::generate("a-key");
+  ASSERT_TRUE(sk.has_value());
+  signNarInfo(*info, *sk);
+  const std::string a_sig = sk->sign(info->fingerprint());
+  EXPECT_EQ(info->toString(),
+            "StorePath: /nix/store/26wynq10b566n9yin4i99sy9f86g5nxx-chain-a\n"
+            "URL: nar/x.nar\n"
+            "Compression: bzip2\n"
+            "NarHash: sha256:0vsc3xf1i5dspiqa2gwasdzdrkjyx47wmz5avqapp7dkrr4884qv\n"
+            "NarSize: 576\n"
+            "References: \n"
+            "Sig: " +
+                a_sig + "\nSig: " + z_sig + "\n");
+  EXPECT_EQ(info->sigs, (std::vector<std::string>{a_sig, z_sig}));
+}
+
 struct BadKey {
   std::string text;
   std::string error;

@@ -21,6 +21,8 @@
 //       name = drvname, or drvname-<o> when o != "out";
 //   fixed output, recursive sha256: type "source", h = the content hash;
 //   other fixed outputs: type "output:out", h = sha256("fixed:out:<r:?><algo>:<hex>:");
+//       <hex> is always lowercase base16: Nix parses the .drv's hash (base16 in either case,
+//       nix32 or base64) and prints it back, so every spelling of one hash gives one path;
 //   the .drv itself: type "text[:<ref>]..." (input srcs and input drvs, sorted), h = sha256(text),
 //       name = "<drvname>.drv".
 // Value types and pure functions; thread-compatible.
@@ -39,7 +41,9 @@
 namespace narcache {
 
 // One output. Input-addressed: path set, hash_algo and hash empty. Fixed-output: all three set,
-// hash_algo "sha256" (flat) or "r:sha256" (recursive; also sha1/md5/sha512), hash in base16.
+// hash_algo "sha256" (flat) or "r:sha256" (recursive; also sha1/md5/sha512), hash in base16
+// as Nix writes it (as read: also upper case, nix32 or base64, which Nix accepts; the paths are
+// those of the lowercase base16 form).
 // Masked or deferred: everything empty. Floating content-addressed: hash_algo only.
 struct DerivationOutput {
   std::string path;
@@ -85,8 +89,9 @@ Result<std::string> makeStorePath(std::string_view type, const Hash& hash, std::
 // Path of output `output` of a derivation named `drv_name` with modulo hash `drv_hash`.
 Result<std::string> makeOutputPath(std::string_view output, const Hash& drv_hash,
                                    std::string_view drv_name, std::string_view store_dir);
-// Path of a fixed output: `hash_algo` as in a .drv ("r:sha256", "sha1", ...), `hash_hex` base16.
-Result<std::string> makeFixedOutputPath(std::string_view hash_algo, std::string_view hash_hex,
+// Path of a fixed output: `hash_algo` as in a .drv ("r:sha256", "sha1", ...), `hash` as in a
+// .drv: base16 as Nix writes it, but also upper-case base16, nix32 or base64, which Nix reads.
+Result<std::string> makeFixedOutputPath(std::string_view hash_algo, std::string_view hash,
                                         std::string_view name, std::string_view store_dir);
 // Path of a text file (a .drv, builtins.toFile) with `contents` referring to `references`.
 Result<std::string> makeTextPath(std::string_view name, std::string_view contents,
@@ -111,9 +116,11 @@ struct DrvModuloHash {
 using DrvHashMemo = std::map<std::string, DrvModuloHash>;
 
 // Nix's hashDerivationModulo. For a fixed-output derivation: sha256("fixed:out:<algo>:<hex>:
-// <path>"), path computed from the hash (not read from the .drv). Otherwise: sha256 of the text
-// with each input drv replaced by its own modulo hash in base16 (recursively, loaded through
-// `load`; fixed-output inputs become "<hash>" -> ["out"]), outputs masked if `mask_outputs`.
+// <path>"), hex the lowercase base16 of the hash, path computed from the hash (not read from the
+// .drv). Otherwise: sha256 of the text with each input drv replaced by its own modulo hash in
+// base16 (recursively, loaded through `load`; fixed-output inputs become "<hash>" -> ["out"];
+// inputs with the same modulo hash share one entry with their output names merged), outputs
+// masked if `mask_outputs`.
 Result<Hash> hashDerivationModulo(const Derivation& drv, std::string_view store_dir,
                                   const DerivationLoader& load, bool mask_outputs,
                                   DrvHashMemo* memo = nullptr);

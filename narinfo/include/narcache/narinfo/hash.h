@@ -8,8 +8,9 @@
 //   "sha256-<base64>"                                         (SRI)
 // and, when the algorithm is given by the caller, a bare digest in any of the three encodings
 // (told apart by length: base16 is 2 chars a byte, nix32 ceil(8n/5) — 26 for md5, 32 for sha1,
-// 52 for sha256, 103 for sha512 —, base64 padded). Printing defaults to "<algo>:<nix32>", as
-// narinfo files use.
+// 52 for sha256, 103 for sha512 —, base64 padded). As in Nix 2.8, base64 is decoded leniently
+// (base64DecodeLenient: SRI may omit the padding, padding bits may be non-zero), and must decode
+// to exactly the digest size. Printing defaults to "<algo>:<nix32>", as narinfo files use.
 // Value type; Hasher is a single-threaded streaming Sink.
 
 #include <array>
@@ -49,6 +50,9 @@ class Hash {
   // Like parse(), but also accepts a bare digest of `algo` in nix32, base16 or base64;
   // a spelled-out algorithm must equal `algo`.
   static Result<Hash> parseAs(std::string_view text, HashAlgo algo);
+  // Only a bare digest of `algo` in nix32, base16 or base64 (Nix's parseNonSRIUnprefixed): the
+  // hash field of a .drv output, the digest of a content address.
+  static Result<Hash> parseUnprefixed(std::string_view digest, HashAlgo algo);
 
   // kNix32/kBase16/kBase64 print "algo:digest"; kSri prints "algo-base64".
   std::string toString(HashFormat format = HashFormat::kNix32) const;

@@ -4,7 +4,8 @@
 // Text format: "Key: value" lines, each ending in '\n' (a final newline is required). Keys, in
 // the order Nix writes them: StorePath, URL, Compression, FileHash, FileSize, NarHash, NarSize,
 // References (space-separated base names, may be empty), Deriver (base name), System,
-// Sig (repeatable), CA. Unknown keys are ignored; a missing Compression means "bzip2";
+// Sig (repeatable; kept sorted and unique, as Nix keeps them in a std::set), CA. Unknown keys
+// are ignored; a missing Compression means "bzip2";
 // StorePath, URL, NarHash and NarSize are required. Parse errors name the source, the line and
 // the field: "x.narinfo line 3: NarHash: not a valid hash".
 // toString() writes Nix's layout, so parse-then-serialise of a narinfo written by `nix copy`
@@ -34,7 +35,7 @@ struct NarInfo {
   std::vector<StorePath> references;  // kept sorted by base name, unique
   std::optional<StorePath> deriver;
   std::string system;             // empty = absent
-  std::vector<std::string> sigs;  // "keyname:base64", in file order
+  std::vector<std::string> sigs;  // "keyname:base64", sorted and unique (use addSignature)
   std::string ca;                 // empty = absent
 
   // Parses `text`; `source` names it in errors ("<hash>.narinfo", a file path...).
@@ -42,6 +43,10 @@ struct NarInfo {
   static Result<NarInfo> parse(std::string_view text, std::string_view source = "narinfo",
                                std::string_view store_dir = kDefaultStoreDir);
 
+  // Adds `sig` where it sorts, unless it is already there.
+  void addSignature(std::string sig);
+
+  // Nix's layout; the sigs sorted and unique even if the caller did not keep them so.
   std::string toString() const;
 
   // "1;<path>;<narhash sha256:nix32>;<narsize>;<comma-joined full reference paths>"

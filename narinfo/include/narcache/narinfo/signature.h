@@ -45,7 +45,8 @@ class SecretKey {
   std::string key_;  // 64 raw bytes
 };
 
-// Adds this key's signature of info.fingerprint() unless an identical Sig is already there.
+// Adds this key's signature of info.fingerprint() unless an identical Sig is already there,
+// keeping info.sigs sorted (NarInfo::addSignature).
 void signNarInfo(NarInfo& info, const SecretKey& key);
 
 // True when at least one of info.sigs is a valid signature by one of `trusted` (matched by name).
