@@ -222,6 +222,11 @@ std::string Server::Impl::signedNarInfo(const std::string& hash_part, const NarI
   metrics.recordNarInfoCache(false);
   NarInfo signed_info = info;
   for (const SecretKey& key : options.secret_keys) signNarInfo(signed_info, key);
+  // The nar URL names the item too (as harmonia's): Nix keeps narinfos in its disk cache for
+  // a month and downloads the nar later without asking for the narinfo again, so the nar
+  // request is what tells GC that the item is still in use (serveNar). The signature does not
+  // cover the URL.
+  signed_info.url += "?hash=" + hash_part;
   std::string text = signed_info.toString();
   std::lock_guard lock(shard.mutex);
   if (shard.entries.size() >= kMaxEntriesPerShard) shard.entries.clear();
@@ -292,6 +297,9 @@ void Server::Impl::serveNar(const httplib::Request& req, std::string_view name,
                             httplib::Response& res) {
   auto path = store.narFilePath(name);
   if (!path) return sendError(res, path.error());
+  // The item named by the narinfo's URL (see signedNarInfo) is in use, as for a narinfo
+  // lookup; whoever can ask for a narinfo can record this access as well.
+  if (std::string hash = req.get_param_value("hash"); isHashPart(hash)) store.recordAccess(hash);
   if (!options.nar_redirect_prefix.empty()) {
     res.set_header("X-Accel-Redirect", options.nar_redirect_prefix + std::string(name));
     res.set_header("Cache-Control", options.nar_cache_control);

@@ -113,6 +113,46 @@ TEST(GcServeTest, ApiMarkDeletedAvailableAndPeriodicGcMetrics) {
   EXPECT_EQ(verify.exit_code, 0) << verify.out;
 }
 
+// Nix keeps narinfos in its disk cache for a month and downloads a nar later without asking for
+// the narinfo again: the nar URL served in the narinfo names the item, so those downloads keep
+// it in use. With a 3 s TTL, an item whose nar is fetched every 300 ms stays; once the
+// downloads stop, it goes.
+TEST(GcServeTest, NarDownloadsKeepTheirItemInUse) {
+  test::TempDir dir;
+  auto item = makeItem("fetched", "fetched");
+  {
+    auto s = initStore(dir / "s");
+    ASSERT_TRUE(addItem(*s, item));
+  }
+  test::writeFile(dir / "token", std::string(kToken) + "\n");
+  test::ServedStore served(
+      dir / "s", {"--upload-token-file", (dir / "token").string(), "--gc-interval", "1s", "--ttl",
+                  "3s", "--grace", "0s", "--nar-grace", "0s"});
+  served.start();
+  const std::string narinfo = "/" + item.info.path.hashPart() + ".narinfo";
+  Http h = curl(served.url(narinfo));
+  ASSERT_EQ(h.status, 200);
+  const auto at = h.body.find("URL: ");
+  ASSERT_NE(at, std::string::npos);
+  const std::string nar = "/" + h.body.substr(at + 5, h.body.find('\n', at) - at - 5);
+  EXPECT_NE(nar.find("?hash=" + item.info.path.hashPart()), std::string::npos) << nar;
+  for (int i = 0; i < 20; ++i) {  // 6 s: two TTLs, six GC runs
+    ASSERT_EQ(curl(served.url(nar)).status, 200) << "download " << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  auto state = [&] {
+    Http a = curl(served.url("/api/available?path=" + item.info.fullPath()), auth());
+    return a.status == 200 ? nlohmann::json::parse(a.body)[0].value("state", "") : a.body;
+  };
+  EXPECT_EQ(state(), "available");
+  std::string last;
+  for (int i = 0; i < 100 && (last = state()) != "missing"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(last, "missing");
+  served.stop(SIGTERM);
+}
+
 // Chains made by Nix without building: c_i <- b_i <- a_i (builtins.toFile with string context),
 // all on a shared base.
 const char* kChainsNix = R"(
