@@ -169,13 +169,21 @@ void registerServeCommand(CommandRegistry& registry) {
                   "Cache-Control max-age of misses (404), in seconds")
       ->capture_default_str();
   addLogLevelOption(cmd, args->log_level);
-  cmd->add_option("--gc-interval", args->gc_interval,
-                  "Collect garbage this often (30m, 1h...), with the policy below; off by default");
-  cmd->add_option("--ttl", args->gc_ttl, "GC: keep items used within this long (default: all)");
-  cmd->add_option("--max-size", args->gc_max_size, "GC: size budget of the nar files (10G...)");
-  cmd->add_option("--grace", args->gc_grace, "GC: keep items created within this long (1h)");
+  CLI::Option* interval = cmd->add_option(
+      "--gc-interval", args->gc_interval,
+      "Collect garbage this often (30m, 1h...), with the policy below; off by default");
+  // A policy without --gc-interval would be ignored: refused instead, so that nobody believes
+  // a server collects that does not.
+  cmd->add_option("--ttl", args->gc_ttl, "GC: keep items used within this long (default: all)")
+      ->needs(interval);
+  cmd->add_option("--max-size", args->gc_max_size, "GC: size budget of the nar files (10G...)")
+      ->needs(interval);
+  cmd->add_option("--grace", args->gc_grace, "GC: keep items created within this long (1h)")
+      ->needs(interval);
   cmd->add_option("--nar-grace", args->gc_nar_grace,
-                  "GC: unlink a nar file this long after its last narinfo went (1h)");
+                  "GC: unlink a nar file this long after it lost its last user or was uploaded "
+                  "unclaimed (1h)")
+      ->needs(interval);
   registry.add(cmd, [args] { return serve(*args); });
 }
 

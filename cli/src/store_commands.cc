@@ -252,12 +252,14 @@ void registerStoreCommands(CommandRegistry& registry) {
       auto report = narstore::importCache(**store, **cache, options);
       if (!report) return reportError(report.error());
       for (const auto& e : report->errors) std::fprintf(stderr, "narcache: %s\n", e.c_str());
-      std::printf("imported %llu items (%llu already present, %llu failed), %llu logs\n",
-                  static_cast<unsigned long long>(report->added),
-                  static_cast<unsigned long long>(report->skipped),
-                  static_cast<unsigned long long>(report->failed),
-                  static_cast<unsigned long long>(report->logs));
-      return report->failed == 0 ? 0 : 1;
+      std::printf(
+          "imported %llu items (%llu already present, %llu failed), %llu logs (%llu failed)\n",
+          static_cast<unsigned long long>(report->added),
+          static_cast<unsigned long long>(report->skipped),
+          static_cast<unsigned long long>(report->failed),
+          static_cast<unsigned long long>(report->logs),
+          static_cast<unsigned long long>(report->logs_failed));
+      return report->failed == 0 && report->logs_failed == 0 ? 0 : 1;
     });
   }
   {
@@ -269,19 +271,26 @@ void registerStoreCommands(CommandRegistry& registry) {
       auto store = openStore(a->root);
       if (!store) return reportError(store.error());
       std::string dest = a->url;
-      if (dest.rfind("file://", 0) == 0) dest = dest.substr(7);
+      if (dest.rfind("file://", 0) == 0) {
+        dest = dest.substr(7);
+        dest = dest.substr(0, dest.find('?'));  // Nix store parameters, as import ignores them
+      }
       if (dest.empty() || dest.front() != '/') {
         return reportError(
             Error(ErrorCode::kInvalidArgument, "export needs file:///absolute/dir, got " + a->url));
       }
       auto report = narstore::exportCache(**store, dest, ::isatty(STDERR_FILENO) == 1);
       if (!report) return reportError(report.error());
-      std::printf("exported %llu items, %llu nar files, %llu logs (%llu incomplete skipped)\n",
-                  static_cast<unsigned long long>(report->items),
-                  static_cast<unsigned long long>(report->nar_files),
-                  static_cast<unsigned long long>(report->logs),
-                  static_cast<unsigned long long>(report->skipped));
-      return 0;
+      for (const auto& e : report->errors) std::fprintf(stderr, "narcache: %s\n", e.c_str());
+      std::printf(
+          "exported %llu items, %llu nar files, %llu logs (%llu incomplete skipped, %llu "
+          "failed)\n",
+          static_cast<unsigned long long>(report->items),
+          static_cast<unsigned long long>(report->nar_files),
+          static_cast<unsigned long long>(report->logs),
+          static_cast<unsigned long long>(report->skipped),
+          static_cast<unsigned long long>(report->failed));
+      return report->failed == 0 ? 0 : 1;
     });
   }
 }

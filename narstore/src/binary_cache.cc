@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "narcache/narstore/http_cache.h"
+#include "reference_order.h"
 
 namespace narcache::narstore {
 namespace {
@@ -256,34 +257,32 @@ Result<ImportReport> importCache(Store& store, BinaryCacheReader& cache,
     infos.emplace(h, std::move(*info));
   }
 
-  // Dependency order: references first (iterative post-order DFS; self-references ignored).
+  // Dependency order: references first.
   std::vector<std::string> order;
   {
-    std::set<std::string> seen;
-    for (const auto& [root, unused] : infos) {
-      if (!seen.insert(root).second) continue;
-      std::vector<std::pair<std::string, std::size_t>> stack{{root, 0}};
-      while (!stack.empty()) {
-        auto& [h, next] = stack.back();
-        const auto& refs = infos.at(h).references;
-        if (next < refs.size()) {
-          const std::string& r = refs[next++].hashPart();
-          if (infos.count(r) != 0 && seen.insert(r).second) stack.emplace_back(r, 0);
-          continue;
-        }
-        order.push_back(h);
-        stack.pop_back();
+    std::vector<std::string> hashes;
+    std::map<std::string, std::size_t> index;
+    for (const auto& [h, info] : infos) {
+      index.emplace(h, hashes.size());
+      hashes.push_back(h);
+    }
+    std::vector<std::vector<std::size_t>> refs(hashes.size());
+    for (std::size_t i = 0; i < hashes.size(); ++i) {
+      for (const auto& ref : infos.at(hashes[i]).references) {
+        if (auto it = index.find(ref.hashPart()); it != index.end()) refs[i].push_back(it->second);
       }
     }
+    for (std::size_t i : referencesFirst(refs)) order.push_back(hashes[i]);
   }
 
   std::size_t done = 0;
+  auto show = [&] {
+    std::fprintf(stderr, "\rimport: %zu/%zu (%llu added)", done, order.size(),
+                 static_cast<unsigned long long>(report.added));
+  };
   for (const auto& h : order) {
+    if (options.progress) show();
     ++done;
-    if (options.progress) {
-      std::fprintf(stderr, "\rimport: %zu/%zu (%llu added)", done, order.size(),
-                   static_cast<unsigned long long>(report.added));
-    }
     NarInfo info = infos.at(h);
     ItemState state = store.status(h).state;
     if (state == ItemState::kAvailable || state == ItemState::kIncomplete) {
@@ -314,18 +313,22 @@ Result<ImportReport> importCache(Store& store, BinaryCacheReader& cache,
       ++report.skipped;
     }
   }
-  if (options.progress && !order.empty()) std::fputc('\n', stderr);
+  if (options.progress && !order.empty()) {
+    show();
+    std::fputc('\n', stderr);
+  }
 
   auto logs = cache.listLogs();
   if (logs) {
     for (const auto& name : *logs) {
       if (store.logPath(name)) continue;
       auto src = cache.open("log/" + name);
-      if (!src) continue;
-      if (auto s = store.putLog(name, **src); s) {
+      Status s = src ? store.putLog(name, **src) : Status(fail(src.error()));
+      if (s) {
         ++report.logs;
       } else {
         report.errors.push_back("log/" + name + ": " + s.error().message());
+        ++report.logs_failed;
       }
     }
   }
@@ -347,27 +350,74 @@ Result<ExportReport> exportCache(const Store& store, const std::filesystem::path
     hashes.push_back(item.info.path.hashPart());
     return true;
   }));
+  std::map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < hashes.size(); ++i) index.emplace(hashes[i], i);
+
+  // 1. The nar files and listings of the servable items, and their references. An item whose
+  // nar file is missing from the store is reported and left out; an error writing `dir` ends
+  // the export.
+  std::vector<std::vector<std::size_t>> refs(hashes.size());
+  std::vector<bool> copied(hashes.size(), false);
+  std::vector<std::string> paths(hashes.size());  // full store paths, for messages
   std::set<std::string> files_done;
-  std::size_t done = 0;
-  for (const auto& h : hashes) {
-    ++done;
-    if (progress && isTty()) {
-      std::fprintf(stderr, "\rexport: %zu/%zu", done, hashes.size());
-    }
+  for (std::size_t i = 0; i < hashes.size(); ++i) {
+    if (progress && isTty()) std::fprintf(stderr, "\rexport: nar files %zu/%zu", i, hashes.size());
+    const std::string& h = hashes[i];
     auto info = store.servable(h);
     if (!info) {
       ++report.skipped;
       continue;
     }
+    paths[i] = info->fullPath();
+    for (const auto& ref : info->references) {
+      if (auto it = index.find(ref.hashPart()); it != index.end()) refs[i].push_back(it->second);
+    }
     std::string file_name = info->url.substr(info->url.rfind('/') + 1);
-    if (files_done.insert(file_name).second) {
+    if (!files_done.count(file_name)) {
       auto src = store.narFilePath(file_name);
-      if (!src) return fail(src.error().withContext(info->fullPath()));
+      if (!src) {
+        report.errors.push_back(info->fullPath() + ": its nar file " + file_name +
+                                " is missing from the store (narcache verify --repair marks it "
+                                "deleted)");
+        ++report.failed;
+        continue;
+      }
       NARCACHE_TRY(copyFile(*src, dir / "nar" / file_name));
+      files_done.insert(file_name);
       ++report.nar_files;
     }
     if (auto ls = store.listing(h)) NARCACHE_TRY(writeText(dir / (h + ".ls"), *ls));
+    copied[i] = true;
+  }
+  if (progress && isTty())
+    std::fprintf(stderr, "\rexport: nar files %zu/%zu\n", hashes.size(), hashes.size());
+
+  // 2. The narinfos, references first, each only when the narinfos of all its references were
+  // written: the exported cache keeps the closure invariant at every moment, so an export that
+  // fails or is interrupted half-way still leaves a cache Nix can use.
+  std::vector<bool> written(hashes.size(), false);
+  std::size_t done = 0;
+  for (std::size_t i : referencesFirst(refs)) {
+    if (progress && isTty())
+      std::fprintf(stderr, "\rexport: narinfos %zu/%zu", done++, hashes.size());
+    if (!copied[i]) continue;
+    const std::string& h = hashes[i];
+    auto lacking = std::find_if(refs[i].begin(), refs[i].end(),
+                                [&](std::size_t r) { return r != i && !written[r]; });
+    if (lacking != refs[i].end()) {
+      const std::string& ref = paths[*lacking].empty() ? hashes[*lacking] : paths[*lacking];
+      report.errors.push_back(paths[i] + ": left out, as its reference " + ref +
+                              " could not be exported");
+      ++report.failed;
+      continue;
+    }
+    auto info = store.servable(h);  // again: not held in memory for the whole store
+    if (!info || !files_done.count(info->url.substr(info->url.rfind('/') + 1))) {
+      ++report.skipped;  // deleted or changed meanwhile
+      continue;
+    }
     NARCACHE_TRY(writeText(dir / (h + ".narinfo"), info->toString()));
+    written[i] = true;
     ++report.items;
   }
   if (progress && isTty() && !hashes.empty()) std::fputc('\n', stderr);

@@ -840,6 +840,11 @@ Status LmdbStore::markDeleted(const StorePath& path, const Tombstone& why) {
       }
       auto record = ItemRecord::decode(*rec);
       if (!record) return fail(ErrorCode::kCorruption, "item record of " + h + " is malformed");
+      if (record->base_name != path.baseName()) {  // a mistyped name: not this item
+        return fail(ErrorCode::kNotFound, path.fullPath(store_dir_) +
+                                              ": no such item (this hash is " + store_dir_ + "/" +
+                                              record->base_name + ")");
+      }
       auto info = decodeNarInfo(*record);
       if (!info) return fail(info.error());
 

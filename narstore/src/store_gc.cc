@@ -246,7 +246,10 @@ Status LmdbStore::addRoot(const Root& root) {
       record.expires = root.expires;
       std::vector<std::string> missing;
       for (const StorePath& p : root.paths) {
-        if (!txn.has(t.items, p.hashPart())) missing.push_back(p.fullPath(store_dir_));
+        // Present under this very name: a mistyped name is not the item with its hash.
+        auto rec = txn.get(t.items, p.hashPart());
+        auto item = rec ? ItemRecord::decode(*rec) : std::nullopt;
+        if (!item || item->base_name != p.baseName()) missing.push_back(p.fullPath(store_dir_));
         record.base_names.push_back(p.baseName());
       }
       if (!missing.empty()) {

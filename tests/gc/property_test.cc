@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -198,6 +199,7 @@ TEST(GcConcurrencyTest, UploadsReferencingOldItemsWhileGcRuns) {
   std::atomic<bool> done{false};
   std::atomic<int> accepted{0};
   std::atomic<int> refused{0};
+  std::atomic<int> finished{0};  // uploader threads done
   std::vector<std::jthread> uploaders;
   for (int t = 0; t < 3; ++t) {
     uploaders.emplace_back([&, t] {
@@ -211,9 +213,15 @@ TEST(GcConcurrencyTest, UploadsReferencingOldItemsWhileGcRuns) {
           ADD_FAILURE() << r.error().message();
         }
       }
+      ++finished;
     });
   }
   std::jthread collector([&] {
+    // A few uploads first, so that the test is never vacuous: a collector that deleted every
+    // old item before the first commit would have every upload refused.
+    while (accepted.load() < 3 && finished.load() < 3) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     for (int round = 0; round < 5; ++round) {
       Policy policy;
       policy.ttl_seconds = 30 * kDay;

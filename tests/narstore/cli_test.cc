@@ -53,6 +53,64 @@ TEST(StoreCliTest, InitAddInfoStatsVerify) {
   EXPECT_NE(verify.out.find("consistent"), std::string::npos);
 }
 
+// Export writes narinfos references first and only with all their references': an item whose
+// nar file is missing from the store is left out with its referrers (reported, exit 1), the rest
+// is exported, and the result is a cache Nix's closure rule holds in. `file://…?params` is a
+// directory, as for import.
+TEST(StoreCliTest, ExportLeavesOutWhatItCannotWriteWholeAndSaysSo) {
+  test::TempDir dir;
+  auto store = testing::initStore(dir / "s");
+  auto base = makeItem("base", "base");
+  auto user = makeItem("user", "user", {base.info.path});
+  auto alone = makeItem("alone", "alone");
+  for (auto* i : {&base, &user, &alone}) ASSERT_TRUE(testing::addItem(*store, *i));
+  store.reset();
+  std::filesystem::remove(dir / "s" / base.info.url);
+  const auto out = dir / "out";
+  auto r = test::narcache(
+      {"export", "--store", (dir / "s").string(), "file://" + out.string() + "?compression=zstd"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find(base.info.fullPath() + ": its nar file"), std::string::npos) << r.err;
+  EXPECT_NE(
+      r.err.find(user.info.fullPath() + ": left out, as its reference " + base.info.fullPath()),
+      std::string::npos)
+      << r.err;
+  EXPECT_NE(r.out.find("exported 1 items"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(out / (alone.info.path.hashPart() + ".narinfo")));
+  EXPECT_FALSE(std::filesystem::exists(out / (base.info.path.hashPart() + ".narinfo")));
+  EXPECT_FALSE(std::filesystem::exists(out / (user.info.path.hashPart() + ".narinfo")));
+}
+
+// A full path must name the item under its hash: a mistyped name is refused, not applied to
+// whatever item has that hash.
+TEST(StoreCliTest, AMistypedNameIsNotTheItemWithItsHash) {
+  test::TempDir dir;
+  auto store = testing::initStore(dir / "s");
+  auto a = makeItem("a", "a");
+  ASSERT_TRUE(testing::addItem(*store, a));
+  store.reset();
+  const std::string s = (dir / "s").string();
+  const std::string wrong = "/nix/store/" + a.info.path.hashPart() + "-typo";
+  auto del = test::narcache({"mark-deleted", "--store", s, wrong, "--reason", "bad"});
+  EXPECT_NE(del.exit_code, 0);
+  EXPECT_NE(del.err.find("no such item (this hash is " + a.info.fullPath() + ")"),
+            std::string::npos)
+      << del.err;
+  auto root = test::narcache({"roots", "add", "--store", s, "r", wrong});
+  EXPECT_NE(root.exit_code, 0);
+  EXPECT_NE(root.err.find("not valid items: " + wrong), std::string::npos) << root.err;
+  auto info = test::narcache({"info", "--store", s, a.info.fullPath()});
+  EXPECT_NE(info.out.find("state: available"), std::string::npos) << info.out << info.err;
+}
+
+// serve refuses a GC policy without --gc-interval, which would otherwise be ignored.
+TEST(StoreCliTest, ServeRefusesAGcPolicyWithoutAnInterval) {
+  test::TempDir dir;
+  auto r = test::narcache({"serve", "--store", (dir / "s").string(), "--ttl", "30d"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--ttl requires --gc-interval"), std::string::npos) << r.err;
+}
+
 TEST(StoreCliTest, KillDuringAddsLeavesAConsistentStore) {
   test::TempDir dir;
   std::string store = (dir / "s").string();

@@ -64,7 +64,8 @@ struct ImportReport {
   std::uint64_t skipped = 0;  // already valid in the store
   std::uint64_t failed = 0;
   std::uint64_t logs = 0;
-  std::vector<std::string> errors;  // one line per failed item
+  std::uint64_t logs_failed = 0;
+  std::vector<std::string> errors;  // one line per failed item or log
 };
 
 Result<ImportReport> importCache(Store& store, BinaryCacheReader& cache,
@@ -74,9 +75,15 @@ struct ExportReport {
   std::uint64_t items = 0;
   std::uint64_t nar_files = 0;
   std::uint64_t logs = 0;
-  std::uint64_t skipped = 0;  // valid but not servable (incomplete)
+  std::uint64_t skipped = 0;  // valid but not servable (incomplete), or gone meanwhile
+  std::uint64_t failed = 0;   // left out: nar file missing, or a reference left out
+  std::vector<std::string> errors;
 };
 
+// Writes the servable items as a Nix file binary cache in `dir`: nar files and listings first,
+// then the narinfos, references first, each only once all its references' are written (an
+// export cut short still leaves a usable cache). An item whose nar file is missing from the
+// store is left out with its referrers (`failed`, `errors`); an error writing `dir` is returned.
 Result<ExportReport> exportCache(const Store& store, const std::filesystem::path& dir,
                                  bool progress = false);
 
