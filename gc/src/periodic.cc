@@ -20,12 +20,15 @@ PeriodicCollector::~PeriodicCollector() {
 }
 
 void PeriodicCollector::loop(std::stop_token stop) {
+  // The first run comes within a minute of the start, not a whole interval later: a server
+  // restarted more often than its interval (deployments) would otherwise never collect.
+  constexpr std::chrono::seconds kFirstRunDelay{60};
   std::mutex mutex;
   std::condition_variable_any wake;
-  while (!stop.stop_requested()) {
+  for (auto wait = std::min(interval_, kFirstRunDelay); !stop.stop_requested(); wait = interval_) {
     {
       std::unique_lock lock(mutex);
-      wake.wait_for(lock, stop, interval_, [] { return false; });
+      wake.wait_for(lock, stop, wait, [] { return false; });
     }
     if (stop.stop_requested()) break;
     auto start = std::chrono::steady_clock::now();

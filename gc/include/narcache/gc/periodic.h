@@ -1,5 +1,6 @@
 #pragma once
-// PeriodicCollector: runs plan + collect every `interval` on its own std::jthread, for
+// PeriodicCollector: runs plan + collect every `interval` (the first run after at most a
+// minute) on its own std::jthread, for
 // `narcache serve --gc-interval` (the server keeps serving and accepting uploads meanwhile; the
 // collector's re-checks also see the server's not-yet-flushed access times, as both share the
 // Store). Keeps counters for /metrics (renderMetrics(), Prometheus text).
