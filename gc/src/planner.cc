@@ -190,6 +190,14 @@ Plan planFromGraph(const narstore::StoreGraph& g, const Policy& policy) {
       }
       visit(v, [&](Vertex w) { ++kept_referrers[w]; });
     }
+    // Files a protected item uses stay whatever else goes: evicting another of their users
+    // would delete an item and free nothing.
+    std::vector<std::uint8_t> file_stays(n_files, 0);
+    for (Vertex v = 0; v < n; ++v) {
+      if (reason[v] != kNone && protect[v] != kNone && fileOf(v) < n_files) {
+        file_stays[fileOf(v)] = 1;
+      }
+    }
     if (kept_bytes > budget) {
       using Entry = std::pair<std::int64_t, Vertex>;  // (last use, item): oldest first
       std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap;
@@ -202,6 +210,7 @@ Plan planFromGraph(const narstore::StoreGraph& g, const Policy& policy) {
       while (kept_bytes > budget && !heap.empty()) {
         Vertex v = heap.top().second;
         heap.pop();
+        if (fileOf(v) < n_files && file_stays[fileOf(v)]) continue;  // would free nothing
         evicted[v] = 1;
         if (fileOf(v) < n_files && --kept_users[fileOf(v)] == 0) {
           kept_bytes -= g.file_size[fileOf(v)];

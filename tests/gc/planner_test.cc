@@ -177,6 +177,23 @@ TEST(PlannerTest, MaxSizeNeverEvictsARootsClosureAndSaysWhenRootsAloneExceedIt) 
   EXPECT_EQ(plan.summary.kept_grace, 1u);
 }
 
+// An item whose nar file a protected item (here a root) also uses frees nothing when evicted:
+// the budget passes over it, even though it is the least recently used, and takes the next.
+TEST(PlannerTest, MaxSizeDoesNotEvictAnItemWhoseFileAProtectedItemKeeps) {
+  GraphBuilder b(kNow);
+  b.item("pinned", {}, kNow - 100 * kDay, kNow, "shared", 500);
+  b.item("twin", {}, kNow - 100 * kDay, kNow - 90 * kDay, "shared", 500);
+  b.item("old", {}, kNow - 100 * kDay, kNow - 50 * kDay, "fold", 100);
+  b.item("recent", {}, kNow - 100 * kDay, kNow - 1 * kDay, "frecent", 100);
+  b.root("prod", {"pinned"});
+  Policy p;
+  p.max_size_bytes = 650;
+  Plan plan = planFromGraph(b.graph(), p);
+  EXPECT_EQ(deletedNames(b, plan), (std::set<std::string>{"old"}));
+  EXPECT_EQ(plan.summary.keep_bytes, 600u);
+  EXPECT_FALSE(plan.summary.over_budget);
+}
+
 TEST(PlannerTest, MissingRootPathsAreCountedAndIgnored) {
   GraphBuilder b(kNow);
   b.item("x", {}, kNow - 100 * kDay);
