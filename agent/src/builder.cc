@@ -915,11 +915,11 @@ Status Build::run() {
   // 4. Uploads: outputs in dependency order, then the log.
   if (o_.upload) {
     NARCACHE_TRY(upload());
-    auto log = readWholeFile(r_.log_file);
-    if (!log) return fail(log.error());
-    NARCACHE_TRY(cache_->putLog(drv_base_, *log).map_error([&](const Error& e) {
-      return e.withContext("uploading the log of '" + drv_base_ + "'");
-    }));
+    // Streamed from the file: a build log can be larger than the agent's memory.
+    NARCACHE_TRY(cache_->putFile("log/" + drv_base_, r_.log_file, "text/plain; charset=utf-8")
+                     .map_error([&](const Error& e) {
+                       return e.withContext("uploading the log of '" + drv_base_ + "'");
+                     }));
   }
   if (o_.log_file.empty() && !o_.keep_build_dir) r_.log_file.clear();
   progress("built '" + r_.drv_path + "'");

@@ -224,15 +224,4 @@ Status HttpCache::putNarInfo(const NarInfo& info) {
   return {};
 }
 
-Status HttpCache::putLog(std::string_view drv_base_name, std::string_view text) {
-  std::string rel = "log/" + std::string(drv_base_name);
-  std::string copy(text);
-  auto body = impl_->withRetries("PUT " + describe() + "/" + rel, [&] {
-    return impl_->client->Put(impl_->path(rel), impl_->authHeaders(), copy,
-                              "text/plain; charset=utf-8");
-  });
-  if (!body) return fail(body.error());
-  return {};
-}
-
 }  // namespace narcache::narstore

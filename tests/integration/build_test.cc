@@ -154,8 +154,9 @@ TEST_F(BuildTest, DagSubstitutesInputsAndNixAgreesOnReferences) {
           c_out + "/c $out/c-link",
       {"--input-drv", inputDrv(b), "--input-drv", inputDrv(c), "--input-drv", inputDrv(src)});
   const std::string d_out = outPath(d);
-  auto top = create("top", "mkdir $out && echo " + d_out + " > $out/d && echo $out > $out/me",
-                    {"--input-drv", inputDrv(d)});
+  auto top = create(
+      "top", "echo building top; mkdir $out && echo " + d_out + " > $out/d && echo $out > $out/me",
+      {"--input-drv", inputDrv(d)});
 
   // Built one by one, each from an empty local store.
   json j = buildOk(src);
@@ -192,6 +193,7 @@ TEST_F(BuildTest, DagSubstitutesInputsAndNixAgreesOnReferences) {
   // The build log was uploaded beside the outputs.
   auto log = run({"curl", "-sf", server_->url("/log/" + top.filename().string())});
   EXPECT_EQ(log.exit_code, 0);
+  EXPECT_EQ(log.out, "building top\n");
 
   // The real Nix client: copy the closure of top with signatures required.
   if (!haveNix()) GTEST_SKIP() << "nix-bin is not installed (scripts/setup.sh installs it)";

@@ -44,11 +44,11 @@ class HttpCache final : public BinaryCacheReader {
   Result<std::unique_ptr<Source>> open(std::string_view relative) override;
   Result<std::vector<std::string>> listLogs() override;  // empty
 
-  // Uploads, in Nix's order: the nar file (named by its FileHash), then the narinfo.
+  // Uploads, in Nix's order: the nar file (named by its FileHash), then the narinfo; a build
+  // log is a file too ("log/<drv base name>"). Files are streamed, never held in memory.
   Status putFile(std::string_view relative, const std::filesystem::path& file,
                  std::string_view content_type);
   Status putNarInfo(const NarInfo& info);
-  Status putLog(std::string_view drv_base_name, std::string_view text);
 
  private:
   struct Impl;
