@@ -200,6 +200,13 @@ Status Build::loadDerivation() {
                     "' is not supported by narcache's build engine; put its outputs into the "
                     "cache instead (e.g. nix copy --to)");
   }
+  if (drv_.env.count("__json") != 0) {
+    // The builder would expect .attrs.json/.attrs.sh and fail in some obscure way without them.
+    return fail(ErrorCode::kInvalidArgument,
+                o_.drv_file.string() +
+                    ": structured attributes (__json, __structuredAttrs) are not supported by "
+                    "narcache's build engine");
+  }
   store_dir_ = o_.store_dir;
   if (store_dir_.empty()) {
     for (const auto& [name, out] : drv_.outputs) {

@@ -163,6 +163,17 @@ TEST_F(BuilderTest, NixBuiltinBuildersAreRefusedWithAClearError) {
       << r.error().message();
 }
 
+TEST_F(BuilderTest, StructuredAttrsAreRefusedWithAClearError) {
+  auto drv = create("structured", "/bin/sh", "exit 0", {"--env", "__json={\"a\":1}"});
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(r.error().message().find("structured attributes (__json, __structuredAttrs) are not "
+                                     "supported"),
+            std::string::npos)
+      << r.error().message();
+}
+
 TEST_F(BuilderTest, UnknownInputDerivation) {
   auto dep = create("dep", "/bin/sh", "mkdir $out");
   auto drv = create("user", "/bin/sh", "mkdir $out", {"--input-drv", dep.string()});
