@@ -49,8 +49,9 @@ Result<CollectReport> collect(narstore::Store& store, const Plan& plan,
     if (options.progress &&
         (now - last_progress > std::chrono::milliseconds(200) || done == total)) {
       last_progress = now;
-      std::fprintf(stderr, "\rgc: %zu/%zu items processed, %llu deleted, %s of nar files freed",
-                   done, total, static_cast<unsigned long long>(report.deleted_items),
+      std::fprintf(stderr,
+                   "\rgc: %zu/%zu items processed, %llu deleted, %s of nar files unused now", done,
+                   total, static_cast<unsigned long long>(report.deleted_items),
                    formatBytes(report.file_bytes).c_str());
     }
   }

@@ -33,13 +33,32 @@ void PeriodicCollector::loop(std::stop_token stop) {
     if (stop.stop_requested()) break;
     auto start = std::chrono::steady_clock::now();
     try {  // thread entry point
-      auto plan = planCollection(store_, policy_);
-      Result<CollectReport> report = plan ? Result<CollectReport>() : fail(plan.error());
-      if (plan) {
+      // A root added while the plan is carried out makes the rest of it stale (the new root
+      // may pin some of it): plan again at once, a few times, rather than an interval later,
+      // so that a build farm adding a root per build does not keep every run from finishing.
+      constexpr int kPlans = 4;
+      Result<CollectReport> report = fail(ErrorCode::kInternal, "no plan");
+      CollectReport total;
+      for (int attempt = 0; attempt < kPlans && !stop.stop_requested(); ++attempt) {
+        auto plan = planCollection(store_, policy_);
+        if (!plan) {
+          report = fail(plan.error());
+          break;
+        }
         CollectOptions options;
         options.stop = stop;
         report = collect(store_, *plan, options);
+        if (!report) break;
+        total.deleted_items += report->deleted_items;
+        total.unlinked_files += report->unlinked_files;
+        total.unlinked_bytes += report->unlinked_bytes;
+        total.unlink_failures += report->unlink_failures;
+        if (total.unlink_error.empty()) total.unlink_error = report->unlink_error;
+        total.stopped = report->stopped;
+        total.stale = report->stale;
+        if (!report->stale) break;
       }
+      if (report) report = total;
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::steady_clock::now() - start)
                     .count();
@@ -58,12 +77,17 @@ void PeriodicCollector::loop(std::stop_token stop) {
                      static_cast<unsigned long long>(report->unlink_failures),
                      report->unlink_error.c_str());
       }
-      if (report->deleted_items != 0 || report->unlinked_files != 0) {
-        std::fprintf(stderr,
-                     "narcache: gc: deleted %llu items, unlinked %llu nar files (%s) in %lld ms\n",
-                     static_cast<unsigned long long>(report->deleted_items),
-                     static_cast<unsigned long long>(report->unlinked_files),
-                     formatBytes(report->unlinked_bytes).c_str(), static_cast<long long>(ms));
+      if (report->deleted_items != 0 || report->unlinked_files != 0 || report->stale ||
+          report->stopped) {
+        const char* how = report->stopped ? " (stopped: the server is shutting down)"
+                          : report->stale ? " (roots kept being added: the rest waits for the "
+                                            "next run)"
+                                          : "";
+        std::fprintf(
+            stderr, "narcache: gc: deleted %llu items, unlinked %llu nar files (%s) in %lld ms%s\n",
+            static_cast<unsigned long long>(report->deleted_items),
+            static_cast<unsigned long long>(report->unlinked_files),
+            formatBytes(report->unlinked_bytes).c_str(), static_cast<long long>(ms), how);
       }
     } catch (const std::exception& e) {
       ++failures_;
