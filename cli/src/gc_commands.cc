@@ -357,7 +357,9 @@ void registerGcCommands(CommandRegistry& registry) {
       std::vector<StorePath> paths;
       for (const auto& p : a->paths) {
         auto path = StorePath::parse(p, (*store)->storeDir());
-        if (!path) path = StorePath::parseBaseName(p);
+        // A base name too; the error of an absolute path is the full path's (another store
+        // dir, say), not the base name's.
+        if (!path && !p.starts_with('/')) path = StorePath::parseBaseName(p);
         if (!path) return reportError(path.error());
         paths.push_back(*path);
       }

@@ -5,9 +5,11 @@
 #include <sys/mount.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "support/served_store.h"
 #include "support/support.h"
@@ -62,6 +64,10 @@ TEST_F(DiskFull, UploadThatDoesNotFitIs507AndLeavesNothing) {
   EXPECT_EQ(putNar(served, tmp_ / "big"), 507);
   EXPECT_EQ(entries(store / "tmp"), 0u);
   EXPECT_EQ(entries(store / "nar"), 0u);
+  // The server logs a response after sending it: give the line a moment to arrive.
+  for (int i = 0; i < 100 && served.log().find("507") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_NE(served.log().find("507"), std::string::npos) << served.log();
 
   // The space is back: an upload that fits is stored.

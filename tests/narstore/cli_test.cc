@@ -103,6 +103,23 @@ TEST(StoreCliTest, AMistypedNameIsNotTheItemWithItsHash) {
   EXPECT_NE(info.out.find("state: available"), std::string::npos) << info.out << info.err;
 }
 
+// `available` with a path of another store dir says so (not what the base-name reading of it
+// would complain about), and takes base names.
+TEST(StoreCliTest, AvailableSaysWhyAPathIsNotOfThisStore) {
+  test::TempDir dir;
+  testing::initStore(dir / "s");
+  const std::string s = (dir / "s").string();
+  auto other =
+      test::narcache({"available", "--store", s, "/gnu/store/00000000000000000000000000000000-x"});
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.err.find("is not in the store '/nix/store'"), std::string::npos) << other.err;
+  auto base = test::narcache({"available", "--store", s, "00000000000000000000000000000000-x"});
+  EXPECT_EQ(base.exit_code, 0) << base.err;  // answered: the state is the output
+  EXPECT_NE(base.out.find("/nix/store/00000000000000000000000000000000-x: missing"),
+            std::string::npos)
+      << base.out;
+}
+
 // serve refuses a GC policy without --gc-interval, which would otherwise be ignored.
 TEST(StoreCliTest, ServeRefusesAGcPolicyWithoutAnInterval) {
   test::TempDir dir;
