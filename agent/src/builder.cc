@@ -507,6 +507,28 @@ Status Build::runBuilder() {
     ::dup2(write_end.get(), 2);
     ::close_range(3, ~0U, 0);
     ::umask(022);
+    if (view != nullptr && ::unshare(CLONE_NEWPID) == 0) {
+      // A PID namespace of its own, whose init is the builder: when the builder exits, the
+      // kernel kills whatever it left running, even processes that left its process group or
+      // session (setsid), which kill(-pid) below cannot reach. This process stays outside,
+      // waits, and passes the builder's status on.
+      pid_t inner = ::fork();
+      if (inner < 0) ::_exit(127);
+      if (inner > 0) {
+        int st = 0;
+        while (::waitpid(inner, &st, 0) < 0 && errno == EINTR) {
+        }
+        if (WIFSIGNALED(st)) {
+          sigset_t none;
+          ::sigemptyset(&none);
+          ::sigprocmask(SIG_SETMASK, &none, nullptr);
+          ::signal(WTERMSIG(st), SIG_DFL);
+          ::kill(::getpid(), WTERMSIG(st));
+          ::_exit(128 + WTERMSIG(st));
+        }
+        ::_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 127);
+      }
+    }
     if (view != nullptr) {
       const char* step = "";
       if (int err = view->enterInChild(&step); err != 0) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "narcache/narinfo/signature.h"
@@ -292,6 +294,34 @@ TEST_F(BuilderTest, StoreIsolationShowsOnlyInputsAndOutputs) {
   for (const auto& e : fs::directory_iterator(store_dir_)) {
     EXPECT_EQ(e.path().filename().string().find(".narcache-view-"), std::string::npos);
   }
+}
+
+// Processes a builder leaves behind in a session of their own (setsid: out of its process group,
+// which is what a build's end kills) go with the build too, in its PID namespace (isolated
+// builds only).
+TEST_F(BuilderTest, ProcessesThatLeaveTheSessionDoNotOutliveTheBuild) {
+  const std::string marker = "31337.5";  // a sleep argument nothing else uses
+  // The builder exits only once its daemon has its own session (it wrote the flag after setsid).
+  auto drv = create("daemonizes", "/bin/sh",
+                    "setsid sh -c 'echo > flag; exec sleep " + marker +
+                        "' </dev/null >/dev/null 2>&1 & "
+                        "while [ ! -e flag ]; do sleep 0.01; done; mkdir $out");
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->status, BuildStatus::kSucceeded) << r->message;
+  auto survivors = [&] {
+    return sh("for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done "
+              "| grep -c '^sleep " +
+              marker + "' || true")
+        .out;
+  };
+  std::string left;
+  for (int i = 0; i < 50 && (left = survivors()) != "0\n"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  sh("pkill -f 'sleep " + marker + "' || true");  // whatever happens, nothing stays behind
+  if (!r->store_isolated) GTEST_SKIP() << "no store isolation here (needs root and namespaces)";
+  EXPECT_EQ(left, "0\n");
 }
 
 TEST_F(BuilderTest, LastLines) {
