@@ -397,6 +397,7 @@ Status Build::substitute(const NarInfo& info) {
     return fail(ErrorCode::kCorruption, context + ": NAR hash mismatch: expected " +
                                             info.nar_hash.toString() + ", got " + got.toString());
   }
+  NARCACHE_TRY(canonicalise(tmp));
   if (::rename(tmp.c_str(), dest.c_str()) != 0) {
     int err = errno;
     if (fs::exists(fs::symlink_status(dest, ec))) {
@@ -931,6 +932,7 @@ Status Build::run() {
   view_.reset();  // removes the view directory
   if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
   if (r_.status == BuildStatus::kSucceeded) {
+    for (const auto& [name, out] : drv_.outputs) NARCACHE_TRY(canonicalise(physical(out.path)));
     for (TreeGuard& guard : output_guards) guard.keep();
     pending.reset();  // valid now
   }

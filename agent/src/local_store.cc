@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <system_error>
 
@@ -22,17 +23,43 @@ std::string errnoText(int err) {
 }
 
 struct Lock {
-  Fd fd;              // the locked mark; -1 when there is none or `held`
-  bool held = false;  // another open file description holds the lock
+  Fd fd;                 // the locked mark; -1 when there is none or `held`
+  bool held = false;     // another open file description holds the lock
+  bool created = false;  // this call made the mark (it was not a dead build's)
 };
 
-// Opens (with `create`, creates) the mark and takes its lock without waiting. A mark cleared
-// between open and lock (unlinked by its holder) is not the mark any more: then try again.
+std::atomic<unsigned> g_tmp_counter{0};
+
+// Opens (with `create`, creates) the mark and takes its lock without waiting. A new mark
+// appears already locked: it is made under a temporary name, locked, then linked into place,
+// so that nobody can take it for a dead build's in between. A mark cleared between open and
+// lock (unlinked by its holder) is not the mark any more: then try again.
 Result<Lock> lockMark(const fs::path& file, bool create) {
   for (;;) {
-    Fd fd(::open(file.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600));
+    if (create) {
+      const fs::path tmp = file.string() + ".new-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(g_tmp_counter++);
+      Fd fresh(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (fresh.get() < 0 || ::flock(fresh.get(), LOCK_EX) != 0) {
+        ::unlink(tmp.c_str());
+        return fail(ErrorCode::kIoError,
+                    "cannot create the pending mark '" + file.string() + "': " + errnoText(errno));
+      }
+      const int linked = ::link(tmp.c_str(), file.c_str());
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      if (linked == 0) return Lock{std::move(fresh), false, true};
+      if (err != EEXIST) {
+        return fail(ErrorCode::kIoError,
+                    "cannot create the pending mark '" + file.string() + "': " + errnoText(err));
+      }
+    }
+    Fd fd(::open(file.c_str(), O_RDWR | O_CLOEXEC));
     if (fd.get() < 0) {
-      if (!create && errno == ENOENT) return Lock{};
+      if (errno == ENOENT) {
+        if (create) continue;  // cleared meanwhile: make ours
+        return Lock{};
+      }
       return fail(ErrorCode::kIoError,
                   "cannot open the pending mark '" + file.string() + "': " + errnoText(errno));
     }
@@ -70,6 +97,36 @@ void removeTree(const fs::path& path) {
   fs::remove_all(path, ec);
 }
 
+Status canonicalise(const fs::path& path) {
+  // Children before their directory: a directory is made read-only once it is done with.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    return fail(ErrorCode::kIoError, "cannot stat '" + path.string() + "': " + errnoText(errno));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(path, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      NARCACHE_TRY(canonicalise(it->path()));
+    }
+    if (ec)
+      return fail(ErrorCode::kIoError, "cannot list '" + path.string() + "': " + ec.message());
+  }
+  const struct timespec times[2] = {{0, UTIME_OMIT}, {1, 0}};
+  if (!S_ISLNK(st.st_mode)) {
+    const mode_t mode = S_ISDIR(st.st_mode) || (st.st_mode & S_IXUSR) ? 0555 : 0444;
+    if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0) {
+      return fail(ErrorCode::kIoError,
+                  "cannot make '" + path.string() + "' read-only: " + errnoText(errno));
+    }
+  }
+  if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+    return fail(ErrorCode::kIoError,
+                "cannot set the mtime of '" + path.string() + "': " + errnoText(errno));
+  }
+  return {};
+}
+
 Result<PendingOutputs> PendingOutputs::mark(const fs::path& physical_store,
                                             const std::vector<std::string>& bases) {
   const fs::path dir = physical_store / kPendingDir;
@@ -78,8 +135,12 @@ Result<PendingOutputs> PendingOutputs::mark(const fs::path& physical_store,
   }
   PendingOutputs pending;
   auto giveUp = [&pending] {
-    // Release without clearing: a mark taken over from a dead build still flags its output.
-    for (auto& m : pending.marks_) m.fd.reset();
+    // Marks this call made go (while locked: nobody takes them for a dead build's, which would
+    // remove a valid path); one taken over from a dead build stays, still flagging its output.
+    for (auto& m : pending.marks_) {
+      if (m.created) ::unlink(m.file.c_str());
+      m.fd.reset();
+    }
     pending.marks_.clear();
   };
   for (const auto& base : bases) {
@@ -95,7 +156,7 @@ Result<PendingOutputs> PendingOutputs::mark(const fs::path& physical_store,
                                                "' is being built by another build on this "
                                                "machine; try again when it is over");
     }
-    pending.marks_.push_back(Mark{file, std::move(lock->fd)});
+    pending.marks_.push_back(Mark{file, std::move(lock->fd), lock->created});
   }
   return pending;
 }
@@ -117,7 +178,12 @@ Result<LocalState> localState(const fs::path& physical_store, const std::string&
   auto lock = lockMark(file, false);
   if (!lock) return fail(lock.error());
   if (lock->held) return LocalState::kBeingBuilt;
-  if (lock->fd.get() < 0) return present ? LocalState::kValid : LocalState::kAbsent;
+  if (lock->fd.get() < 0) {
+    // And the path again: another thread may have just removed a dead build's leftover there
+    // (and cleared its mark) after we saw it.
+    return present && fs::exists(fs::symlink_status(path, ec)) ? LocalState::kValid
+                                                               : LocalState::kAbsent;
+  }
   // A dead build's mark: what it left at the path is partial or unchecked.
   removeTree(path);
   if (fs::exists(fs::symlink_status(path, ec))) {

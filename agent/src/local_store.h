@@ -27,6 +27,12 @@ namespace narcache::agent {
 // an error_code: nothing is reported.
 void removeTree(const std::filesystem::path& path);
 
+// Makes a path that just became valid look as Nix keeps store paths: read-only (files 0444, or
+// 0555 when executable; directories 0555) and modified at time 1, so that nothing edits an input
+// in place and builds do not see upload or download times. Symlinks keep their mode; their own
+// mtime is set too. Errors: kIoError naming the entry.
+Status canonicalise(const std::filesystem::path& path);
+
 class PendingOutputs {
  public:
   // Marks `bases` (store path base names) pending in `physical_store`, holding their locks.
@@ -47,6 +53,7 @@ class PendingOutputs {
   struct Mark {
     std::filesystem::path file;
     Fd fd;
+    bool created = false;  // made by mark(), not taken over from a dead build
   };
   std::vector<Mark> marks_;
 };

@@ -6,6 +6,7 @@
 // client copies the closure of the top derivation from the server with signatures required, and
 // the references it records equal the ones narcache scanned.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <csignal>
@@ -318,6 +319,36 @@ TEST_F(BuildTest, AFailedBuildLeavesNoOutputInTheStore) {
   auto r = build(partial);
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_FALSE(fs::exists(fs::symlink_status(outPath(partial)))) << outPath(partial);
+}
+
+// What a build leaves in the local store, built or substituted, is canonical as in Nix: files
+// 0444 (0555 executable), directories 0555, mtime 1 (symlinks' own mtime too).
+TEST_F(BuildTest, OutputsAndSubstitutedInputsAreReadOnlyWithMtimeOne) {
+  auto canon = create("canon",
+                      "mkdir -p $out/d; echo x > $out/d/f; printf '#!/bin/sh\\n' > $out/run; "
+                      "chmod 755 $out/run; ln -s d/f $out/link");
+  const std::string canon_out = outPath(canon);
+  auto user =
+      create("canon-user", "cat " + canon_out + "/d/f > $out", {"--input-drv", inputDrv(canon)});
+  auto expectCanonical = [&](const std::string& when) {
+    auto st = [&](const std::string& rel) {
+      struct stat s {};
+      EXPECT_EQ(::lstat((canon_out + rel).c_str(), &s), 0) << when << rel;
+      return s;
+    };
+    EXPECT_EQ(st("").st_mode & 07777, 0555u) << when;
+    EXPECT_EQ(st("/d").st_mode & 07777, 0555u) << when;
+    EXPECT_EQ(st("/d/f").st_mode & 07777, 0444u) << when;
+    EXPECT_EQ(st("/run").st_mode & 07777, 0555u) << when;
+    EXPECT_TRUE(S_ISLNK(st("/link").st_mode)) << when;
+    for (const char* rel : {"", "/d", "/d/f", "/run", "/link"}) {
+      EXPECT_EQ(st(rel).st_mtime, 1) << when << rel;
+    }
+  };
+  buildOk(canon);
+  expectCanonical("built: ");
+  buildOk(user);  // from an empty local store: canon comes back by substitution
+  expectCanonical("substituted: ");
 }
 
 // A build killed while its output is half written (SIGKILL: none of its clean-up runs) leaves
