@@ -42,8 +42,9 @@ struct DrvRecord {
   int stale_inputs = 0;
   // Builds given back unbuilt (agent errors that are not the derivation's fault, agents
   // stopping) since the last success: from the second on, the build waits retry_backoff * 2^(n-2)
-  // before it is allocated again, so a derivation that crashes the build engine every time does
-  // not go round the agents without a pause. It is never failed for it: no dead end.
+  // (at most 10 minutes) before it is allocated again, so a derivation that crashes the build
+  // engine every time does not go round the agents without a pause. It is never failed for it: no
+  // dead end.
   int released = 0;
 };
 

@@ -12,6 +12,7 @@ namespace narcache::coordinator {
 namespace {
 
 constexpr int kMaxBackoffDoublings = 20;
+constexpr std::int64_t kMaxReleaseWaitSeconds = 600;  // a given-back build waits at most this
 constexpr const char* kBuiltinSystem = "builtin";
 
 }  // namespace
@@ -453,9 +454,12 @@ Result<ResultAck> Coordinator::release(const std::string& agent, const ReleaseRe
       record->info.message =
           "released by agent " + agent + (request.reason.empty() ? "" : ": " + request.reason);
       if (counted.released > 1) {
+        // Capped low: releases also come from outages and agents stopping, which say nothing
+        // about the derivation, and the count only resets on a success.
         const int doublings = std::min(counted.released - 2, kMaxBackoffDoublings);
-        const std::int64_t wait =
-            static_cast<std::int64_t>(d.options.retry_backoff_seconds) * (1LL << doublings);
+        const std::int64_t wait = std::min<std::int64_t>(
+            kMaxReleaseWaitSeconds,
+            static_cast<std::int64_t>(d.options.retry_backoff_seconds) * (1LL << doublings));
         record->info.not_before = b.now + wait;
         record->info.message += " (given back " + std::to_string(counted.released) +
                                 " times since its last success; next try in " +

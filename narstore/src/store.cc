@@ -309,9 +309,18 @@ Result<NarFile> LmdbStore::putNarFile(std::string_view file_name, Source& body) 
 }
 
 Result<bool> LmdbStore::removeUnreferencedNarFile(const std::string& name) {
+  return removeNarFileIf(name, false);
+}
+
+Result<bool> LmdbStore::removeUnclaimedNarFile(const std::string& name) {
+  return removeNarFileIf(name, true);
+}
+
+Result<bool> LmdbStore::removeNarFileIf(const std::string& name, bool unless_pending) {
   return guard([&]() -> Result<bool> {
     return env_->write<bool>([&](lmdb::WriteTxn& txn) -> Result<bool> {
       if (txn.has(tables_.files, name)) return false;
+      if (unless_pending && txn.has(tables_.pending_unlink, name)) return false;
       txn.del(tables_.pending_unlink, name);
       std::filesystem::path p = narDir() / name;
       if (::unlink(p.c_str()) != 0) {
@@ -553,9 +562,10 @@ Result<AddResult> LmdbStore::add(const NarInfo& info, Source& file, const AddOpt
     with_file.file_hash = tmp->hash;
     with_file.file_size = tmp->size;
     auto result = addNarInfo(with_file, options);
-    // A file of ours that no item uses (refused, or the item was there already): it would only
-    // wait for the collector's nar grace.
-    if (*created && (!result || !result->added)) (void)removeUnreferencedNarFile(name);
+    // A file of ours that no item uses (refused, or the item was there already) goes at once,
+    // unless a concurrent PUT of the same file was told it is there meanwhile (that marked it
+    // pending): then GC unlinks it after the nar grace if its narinfo does not claim it.
+    if (*created && (!result || !result->added)) (void)removeUnclaimedNarFile(name);
     return result;
   });
 }

@@ -217,9 +217,13 @@ class LmdbStore final : public Store {
   // Unlinks nar/<name> when no valid item uses it (checked in a write transaction, so no
   // concurrent commit can start using it meanwhile). Returns whether it was removed.
   Result<bool> removeUnreferencedNarFile(const std::string& name);
+  // The same, but leaves a file that awaits its unlink (pending_unlink): one that add() stored,
+  // which a concurrent PUT of the same file has been told is there since.
+  Result<bool> removeUnclaimedNarFile(const std::string& name);
   Result<NarInfo> decodeNarInfo(const ItemRecord& record) const;
 
  private:
+  Result<bool> removeNarFileIf(const std::string& name, bool unless_pending);
   LmdbStore() = default;
   struct TmpFile {
     std::filesystem::path path;

@@ -82,9 +82,9 @@ TEST(VerifyTest, CorruptAndMissingFilesAreFoundAndRepairedByMarkingDeleted) {
   EXPECT_TRUE(verifyStore(*store)->problems.empty());
 }
 
-// A nar file that cannot be read says nothing of its content (a permission, an I/O error, a
-// file system not mounted): verify reports it, but --repair neither marks its items deleted nor
-// unlinks it. Here a directory stands in its place, so reading it fails with EISDIR.
+// A nar file that cannot be read says nothing of its content (a permission, an I/O error): verify
+// reports it, but --repair neither marks its items deleted nor unlinks it. Here a directory stands
+// in its place, so reading it fails with EISDIR.
 TEST(VerifyTest, AFileThatCannotBeReadIsReportedButNotRepaired) {
   test::TempDir dir;
   auto store = initStore(dir / "s");

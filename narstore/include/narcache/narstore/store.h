@@ -190,7 +190,8 @@ class Store {
 
   // Both steps at once: `file` holds the compressed bytes in info.compression. FileHash,
   // FileSize and URL of `info` may be absent; they are computed (and checked when present).
-  // A file this call stored is removed again unless the item was added with it.
+  // A file this call stored and the item did not take is removed again (unless a concurrent
+  // putNarFile of the same file was told it is there: then it is pending, for GC).
   virtual Result<AddResult> add(const NarInfo& info, Source& file,
                                 const AddOptions& options = {}) = 0;
 
