@@ -220,12 +220,13 @@ void registerStoreCommands(CommandRegistry& registry) {
       for (const auto& o : report->orphans) std::printf("orphan: %s\n", o.c_str());
       for (const auto& o : report->removed_orphans) std::printf("removed orphan: %s\n", o.c_str());
       std::printf(
-          "%llu items, %llu nar files (%llu bytes) checked: %s, %zu problems, %zu orphans\n",
+          "%llu items, %llu nar files (%llu bytes) checked: %s, %zu problems, %zu orphans, "
+          "%llu unused nar files awaiting GC\n",
           static_cast<unsigned long long>(report->items),
           static_cast<unsigned long long>(report->nar_files),
           static_cast<unsigned long long>(report->bytes_read),
           report->consistent() ? "consistent" : "INCONSISTENT", report->problems.size(),
-          report->orphans.size());
+          report->orphans.size(), static_cast<unsigned long long>(report->awaiting_unlink));
       return report->consistent() ? 0 : 1;
     });
   }

@@ -456,6 +456,7 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
                  static_cast<unsigned long long>(bytes.load() >> 20));
   }
   report.nar_files = jobs.size();
+  report.awaiting_unlink = pending_unlink.size();
   report.bytes_read = bytes.load();
 
   for (FileJob* job : jobs) {

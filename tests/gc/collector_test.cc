@@ -301,6 +301,7 @@ TEST(CollectTest, UploadsThatNoNarinfoClaimsGoAfterTheNarGrace) {
   auto report = narstore::verifyStore(*f.store, {.threads = 1});
   ASSERT_TRUE(report);
   EXPECT_TRUE(report->orphans.empty()) << report->orphans[0];
+  EXPECT_EQ(report->awaiting_unlink, 1u);
   f.clock.advance(5);
   auto unlinked = f.store->unlinkNarFiles(10, 100);
   ASSERT_TRUE(unlinked);

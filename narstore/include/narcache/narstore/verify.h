@@ -43,6 +43,7 @@ struct VerifyReport {
   std::uint64_t items = 0;
   std::uint64_t nar_files = 0;
   std::uint64_t bytes_read = 0;
+  std::uint64_t awaiting_unlink = 0;    // unused nar files that GC unlinks after their nar grace
   std::vector<VerifyProblem> problems;  // broken invariants
   std::vector<std::string> orphans;     // "tmp/<f>" or "nar/<f>" still present after the run
   std::vector<std::string> removed_orphans;
