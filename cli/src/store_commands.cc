@@ -271,11 +271,7 @@ void registerStoreCommands(CommandRegistry& registry) {
     registry.add(cmd, [a] {
       auto store = openStore(a->root);
       if (!store) return reportError(store.error());
-      std::string dest = a->url;
-      if (dest.rfind("file://", 0) == 0) {
-        dest = dest.substr(7);
-        dest = dest.substr(0, dest.find('?'));  // Nix store parameters, as import ignores them
-      }
+      const std::string dest = narstore::fileCacheDir(a->url).value_or("");
       if (dest.empty() || dest.front() != '/') {
         return reportError(
             Error(ErrorCode::kInvalidArgument, "export needs file:///absolute/dir, got " + a->url));

@@ -177,14 +177,18 @@ Result<std::unique_ptr<BinaryCacheReader>> openFileCache(const std::filesystem::
   return std::unique_ptr<BinaryCacheReader>(new FileCacheReader(dir));
 }
 
-Result<std::unique_ptr<BinaryCacheReader>> openCacheUrl(std::string_view url) {
+std::optional<std::string> fileCacheDir(std::string_view url) {
   constexpr std::string_view kFile = "file://";
-  if (url.substr(0, kFile.size()) == kFile) {
+  if (url.starts_with(kFile)) {
     std::string_view rest = url.substr(kFile.size());
-    rest = rest.substr(0, rest.find('?'));  // ignore Nix store parameters
-    return openFileCache(std::filesystem::path(std::string(rest)));
+    return std::string(rest.substr(0, rest.find('?')));  // ignore Nix store parameters
   }
-  if (!url.empty() && url.front() == '/') return openFileCache(std::string(url));
+  if (url.starts_with('/')) return std::string(url);
+  return std::nullopt;
+}
+
+Result<std::unique_ptr<BinaryCacheReader>> openCacheUrl(std::string_view url) {
+  if (auto dir = fileCacheDir(url)) return openFileCache(*dir);
   if (url.starts_with("http://") || url.starts_with("https://")) {
     HttpCacheOptions options;
     options.url = std::string(url);

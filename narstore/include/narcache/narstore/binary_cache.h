@@ -16,6 +16,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +45,9 @@ class BinaryCacheReader {
 };
 
 Result<std::unique_ptr<BinaryCacheReader>> openFileCache(const std::filesystem::path& dir);
+// The directory of a file cache URL: "file://<dir>[?<Nix store parameters, ignored>]", or a plain
+// path starting with '/'; nullopt for any other URL. For import and export alike.
+std::optional<std::string> fileCacheDir(std::string_view url);
 // "file:///dir" (or a plain absolute path), "http://host[:port]" or "https://…" (an HttpCache).
 Result<std::unique_ptr<BinaryCacheReader>> openCacheUrl(std::string_view url);
 
