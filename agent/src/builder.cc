@@ -24,6 +24,7 @@
 #include <system_error>
 #include <vector>
 
+#include "errno_text.h"
 #include "local_store.h"
 #include "narcache/narinfo/compression.h"
 #include "narcache/narinfo/derivation.h"
@@ -41,10 +42,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-std::string errnoText(int err) {
-  return std::error_code(err, std::generic_category()).message();
-}
 
 // Writes every chunk to each of its sinks (not owned).
 class FanoutSink final : public Sink {

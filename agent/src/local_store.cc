@@ -11,16 +11,14 @@
 #include <cerrno>
 #include <system_error>
 
+#include "errno_text.h"
+
 namespace narcache::agent {
 namespace {
 
 namespace fs = std::filesystem;
 
 constexpr const char* kPendingDir = ".narcache-pending";
-
-std::string errnoText(int err) {
-  return std::error_code(err, std::generic_category()).message();
-}
 
 struct Lock {
   Fd fd;                 // the locked mark; -1 when there is none or `held`
@@ -41,9 +39,10 @@ Result<Lock> lockMark(const fs::path& file, bool create) {
                            std::to_string(g_tmp_counter++);
       Fd fresh(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
       if (fresh.get() < 0 || ::flock(fresh.get(), LOCK_EX) != 0) {
+        const int err = errno;  // before unlink() changes it
         ::unlink(tmp.c_str());
         return fail(ErrorCode::kIoError,
-                    "cannot create the pending mark '" + file.string() + "': " + errnoText(errno));
+                    "cannot create the pending mark '" + file.string() + "': " + errnoText(err));
       }
       const int linked = ::link(tmp.c_str(), file.c_str());
       const int err = errno;

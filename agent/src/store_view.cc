@@ -11,6 +11,7 @@
 #include <system_error>
 #include <utility>
 
+#include "errno_text.h"
 #include "local_store.h"
 #include "narcache/narinfo/io.h"
 
@@ -18,10 +19,6 @@ namespace narcache::agent {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string errnoText(int err) {
-  return std::error_code(err, std::generic_category()).message();
-}
 
 }  // namespace
 
