@@ -222,6 +222,22 @@ Status Build::loadDerivation() {
       return fail(p.error().withContext(o_.drv_file.string() + ": output '" + name + "'"));
     }
   }
+  // Output names become environment variables and store path names: each must be a valid
+  // store path name other than "drv", and its path must be named as Nix names it. (The full
+  // check of the paths, hashDerivationModulo, needs every input .drv down the closure; the
+  // coordinator does it at submission.)
+  for (const auto& [name, out] : drv_.outputs) {
+    if (auto ok = validateStorePathName(name); !ok || name == "drv") {
+      return fail(ErrorCode::kInvalidArgument,
+                  o_.drv_file.string() + ": invalid output name '" + name + "'");
+    }
+    std::string expected = name == "out" ? drv_.name : drv_.name + "-" + name;
+    if (StorePath::parse(out.path, store_dir_)->name() != expected) {
+      return fail(ErrorCode::kInvalidArgument, o_.drv_file.string() + ": output '" + name +
+                                                   "' has path '" + out.path +
+                                                   "', whose name is not '" + expected + "'");
+    }
+  }
   auto drv_path = derivationStorePath(drv_, store_dir_);
   if (!drv_path) return fail(drv_path.error().withContext(o_.drv_file.string()));
   r_.drv_path = *drv_path;

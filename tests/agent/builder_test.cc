@@ -176,6 +176,32 @@ TEST_F(BuilderTest, StructuredAttrsAreRefusedWithAClearError) {
       << r.error().message();
 }
 
+// Output names become environment variables and path names; a hand-made .drv may carry any.
+TEST_F(BuilderTest, BadOutputNamesAndMisnamedOutputPathsAreRefused) {
+  auto drv = create("named", "/bin/sh", "mkdir $out");
+  auto text = readFile(drv);
+  auto edited = [&](std::string from, std::string to) {
+    std::string t = text;
+    auto at = t.find(from);
+    EXPECT_NE(at, std::string::npos) << t;
+    t.replace(at, from.size(), to);
+    fs::path f = tmp_ / "edited.drv";
+    writeFile(f, t);
+    return f;
+  };
+  auto r = agent::buildDerivation(options(edited("[(\"out\",", "[(\"../x\",")));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(r.error().message().find("invalid output name '../x'"), std::string::npos)
+      << r.error().message();
+
+  r = agent::buildDerivation(options(edited("-named\",", "-other\",")));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(r.error().message().find("whose name is not 'named'"), std::string::npos)
+      << r.error().message();
+}
+
 TEST_F(BuilderTest, UnknownInputDerivation) {
   auto dep = create("dep", "/bin/sh", "mkdir $out");
   auto drv = create("user", "/bin/sh", "mkdir $out", {"--input-drv", dep.string()});
