@@ -43,6 +43,11 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
+// Scratch directories (see ScratchDir): a build's work dir in $TMPDIR, and a substituted input
+// restored beside its place in the store.
+constexpr const char* kWorkDirPrefix = "narcache-build-";
+constexpr const char* kSubstitutionPrefix = ".narcache-sub-";
+
 // Writes every chunk to each of its sinks (not owned).
 class FanoutSink final : public Sink {
  public:
@@ -89,15 +94,6 @@ class TreeGuard {
   fs::path path_;
   bool keep_ = false;
 };
-
-Result<fs::path> makeTempDir(const fs::path& parent, const std::string& prefix) {
-  std::string tmpl = (parent / (prefix + "XXXXXX")).string();
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    return fail(ErrorCode::kIoError,
-                "cannot create a directory in '" + parent.string() + "': " + errnoText(errno));
-  }
-  return fs::path(tmpl);
-}
 
 Result<std::string> readWholeFile(const fs::path& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -378,11 +374,13 @@ Result<std::vector<std::string>> Build::localReferences(const std::string& full)
 Status Build::substitute(const NarInfo& info) {
   const std::string full = info.fullPath();
   const fs::path dest = physical(full);
-  const fs::path tmp = dest.parent_path() /
-                       (".narcache-sub-" + info.path.baseName() + "-" + std::to_string(::getpid()));
+  // Restored beside its destination, then renamed into place.
+  auto reserved = ScratchDir::reserve(
+      dest.parent_path(), std::string(kSubstitutionPrefix) + info.path.baseName() + "-");
+  if (!reserved) return fail(reserved.error().withContext("input '" + full + "'"));
+  ScratchDir guard(std::move(*reserved));
+  const fs::path& tmp = guard.path();
   std::error_code ec;
-  fs::remove_all(tmp, ec);
-  TreeGuard guard(tmp);
   auto compression = parseCompression(info.compression);
   if (!compression) return fail(compression.error().withContext("input '" + full + "'"));
   auto file = cache_->open(info.url);
@@ -878,6 +876,9 @@ Status Build::run() {
     }
   }
 
+  // What builds killed on this machine left in the store (their scratch directories).
+  removeAbandonedDirs(physical(store_dir_), {kSubstitutionPrefix, StoreView::kDirPrefix});
+
   // 1. Inputs.
   NARCACHE_TRY(queryClosure(*needed));
   if (!r_.missing_inputs.empty()) {
@@ -931,10 +932,11 @@ Status Build::run() {
     const char* t = std::getenv("TMPDIR");
     tmp_parent = t != nullptr && *t != '\0' ? t : "/tmp";
   }
-  auto work = makeTempDir(tmp_parent, "narcache-build-" + drv_.name + "-");
+  removeAbandonedDirs(tmp_parent, {kWorkDirPrefix});  // killed builds' work dirs
+  auto work = ScratchDir::create(tmp_parent, std::string(kWorkDirPrefix) + drv_.name + "-");
   if (!work) return fail(work.error());
-  work_dir_ = *work;
-  TreeGuard work_guard(work_dir_);
+  ScratchDir work_guard(std::move(*work));
+  work_dir_ = work_guard.path();
   if (o_.keep_build_dir) work_guard.keep();
   build_dir_ = work_dir_ / "build";
   fs::create_directory(build_dir_, ec);

@@ -9,7 +9,11 @@
 
 #include <atomic>
 #include <cerrno>
+#include <optional>
+#include <random>
+#include <string_view>
 #include <system_error>
+#include <utility>
 
 #include "errno_text.h"
 
@@ -28,30 +32,39 @@ struct Lock {
 
 std::atomic<unsigned> g_tmp_counter{0};
 
+// Creates `file` already locked: made under a temporary name, locked, then linked into place,
+// so that nobody can take it for a dead process's in between. An invalid Fd when `file` exists.
+// `what` names the file in errors.
+Result<Fd> createLocked(const fs::path& file, const std::string& what) {
+  const fs::path tmp =
+      file.string() + ".new-" + std::to_string(::getpid()) + "-" + std::to_string(g_tmp_counter++);
+  Fd fresh(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (fresh.get() < 0 || ::flock(fresh.get(), LOCK_EX) != 0) {
+    const int err = errno;  // before unlink() changes it
+    ::unlink(tmp.c_str());
+    return fail(ErrorCode::kIoError,
+                "cannot create " + what + " '" + file.string() + "': " + errnoText(err));
+  }
+  const int linked = ::link(tmp.c_str(), file.c_str());
+  const int err = errno;
+  ::unlink(tmp.c_str());
+  if (linked == 0) return fresh;
+  if (err != EEXIST) {
+    return fail(ErrorCode::kIoError,
+                "cannot create " + what + " '" + file.string() + "': " + errnoText(err));
+  }
+  return Fd();
+}
+
 // Opens (with `create`, creates) the mark and takes its lock without waiting. A new mark
-// appears already locked: it is made under a temporary name, locked, then linked into place,
-// so that nobody can take it for a dead build's in between. A mark cleared between open and
-// lock (unlinked by its holder) is not the mark any more: then try again.
+// appears already locked (createLocked). A mark cleared between open and lock (unlinked by its
+// holder) is not the mark any more: then try again.
 Result<Lock> lockMark(const fs::path& file, bool create) {
   for (;;) {
     if (create) {
-      const fs::path tmp = file.string() + ".new-" + std::to_string(::getpid()) + "-" +
-                           std::to_string(g_tmp_counter++);
-      Fd fresh(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-      if (fresh.get() < 0 || ::flock(fresh.get(), LOCK_EX) != 0) {
-        const int err = errno;  // before unlink() changes it
-        ::unlink(tmp.c_str());
-        return fail(ErrorCode::kIoError,
-                    "cannot create the pending mark '" + file.string() + "': " + errnoText(err));
-      }
-      const int linked = ::link(tmp.c_str(), file.c_str());
-      const int err = errno;
-      ::unlink(tmp.c_str());
-      if (linked == 0) return Lock{std::move(fresh), false, true};
-      if (err != EEXIST) {
-        return fail(ErrorCode::kIoError,
-                    "cannot create the pending mark '" + file.string() + "': " + errnoText(err));
-      }
+      auto fresh = createLocked(file, "the pending mark");
+      if (!fresh) return fail(fresh.error());
+      if (fresh->get() >= 0) return Lock{std::move(*fresh), false, true};
     }
     Fd fd(::open(file.c_str(), O_RDWR | O_CLOEXEC));
     if (fd.get() < 0) {
@@ -191,6 +204,101 @@ Result<LocalState> localState(const fs::path& physical_store, const std::string&
   }
   ::unlink(file.c_str());
   return LocalState::kAbsent;
+}
+
+namespace {
+
+constexpr std::string_view kOwnerSuffix = ".owner";
+
+fs::path ownerFile(const fs::path& dir) {
+  return dir.string() + std::string(kOwnerSuffix);
+}
+
+std::string randomSuffix() {
+  static constexpr char kChars[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  static thread_local std::mt19937 gen{std::random_device{}()};
+  std::uniform_int_distribution<std::size_t> pick(0, sizeof kChars - 2);
+  std::string s(8, '0');
+  for (char& c : s) c = kChars[pick(gen)];
+  return s;
+}
+
+}  // namespace
+
+Result<ScratchDir> ScratchDir::create(const fs::path& parent, const std::string& prefix,
+                                      mode_t mode) {
+  return make(parent, prefix, mode);
+}
+
+Result<ScratchDir> ScratchDir::reserve(const fs::path& parent, const std::string& prefix) {
+  return make(parent, prefix, std::nullopt);
+}
+
+Result<ScratchDir> ScratchDir::make(const fs::path& parent, const std::string& prefix,
+                                    std::optional<mode_t> mode) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const fs::path dir = parent / (prefix + randomSuffix());
+    auto owner = createLocked(ownerFile(dir), "the owner file");
+    if (!owner) return fail(owner.error());
+    if (owner->get() < 0) continue;  // the name is taken: another one
+    struct stat st {};
+    const int rc = mode ? ::mkdir(dir.c_str(), *mode) : (::lstat(dir.c_str(), &st) == 0 ? -1 : 0);
+    if (rc != 0) {
+      const int err = mode ? errno : EEXIST;
+      ::unlink(ownerFile(dir).c_str());  // while locked
+      if (err == EEXIST) continue;       // something someone kept: another name
+      return fail(ErrorCode::kIoError,
+                  "cannot create a directory in '" + parent.string() + "': " + errnoText(err));
+    }
+    if (mode) ::chmod(dir.c_str(), *mode);  // whatever the umask
+    ScratchDir made;
+    made.path_ = dir;
+    made.owner_ = std::move(*owner);
+    return made;
+  }
+  return fail(ErrorCode::kIoError,
+              "cannot find a free name for a directory in '" + parent.string() + "'");
+}
+
+ScratchDir::ScratchDir(ScratchDir&& other) noexcept
+    : path_(std::exchange(other.path_, {})), owner_(std::move(other.owner_)) {}
+
+ScratchDir::~ScratchDir() {
+  if (path_.empty()) return;
+  // The directory first, the owner file (still locked) last: should this process die in
+  // between, the directory still has an unlocked owner file and a later sweep removes it.
+  removeTree(path_);
+  ::unlink(ownerFile(path_).c_str());
+}
+
+void ScratchDir::keep() {
+  if (path_.empty()) return;
+  ::unlink(ownerFile(path_).c_str());
+  owner_.reset();
+  path_.clear();
+}
+
+std::size_t removeAbandonedDirs(const fs::path& parent, const std::vector<std::string>& prefixes) {
+  std::size_t removed = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(parent, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.ends_with(kOwnerSuffix)) continue;
+    bool ours = false;
+    for (const auto& prefix : prefixes) ours = ours || name.starts_with(prefix);
+    if (!ours) continue;
+    auto lock = lockMark(it->path(), false);
+    if (!lock || lock->held || lock->fd.get() < 0) continue;  // alive, gone, or unreadable
+    const fs::path dir = parent / name.substr(0, name.size() - kOwnerSuffix.size());
+    std::error_code exists_ec;
+    const bool had_dir = fs::exists(fs::symlink_status(dir, exists_ec));
+    removeTree(dir);
+    if (fs::exists(fs::symlink_status(dir, exists_ec))) continue;  // next time
+    ::unlink(it->path().c_str());
+    if (had_dir) ++removed;
+  }
+  return removed;
 }
 
 }  // namespace narcache::agent

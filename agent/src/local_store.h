@@ -14,7 +14,11 @@
 // Locks belong to open file descriptions (O_CLOEXEC: a builder never inherits one), so they go
 // with the process that holds them however it ends. Safe across threads and processes.
 
+#include <sys/types.h>
+
+#include <cstddef>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +61,45 @@ class PendingOutputs {
   };
   std::vector<Mark> marks_;
 };
+
+// A build's scratch directory (its work dir, its store view, a substitution in progress),
+// made as <parent>/<prefix><random> beside an owner file <dir>.owner that the making process
+// holds an exclusive flock on for the object's life. The owner file appears already locked (made
+// under a temporary name, locked, then linked) before the directory is created, so a directory
+// with an unlocked owner file belongs to a process that died (SIGKILL, a crash, power loss):
+// removeAbandonedDirs() removes both. The destructor removes the directory (removeTree), then
+// the owner file; keep() gives the directory up to the user instead (its owner file goes now, and
+// a directory without one is never removed by anyone).
+class ScratchDir {
+ public:
+  // Errors: kIoError naming `parent` when the owner file or the directory cannot be made.
+  static Result<ScratchDir> create(const std::filesystem::path& parent, const std::string& prefix,
+                                   mode_t mode = 0700);
+  // The same, but nothing is created at path(): the caller makes it (a file or directory).
+  static Result<ScratchDir> reserve(const std::filesystem::path& parent, const std::string& prefix);
+
+  ScratchDir(ScratchDir&& other) noexcept;
+  ScratchDir& operator=(ScratchDir&&) noexcept = delete;
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir();
+
+  const std::filesystem::path& path() const { return path_; }
+  void keep();
+
+ private:
+  ScratchDir() = default;
+  static Result<ScratchDir> make(const std::filesystem::path& parent, const std::string& prefix,
+                                 std::optional<mode_t> mode);
+  std::filesystem::path path_;  // empty once moved from or kept
+  Fd owner_;
+};
+
+// Removes from `parent` every directory whose name starts with one of `prefixes` and whose owner
+// file (see ScratchDir) no live process holds, and its owner file. Best effort: what cannot be
+// removed stays for the next call. Returns how many directories went.
+std::size_t removeAbandonedDirs(const std::filesystem::path& parent,
+                                const std::vector<std::string>& prefixes);
 
 enum class LocalState {
   kAbsent,      // not there (or a dead build's output, just removed)

@@ -30,14 +30,12 @@ Result<StoreView> StoreView::prepare(const fs::path& physical_store,
   view.physical_store_ = physical_store;
   view.logical_store_ = logical_store;
   view.outputs_ = outputs;
-  std::string tmpl = (physical_store / (".narcache-view-" + name + "-XXXXXX")).string();
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    return fail(ErrorCode::kIoError, "cannot create the store view in '" + physical_store.string() +
-                                         "': " + errnoText(errno));
-  }
-  view.dir_ = tmpl;
-  view.dir_str_ = tmpl;
-  ::chmod(tmpl.c_str(), 0755);  // as a store dir looks to the builder
+  // 0755: as a store dir looks to the builder.
+  auto scratch = ScratchDir::create(physical_store, std::string(kDirPrefix) + name + "-", 0755);
+  if (!scratch) return fail(scratch.error().withContext("cannot create the store view"));
+  view.scratch_.emplace(std::move(*scratch));
+  view.dir_ = view.scratch_->path();
+  view.dir_str_ = view.dir_.string();
   for (const auto& base : inputs) {
     const fs::path source = physical_store / base;
     const fs::path target = view.dir_ / base;
@@ -74,6 +72,7 @@ StoreView::StoreView(StoreView&& other) noexcept
       logical_store_(std::move(other.logical_store_)),
       dir_(std::exchange(other.dir_, {})),
       dir_str_(std::move(other.dir_str_)),
+      scratch_(std::move(other.scratch_)),
       outputs_(std::move(other.outputs_)),
       binds_(std::move(other.binds_)),
       copied_symlinks_(std::move(other.copied_symlinks_)) {}
@@ -192,8 +191,11 @@ void StoreView::remove() noexcept {
   for (const auto& [source, target] : binds_) mounted = mounted || fs::exists(target, ec);
   if (!mounted) {
     for (const auto& p : left) removeTree(p);
+  } else if (scratch_) {
+    scratch_->keep();  // never removed recursively, not even by a later sweep
   }
   ::rmdir(dir_.c_str());
+  scratch_.reset();
   dir_.clear();
 }
 

@@ -2,7 +2,7 @@
 // The store as a builder sees it: a private mount namespace in which the logical store dir holds
 // only the build's input closure (read-only) and what the builder writes (its outputs).
 //
-// How: prepare() creates a view directory V = <physical store>/.narcache-view-<name>-XXXXXX on
+// How: prepare() creates a view directory V = <physical store>/.narcache-view-<name>-<random> on
 // the host, with an empty mount point in V for each input path (a directory or an empty file,
 // by the input's type; an input that is a symlink is copied as a symlink). In the builder's
 // child process, enterInChild() unshares the mount namespace, makes every mount private (nothing
@@ -23,15 +23,21 @@
 // system calls on strings prepared beforehand.
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "local_store.h"
 #include "narcache/narinfo/error.h"
 
 namespace narcache::agent {
 
 class StoreView {
  public:
+  // V's name is kDirPrefix + name + "-" + a random suffix; it is a ScratchDir, so what a killed
+  // build left there goes with removeAbandonedDirs().
+  static constexpr const char* kDirPrefix = ".narcache-view-";
+
   // `physical_store`: where the store dir's entries are on the host; `logical_store`: the store
   // dir the builder sees; `inputs` and `outputs`: base names of store paths. Inputs must exist
   // physically. Errors: IoError (creating V or a mount point).
@@ -69,6 +75,7 @@ class StoreView {
   std::string logical_store_;
   std::filesystem::path dir_;  // V; empty once moved from
   std::string dir_str_;
+  std::optional<ScratchDir> scratch_;  // V's owner
   std::vector<std::string> outputs_;
   // Physical input path -> its mount point in V, for inputs that are bind-mounted.
   std::vector<std::pair<std::string, std::string>> binds_;

@@ -1,6 +1,7 @@
 // The agent's local store marks (agent/src/local_store.h): a refused mark() leaves nothing that
 // condemns a valid path, a dead build's leftover goes once, a live build's output is left alone,
-// and canonicalise() makes a tree read-only with mtime 1.
+// canonicalise() makes a tree read-only with mtime 1, and a dead process's scratch directory is
+// swept while a live or kept one stays.
 #include "local_store.h"
 
 #include <gtest/gtest.h>
@@ -8,8 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "support/support.h"
 
@@ -102,6 +106,84 @@ TEST(LocalStoreTest, CanonicaliseMakesATreeReadOnlyWithMtimeOne) {
   }
   removeTree(out);  // read-only directories and all
   EXPECT_FALSE(fs::exists(out));
+}
+
+std::vector<std::string> entries(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(LocalStoreTest, AScratchDirGoesWithItsOwnerAndOnlyADeadOwnersIsSwept) {
+  test::TempDir dir;
+  // A process that makes a scratch dir, fills it (read-only in part) and dies without a
+  // destructor; its path comes back through a pipe.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto made = ScratchDir::create(dir.path(), "narcache-build-x-");
+    if (!made) ::_exit(1);
+    fs::create_directories(made->path() / "build" / "sub");
+    ::chmod((made->path() / "build").c_str(), 0555);
+    const std::string path = made->path().string();
+    if (::write(fds[1], path.data(), path.size()) != static_cast<ssize_t>(path.size())) ::_exit(2);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  char buf[4096];
+  ssize_t n = ::read(fds[0], buf, sizeof buf);
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_GT(n, 0);
+  const fs::path dead(std::string(buf, static_cast<std::size_t>(n)));
+  ASSERT_TRUE(fs::is_directory(dead / "build" / "sub"));
+
+  // A live one, one kept, and another prefix's, beside it.
+  std::optional<ScratchDir> live;
+  {
+    auto made = ScratchDir::create(dir.path(), "narcache-build-y-");
+    ASSERT_TRUE(made) << made.error().message();
+    live.emplace(std::move(*made));
+  }
+  EXPECT_TRUE(live->path().filename().string().starts_with("narcache-build-y-"));
+  EXPECT_TRUE(fs::is_directory(live->path()));
+  EXPECT_EQ((fs::status(live->path()).permissions() & fs::perms::all), fs::perms::owner_all);
+  fs::path kept;
+  {
+    auto k = ScratchDir::create(dir.path(), "narcache-build-z-");
+    ASSERT_TRUE(k);
+    kept = k->path();
+    k->keep();
+  }
+  EXPECT_TRUE(fs::is_directory(kept));
+  std::optional<ScratchDir> reserved;
+  {
+    auto made = ScratchDir::reserve(dir.path(), ".narcache-sub-");
+    ASSERT_TRUE(made) << made.error().message();
+    reserved.emplace(std::move(*made));
+  }
+  EXPECT_FALSE(fs::exists(reserved->path()));  // the caller makes it
+  test::writeFile(reserved->path(), "being restored");
+  ASSERT_EQ(entries(dir.path()).size(), 7u);  // 4 entries, the owner files of all but the kept
+
+  EXPECT_EQ(removeAbandonedDirs(dir.path(), {"narcache-build-", ".narcache-sub-"}), 1u);
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_FALSE(fs::exists(dead.string() + ".owner"));
+  EXPECT_TRUE(fs::is_directory(live->path()));
+  EXPECT_TRUE(fs::is_directory(kept));
+  EXPECT_TRUE(fs::exists(reserved->path()));
+  EXPECT_EQ(removeAbandonedDirs(dir.path(), {"narcache-build-", ".narcache-sub-"}), 0u);
+
+  const fs::path live_path = live->path();
+  live.reset();  // the destructor removes the directory and its owner file
+  reserved.reset();
+  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{kept.filename().string()});
+  EXPECT_FALSE(fs::exists(live_path));
 }
 
 }  // namespace

@@ -82,7 +82,7 @@ class BuildTest : public ::testing::Test {
                                      (tmp_ / "token").string(),
                                      "--json"};
     args.insert(args.end(), extra.begin(), extra.end());
-    return narcache(args);
+    return narcache(args, options_);
   }
 
   // Builds with a wiped store; expects success and returns the JSON result.
@@ -105,6 +105,7 @@ class BuildTest : public ::testing::Test {
   std::string public_key_;
   std::unique_ptr<ServedStore> server_;
   std::map<std::string, std::set<std::string>> scanned_;  // output path -> references
+  RunOptions options_;                                    // for every build()
 };
 
 std::set<std::string> refsOf(const json& out) {
@@ -365,9 +366,13 @@ TEST_F(BuildTest, AKilledBuildsPartialOutputIsNeitherClobberedWhileLiveNorUsedOn
   buildOk(half);  // the cache has the whole output
   wipeStore();
   writeFile(flag, "");
+  const fs::path scratch = tmp_ / "scratch";  // the builds' $TMPDIR
+  fs::create_directories(scratch);
+  options_.env["TMPDIR"] = scratch.string();
   BackgroundProcess killed({"setpriv", "--bounding-set", "-sys_admin", NARCACHE_BIN, "build",
                             half.string(), "--cache", server_->url(), "--trusted-key", public_key_,
-                            "--upload-token-file", (tmp_ / "token").string()});
+                            "--upload-token-file", (tmp_ / "token").string()},
+                           options_);
   auto halfWritten = [&] {
     return fs::exists(half_out + "/f") && readFile(half_out + "/f") == "half\n";
   };
@@ -383,11 +388,58 @@ TEST_F(BuildTest, AKilledBuildsPartialOutputIsNeitherClobberedWhileLiveNorUsedOn
   EXPECT_EQ(readFile(half_out + "/f"), "half\n");  // left alone
 
   EXPECT_EQ(killed.stop(SIGKILL), 128 + SIGKILL);
+  // The killed build's work dir stays until a later build finds it abandoned.
+  auto workDirs = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(scratch)) names.push_back(e.path().filename());
+    return names;
+  };
+  ASSERT_EQ(workDirs().size(), 2u);  // the directory and its owner file
+  EXPECT_TRUE(workDirs()[0].starts_with("narcache-build-half-")) << workDirs()[0];
   auto user = create("user", "cat " + half_out + "/f > $out", {"--input-drv", inputDrv(half)});
   auto r = build(user);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(readFile(outPath(user)), "whole\n");
   EXPECT_EQ(readFile(half_out + "/f"), "whole\n");
+  EXPECT_TRUE(workDirs().empty()) << workDirs()[0];
+}
+
+// An isolated build writes into its store view (a directory in the store); killed, it leaves the
+// view behind, and the next build on the machine removes it.
+TEST_F(BuildTest, AKilledIsolatedBuildsStoreViewIsRemovedByTheNextBuild) {
+  if (::geteuid() != 0) GTEST_SKIP() << "store isolation needs root";
+  auto slow = create("slow", "mkdir $out; echo x > $out/f; exec sleep 60");
+  const std::string base = fs::path(outPath(slow)).filename();
+  BackgroundProcess killed({NARCACHE_BIN, "build", slow.string(), "--cache", server_->url(),
+                            "--trusted-key", public_key_, "--upload-token-file",
+                            (tmp_ / "token").string()});
+  auto views = [&] {
+    std::vector<fs::path> found;
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(store_dir_, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      if (it->path().filename().string().starts_with(".narcache-view-")) found.push_back(*it);
+    }
+    return found;
+  };
+  auto written = [&] {
+    for (const auto& v : views()) {
+      if (fs::exists(v / base / "f")) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 300 && !written(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(written()) << killed.err();
+  EXPECT_EQ(killed.stop(SIGKILL), 128 + SIGKILL);
+  EXPECT_EQ(views().size(), 2u);  // the view and its owner file
+
+  auto other = create("other", "echo ok > $out");
+  auto r = build(other);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("store isolation: the builder sees only"), std::string::npos) << r.err;
+  EXPECT_TRUE(views().empty()) << views()[0];
 }
 
 }  // namespace
