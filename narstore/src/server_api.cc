@@ -38,16 +38,18 @@ void sendJson(httplib::Response& res, const nlohmann::json& j) {
 
 void registerApiRoutes(httplib::Server& http, ApiContext context) {
   auto ctx = std::make_shared<ApiContext>(std::move(context));
-  http.Get("/api/available", [ctx](const httplib::Request& req, httplib::Response& res) {
-    if (!ctx->authorized(req)) return ctx->send_unauthorized(res);
-    std::size_t n = req.get_param_value_count("path");
-    if (n == 0 || n > kMaxPaths) {
-      return ctx->send_error(res, Error(ErrorCode::kInvalidArgument,
-                                        "give 1 to 10000 store paths as ?path=...&path=..."));
+  // The states of store paths: GET with ?path=...&path=... (the URL limit, 8 KiB, allows about
+  // 60-100 paths), or POST {"paths": [...]} for up to kMaxPaths.
+  auto answer = [ctx](const std::vector<std::string>& given, httplib::Response& res) {
+    if (given.empty() || given.size() > kMaxPaths) {
+      return ctx->send_error(
+          res, Error(ErrorCode::kInvalidArgument,
+                     "give 1 to " + std::to_string(kMaxPaths) +
+                         R"( store paths as ?path=...&path=... or POST {"paths": [...]})"));
     }
     std::vector<StorePath> paths;
-    for (std::size_t i = 0; i < n; ++i) {
-      auto p = StorePath::parse(req.get_param_value("path", i), ctx->store.storeDir());
+    for (const auto& given_path : given) {
+      auto p = StorePath::parse(given_path, ctx->store.storeDir());
       if (!p) return ctx->send_error(res, p.error());
       paths.push_back(*p);
     }
@@ -58,6 +60,30 @@ void registerApiRoutes(httplib::Server& http, ApiContext context) {
       out.push_back(statusJson(ctx->store, paths[i], (*statuses)[i]));
     }
     sendJson(res, out);
+  };
+  http.Get("/api/available", [ctx, answer](const httplib::Request& req, httplib::Response& res) {
+    if (!ctx->authorized(req)) return ctx->send_unauthorized(res);
+    std::vector<std::string> given;
+    for (std::size_t i = 0, n = req.get_param_value_count("path"); i < n && i <= kMaxPaths; ++i) {
+      given.push_back(req.get_param_value("path", i));
+    }
+    answer(given, res);
+  });
+  http.Post("/api/available", [ctx, answer](const httplib::Request& req, httplib::Response& res) {
+    if (!ctx->authorized(req)) return ctx->send_unauthorized(res);
+    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+    std::vector<std::string> given;
+    bool ok = !body.is_discarded() && body.is_object() && body.contains("paths") &&
+              body["paths"].is_array() && body["paths"].size() <= kMaxPaths;
+    for (std::size_t i = 0; ok && i < body["paths"].size(); ++i) {
+      ok = body["paths"][i].is_string();
+      if (ok) given.push_back(body["paths"][i].get<std::string>());
+    }
+    if (!ok) {
+      return ctx->send_error(
+          res, Error(ErrorCode::kInvalidArgument, R"(expected {"paths": ["/nix/store/..."]})"));
+    }
+    answer(given, res);
   });
   http.Post("/api/mark-deleted", [ctx](const httplib::Request& req, httplib::Response& res) {
     if (!ctx->authorized(req)) return ctx->send_unauthorized(res);

@@ -1,5 +1,5 @@
 // Both Availability implementations against the real thing: the local Store, and a real
-// `narcache serve` child process asked over HTTP (GET /api/available with the upload token).
+// `narcache serve` child process asked over HTTP (POST /api/available with the upload token).
 
 #include "narcache/coordinator/availability.h"
 
@@ -69,6 +69,36 @@ TEST(AvailabilityTest, LocalAndRemoteAgreeOnAvailableDeletedIncompleteMissing) {
   ASSERT_FALSE(bad_remote.has_value());
   EXPECT_EQ(bad_remote.error().code(), ErrorCode::kInvalidArgument) << bad_remote.error().message();
   EXPECT_THAT(bad_remote.error().message(), HasSubstr("/gnu/store"));
+}
+
+// A build with many inputs: more paths than a query string can carry (the server's URL limit is
+// 8 KiB), with long names, in more than one batch.
+TEST(AvailabilityTest, ManyLongPathsAreAskedInOneGo) {
+  test::TempDir dir;
+  test::writeFile(dir / "token", "upload-secret\n");
+  test::ServedStore served(dir / "store", {"--upload-token-file", (dir / "token").string()});
+  auto item = narstore::testing::makeItem("here", "here");
+  {
+    narstore::StoreOptions so;
+    so.root = dir / "store";
+    auto store = narstore::Store::open(so);
+    ASSERT_TRUE(store.has_value()) << store.error().message();
+    ASSERT_TRUE(narstore::testing::addItem(**store, item).has_value());
+  }
+  std::vector<std::string> paths;
+  std::vector<ItemState> expected;
+  for (int i = 0; i < 2500; ++i) {
+    auto name = "input-" + std::to_string(i) + "-" + std::string(150, 'x');
+    paths.push_back(narstore::testing::pathFor(name).fullPath("/nix/store"));
+    expected.push_back(ItemState::kMissing);
+  }
+  paths[1234] = item.info.path.fullPath("/nix/store");
+  expected[1234] = ItemState::kAvailable;
+  auto remote = remoteAvailability({served.url(), "upload-secret", 5});
+  ASSERT_TRUE(remote.has_value()) << remote.error().message();
+  auto r = (*remote)->check(paths);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(*r, expected);
 }
 
 TEST(AvailabilityTest, UnreachableCacheIsUnavailable) {

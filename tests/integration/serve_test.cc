@@ -319,6 +319,27 @@ TEST_F(ServeTest, ApiRequestsAreRefusedBeforeTheirBodyIsRead) {
   auto answer = curl(served.url(query), {"-H", std::string("Authorization: Bearer ") + kToken});
   EXPECT_EQ(answer.status, 200);
   EXPECT_TRUE(contains(answer.body, "\"missing\"")) << answer.body;
+  // POST takes the paths as JSON, and a malformed body gets a 400 that says what it expects.
+  const std::vector<std::string> auth = {"-H", std::string("Authorization: Bearer ") + kToken, "-H",
+                                         "Content-Type: application/json"};
+  auto post = [&](const std::string& body, bool with_token = true) {
+    std::vector<std::string> args = {"-X", "POST", "--data-binary", body};
+    if (with_token) args.insert(args.end(), auth.begin(), auth.end());
+    return curl(served.url("/api/available"), args);
+  };
+  const std::string path = "/nix/store/" + std::string(32, '0') + "-x";
+  EXPECT_EQ(post(R"({"paths": [")" + path + R"("]})", false).status, 401);
+  answer = post(R"({"paths": [")" + path + R"(", ")" + path + R"("]})");
+  EXPECT_EQ(answer.status, 200) << answer.body;
+  EXPECT_TRUE(contains(answer.body, R"("state":"missing"},{)")) << answer.body;
+  for (const std::string bad : {"", "[]", R"({"paths": "x"})", R"({"paths": [1]})"}) {
+    answer = post(bad);
+    EXPECT_EQ(answer.status, 400) << bad;
+    EXPECT_TRUE(contains(answer.body, R"(expected {"paths": ["/nix/store/..."]})")) << answer.body;
+  }
+  answer = post(R"({"paths": []})");
+  EXPECT_EQ(answer.status, 400);
+  EXPECT_TRUE(contains(answer.body, "give 1 to 10000 store paths")) << answer.body;
   EXPECT_EQ(served.stop(SIGTERM), 0) << served.log();
 }
 

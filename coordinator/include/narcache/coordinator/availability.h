@@ -2,7 +2,7 @@
 // Availability: the coordinator's question to the store — which of these store paths are
 // *really* available (a live, closure-complete item, narstore's `available` query), not "a build
 // once succeeded". Two implementations: the local store opened on the same machine, and a remote
-// `narcache serve` asked over HTTP (GET <cache>/api/available, Bearer token).
+// `narcache serve` asked over HTTP (POST <cache>/api/available, Bearer token).
 //
 // Ownership: localAvailability() keeps a reference to the Store, which must outlive it.
 // Thread-safety: both implementations are safe for concurrent use.
