@@ -274,9 +274,10 @@ void Server::Impl::handleGet(const httplib::Request& req, httplib::Response& res
 }
 
 void Server::Impl::serveNarInfo(std::string_view hash_part, httplib::Response& res) {
-  // The access is recorded before the item is read: a GC batch that commits in between sees
-  // it and keeps the item (recorded after, the item could go just after being served). A miss
-  // leaves an entry that the next flush drops.
+  // The access is recorded before the item is read: a GC batch that has not decided yet sees
+  // it and keeps the item, and one that is deleting it makes recordAccess wait until its
+  // commit, so the read below sees the item gone (see pending_access.h). A miss leaves an entry
+  // that the next flush drops.
   store.recordAccess(hash_part);
   auto info = store.servable(hash_part);
   if (!info) return sendError(res, info.error());

@@ -793,16 +793,13 @@ Result<std::filesystem::path> LmdbStore::logPath(std::string_view drv_base_name)
 
 void LmdbStore::recordAccess(std::string_view hash_part) {
   if (hash_part.size() != kStorePathHashLength) return;
-  std::int64_t now = clock_();
-  auto pending = pending_access_.lock();
-  auto [it, inserted] = pending->try_emplace(std::string(hash_part), now);
-  if (!inserted && it->second < now) it->second = now;
+  pending_access_.record(hash_part, clock_());
 }
 
 Status LmdbStore::flushAccessTimes() {
   // A copy: the accesses stay pending (seen by deleteUnreachable) until they are committed,
   // so that a GC batch committing while this flush waits for the writer lock still sees them.
-  std::unordered_map<std::string, std::int64_t> batch = *pending_access_.lock();
+  PendingAccess::Times batch = pending_access_.snapshot();
   if (batch.empty()) return {};
   auto r = guard([&]() -> Status {
     return env_->write<void>([&](lmdb::WriteTxn& txn) -> Status {
@@ -826,13 +823,7 @@ Status LmdbStore::flushAccessTimes() {
       return {};
     });
   });
-  if (r) {  // committed: drop them, unless accessed again since
-    auto pending = pending_access_.lock();
-    for (const auto& [h, when] : batch) {
-      auto it = pending->find(h);
-      if (it != pending->end() && it->second <= when) pending->erase(it);
-    }
-  }  // else they stay for the next flush
+  if (r) pending_access_.dropFlushed(batch);  // else they stay for the next flush
   return r;
 }
 

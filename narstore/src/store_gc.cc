@@ -18,6 +18,7 @@
 
 #include "narcache/narinfo/encoding.h"
 #include "narcache/narstore/bulk_load.h"
+#include "pending_access.h"
 #include "store_impl.h"
 
 namespace narcache::narstore {
@@ -408,6 +409,14 @@ Result<StoreGraph> LmdbStore::scanGraph() const {
 
 Result<GcBatchResult> LmdbStore::deleteUnreachable(const std::vector<GcCandidate>& batch,
                                                    std::uint64_t roots_generation) {
+  // What this batch dooms (see pending_access.h) is released once its transaction is over,
+  // committed or not.
+  std::vector<std::string> doomed;
+  struct Undoom {
+    PendingAccess& access;
+    std::vector<std::string>& doomed;
+    ~Undoom() { access.undoom(doomed); }
+  } undoom{pending_access_, doomed};
   return guard([&]() -> Result<GcBatchResult> {
     const Tables& t = tables_;
     return env_->write<GcBatchResult>([&](lmdb::WriteTxn& txn) -> Result<GcBatchResult> {
@@ -415,18 +424,6 @@ Result<GcBatchResult> LmdbStore::deleteUnreachable(const std::vector<GcCandidate
       if (counter(txn, t.meta, Counters::kRootsGeneration) != roots_generation) {
         return fail(ErrorCode::kConflict,
                     "roots were added since the collection was planned; plan again");
-      }
-      // Accesses recorded in this process but not flushed yet count too.
-      std::unordered_map<std::string, std::int64_t> pending;
-      {
-        auto access = pending_access_.lock();
-        if (!access->empty()) {
-          for (const GcCandidate& c : batch) {
-            if (auto it = access->find(c.hash_part); it != access->end()) {
-              pending.emplace(c.hash_part, it->second);
-            }
-          }
-        }
       }
       struct Candidate {
         const GcCandidate* c;
@@ -447,9 +444,6 @@ Result<GcBatchResult> LmdbStore::deleteUnreachable(const std::vector<GcCandidate
         if (auto a = txn.get(t.atime, c.hash_part)) {
           keep = keep || static_cast<std::int64_t>(decodeU64(*a)) > c.last_access;
         }
-        if (auto it = pending.find(c.hash_part); it != pending.end()) {
-          keep = keep || it->second > c.last_access;
-        }
         auto record = ItemRecord::decode(*rec);
         if (!record) return fail(ErrorCode::kCorruption, "item record of " + c.hash_part);
         auto info = decodeNarInfo(*record);
@@ -461,19 +455,36 @@ Result<GcBatchResult> LmdbStore::deleteUnreachable(const std::vector<GcCandidate
         index.emplace(c.hash_part, cands.size());
         cands.push_back(Candidate{&c, std::move(*info), dups(txn, t.referrers, c.hash_part)});
       }
-      // Fixpoint: a candidate stays only while all its current referrers go too.
-      for (bool changed = true; changed;) {
-        changed = false;
-        for (Candidate& cand : cands) {
-          if (!cand.alive) continue;
-          for (const std::string& r : cand.referrers) {
-            auto it = index.find(r);
-            if (it == index.end() || !cands[it->second].alive) {
-              cand.alive = false;
-              changed = true;
-              break;
+      // Fixpoint: a candidate stays only while all its current referrers go too. Then the
+      // accesses recorded in this process but not flushed yet: those since the plan keep their
+      // item (and its closure: the fixpoint again); the rest are doomed until the commit.
+      std::vector<std::string> accessed;
+      for (bool settled = false; !settled;) {
+        for (bool changed = true; changed;) {
+          changed = false;
+          for (Candidate& cand : cands) {
+            if (!cand.alive) continue;
+            for (const std::string& r : cand.referrers) {
+              auto it = index.find(r);
+              if (it == index.end() || !cands[it->second].alive) {
+                cand.alive = false;
+                changed = true;
+                break;
+              }
             }
           }
+        }
+        std::vector<std::pair<std::string, std::int64_t>> going;
+        for (const Candidate& cand : cands) {
+          if (cand.alive) going.emplace_back(cand.c->hash_part, cand.c->last_access);
+        }
+        pending_access_.undoom(doomed);  // a retried transaction dooms afresh
+        doomed.clear();
+        settled = pending_access_.doom(going, &accessed);
+        if (settled) {
+          for (auto& [h, when] : going) doomed.push_back(h);
+        } else {
+          for (const std::string& h : accessed) cands[index.at(h)].alive = false;
         }
       }
       for (Candidate& cand : cands) {

@@ -41,9 +41,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "guarded.h"
 #include "lmdb_env.h"
 #include "nar_file_name.h"
+#include "pending_access.h"
 #include "narcache/narinfo/compression.h"
 #include "narcache/narstore/store.h"
 
@@ -265,7 +265,7 @@ class LmdbStore final : public Store {
   std::shared_ptr<lmdb::Env> env_;
   Tables tables_;
   mutable std::atomic<std::uint64_t> tmp_counter_{0};
-  Guarded<std::unordered_map<std::string, std::int64_t>> pending_access_;
+  PendingAccess pending_access_;
 };
 
 }  // namespace narcache::narstore
