@@ -374,13 +374,22 @@ Result<std::vector<std::string>> Build::localReferences(const std::string& full)
 Status Build::substitute(const NarInfo& info) {
   const std::string full = info.fullPath();
   const fs::path dest = physical(full);
+  auto present = presentLocally(full);
+  if (!present) return fail(present.error());
+  if (*present) return {};
+  // Marked while it is made (local_store.h): a build of the same path, or another substitution
+  // of it, is refused meanwhile instead of racing this one.
+  auto marked = PendingOutputs::mark(physical(store_dir_), {info.path.baseName()});
+  if (!marked) return fail(marked.error().withContext("input '" + full + "'"));
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(dest, ec))) return {};  // made valid before the mark
+  progress("substituting '" + full + "'");
   // Restored beside its destination, then renamed into place.
   auto reserved = ScratchDir::reserve(
       dest.parent_path(), std::string(kSubstitutionPrefix) + info.path.baseName() + "-");
   if (!reserved) return fail(reserved.error().withContext("input '" + full + "'"));
   ScratchDir guard(std::move(*reserved));
   const fs::path& tmp = guard.path();
-  std::error_code ec;
   auto compression = parseCompression(info.compression);
   if (!compression) return fail(compression.error().withContext("input '" + full + "'"));
   auto file = cache_->open(info.url);
@@ -410,17 +419,11 @@ Status Build::substitute(const NarInfo& info) {
   }
   NARCACHE_TRY(canonicalise(tmp));
   if (::rename(tmp.c_str(), dest.c_str()) != 0) {
-    int err = errno;
-    if (fs::exists(fs::symlink_status(dest, ec))) {
-      // Someone else put it there: fine if it is a valid path, not a build's pending output.
-      auto present = presentLocally(full);
-      if (!present) return fail(present.error());
-      if (*present) return {};
-    }
     return fail(ErrorCode::kIoError, "cannot rename '" + tmp.string() + "' to '" + dest.string() +
-                                         "': " + errnoText(err));
+                                         "': " + errnoText(errno));
   }
-  return {};
+  r_.substituted.push_back(full);
+  return {};  // valid: the mark goes
 }
 
 // Message for a failed execve or mount, written by the child without allocating (strerror may
@@ -894,37 +897,44 @@ Status Build::run() {
     return fail(ErrorCode::kIoError,
                 "cannot create '" + physical(store_dir_).string() + "': " + ec.message());
   }
-  for (const auto& [full, info] : inputs_) {
-    if (!info) continue;  // present locally (queryClosure)
-    auto present = presentLocally(full);
-    if (!present) return fail(present.error());
-    if (*present) continue;
-    progress("substituting '" + full + "'");
-    NARCACHE_TRY(substitute(*info));
-    r_.substituted.push_back(full);
-  }
-
-  // The outputs are pending from before they can appear until they are valid or gone (see
-  // local_store.h): a build that dies between leaves nothing that passes for valid.
-  std::vector<std::string> output_bases;
+  // Outputs already valid here (an earlier build whose upload failed, or whose outputs the
+  // cache lost since) are not built again but packed and uploaded as they are: building them
+  // again would first remove a valid path, which another build may be using as an input.
+  bool rebuild = false;
   for (const auto& [name, out] : drv_.outputs) {
-    output_bases.push_back(fs::path(out.path).filename().string());
+    auto present = presentLocally(out.path);
+    if (!present) return fail(present.error().withContext("'" + r_.drv_path + "'"));
+    rebuild = rebuild || !*present;
   }
-  auto marked = PendingOutputs::mark(physical(store_dir_), output_bases);
-  if (!marked) return fail(marked.error().withContext("'" + r_.drv_path + "'"));
-  std::optional<PendingOutputs> pending(std::move(*marked));
-  // Outputs left over from an earlier attempt would make the build fail or lie.
-  for (const auto& [name, out] : drv_.outputs) {
-    fs::path phys = physical(out.path);
-    if (fs::exists(fs::symlink_status(phys, ec))) {
-      TreeGuard old(phys);
-    }
-  }
-  // And what this attempt leaves in the store stays only if it passes every check: the local
-  // store takes a present path for a valid one, so a failed build's partial output (or a
-  // fixed-output download of the wrong content) would later be used as another build's input.
+  std::optional<PendingOutputs> pending;
   std::list<TreeGuard> output_guards;
-  for (const auto& [name, out] : drv_.outputs) output_guards.emplace_back(physical(out.path));
+  if (rebuild) {
+    for (const auto& [full, info] : inputs_) {
+      if (!info) continue;  // present locally (queryClosure)
+      NARCACHE_TRY(substitute(*info));
+    }
+    // The outputs are pending from before they can appear until they are valid or gone (see
+    // local_store.h): a build that dies between leaves nothing that passes for valid.
+    std::vector<std::string> output_bases;
+    for (const auto& [name, out] : drv_.outputs) {
+      output_bases.push_back(fs::path(out.path).filename().string());
+    }
+    auto marked = PendingOutputs::mark(physical(store_dir_), output_bases);
+    if (!marked) return fail(marked.error().withContext("'" + r_.drv_path + "'"));
+    pending.emplace(std::move(*marked));
+    // Outputs left over from an earlier attempt (some valid, others not) would make the build
+    // fail or lie.
+    for (const auto& [name, out] : drv_.outputs) {
+      fs::path phys = physical(out.path);
+      if (fs::exists(fs::symlink_status(phys, ec))) {
+        TreeGuard old(phys);
+      }
+    }
+    // And what this attempt leaves in the store stays only if it passes every check: the local
+    // store takes a present path for a valid one, so a failed build's partial output (or a
+    // fixed-output download of the wrong content) would later be used as another build's input.
+    for (const auto& [name, out] : drv_.outputs) output_guards.emplace_back(physical(out.path));
+  }
 
   // 2. The builder.
   fs::path tmp_parent = o_.tmp_dir;
@@ -943,15 +953,21 @@ Status Build::run() {
   if (ec) return fail(ErrorCode::kIoError, "cannot create the build directory: " + ec.message());
   r_.log_file = o_.log_file.empty() ? work_dir_ / "log" : o_.log_file;
 
-  NARCACHE_TRY(runBuilder());
-  view_.reset();  // removes the view directory
+  if (rebuild) {
+    NARCACHE_TRY(runBuilder());
+    view_.reset();  // removes the view directory
+  } else {
+    progress("outputs of '" + r_.drv_path + "' are valid in the local store: not built again");
+    r_.status = BuildStatus::kSucceeded;
+    r_.log_file.clear();  // there is no new log
+  }
   if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
-  if (r_.status == BuildStatus::kSucceeded) {
+  if (r_.status == BuildStatus::kSucceeded && rebuild) {
     for (const auto& [name, out] : drv_.outputs) NARCACHE_TRY(canonicalise(physical(out.path)));
     for (TreeGuard& guard : output_guards) guard.keep();
     pending.reset();  // valid now
   }
-  r_.log_tail = lastLines(readFileTail(r_.log_file, 64 * 1024), 20);
+  if (!r_.log_file.empty()) r_.log_tail = lastLines(readFileTail(r_.log_file, 64 * 1024), 20);
   if (r_.status != BuildStatus::kSucceeded) {
     r_.outputs.clear();
     if (o_.log_file.empty() && !o_.keep_build_dir) r_.log_file.clear();
@@ -961,6 +977,8 @@ Status Build::run() {
   // 4. Uploads: outputs in dependency order, then the log.
   if (o_.upload) {
     NARCACHE_TRY(upload());
+  }
+  if (o_.upload && !r_.log_file.empty()) {
     // Streamed from the file: a build log can be larger than the agent's memory.
     NARCACHE_TRY(cache_->putFile("log/" + drv_base_, r_.log_file, "text/plain; charset=utf-8")
                      .map_error([&](const Error& e) {

@@ -169,6 +169,17 @@ Result<PendingOutputs> PendingOutputs::mark(const fs::path& physical_store,
                                                "machine; try again when it is over");
     }
     pending.marks_.push_back(Mark{file, std::move(lock->fd), lock->created});
+    if (!lock->created) {
+      // A dead build's mark, taken over: what it left at the path is partial or unchecked.
+      const fs::path path = physical_store / base;
+      removeTree(path);
+      std::error_code ec;
+      if (fs::exists(fs::symlink_status(path, ec))) {
+        giveUp();
+        return fail(ErrorCode::kIoError, "cannot remove '" + path.string() +
+                                             "', left behind by a build that did not finish");
+      }
+    }
   }
   return pending;
 }

@@ -2,15 +2,16 @@
 // The agent's local store: a store dir on disk, with no database. A path present there counts
 // as valid, so what is not valid must never be left at a store path unmarked.
 //
-// Pending outputs: a build marks every output it may create before it creates it, as
-// <physical store>/.narcache-pending/<base name>, a file it holds an exclusive flock(2) on, and
-// clears the mark only once the output passed every check (it is valid) or was removed. So:
+// Pending outputs: whoever creates a store path here (a build its outputs, a substitution its
+// input) marks it first, as <physical store>/.narcache-pending/<base name>, a file it holds an
+// exclusive flock(2) on, and clears the mark only once the path passed every check (it is
+// valid) or was removed. So:
 //   * a build that dies in between (SIGTERM's quick exit, SIGKILL, a crash, power loss) leaves
 //     a mark whose lock nobody holds: the path beside it is a partial or unchecked output, and
 //     whoever meets it next (localState) removes both;
-//   * a mark whose lock is held means another build on this machine is making that output right
-//     now: a second build of the same derivation fails (kUnavailable, worth a later retry)
-//     instead of removing the first one's outputs, and a build that needs it as an input waits.
+//   * a mark whose lock is held means another build on this machine is making that path right
+//     now: a second build of the same derivation, or a build that needs the path as an input,
+//     fails (kUnavailable, worth a later retry) instead of removing or racing the first one.
 // Locks belong to open file descriptions (O_CLOEXEC: a builder never inherits one), so they go
 // with the process that holds them however it ends. Safe across threads and processes.
 
@@ -40,8 +41,10 @@ Status canonicalise(const std::filesystem::path& path);
 class PendingOutputs {
  public:
   // Marks `bases` (store path base names) pending in `physical_store`, holding their locks.
-  // A stale mark (its build died) is taken over. Errors: kUnavailable when another build holds
-  // one of them (nothing is marked then), kIoError when a mark cannot be created.
+  // A stale mark (its build died) is taken over, and what that build left at its path removed:
+  // once marked, a path present is valid (it became so before the mark) and one absent is this
+  // caller's to make. Errors: kUnavailable when another build holds one of them (nothing is
+  // marked then), kIoError when a mark cannot be created or a leftover removed.
   static Result<PendingOutputs> mark(const std::filesystem::path& physical_store,
                                      const std::vector<std::string>& bases);
 

@@ -44,23 +44,27 @@ TEST(LocalStoreTest, ARefusedMarkLeavesNothingThatCondemnsAValidPath) {
   EXPECT_EQ(*b, LocalState::kBeingBuilt);
 }
 
-TEST(LocalStoreTest, ADeadBuildsLeftoverGoesAndALiveOnesStays) {
-  test::TempDir dir;
-  const fs::path store = dir / "store";
-  fs::create_directories(store);
-  // A build process marks its output, writes half of it and dies without clearing anything.
+// A build process marks its output, writes half of it and dies without clearing anything.
+void markWriteHalfAndDie(const fs::path& store, const std::string& base) {
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    auto marked = PendingOutputs::mark(store, {"c-half"});
+    auto marked = PendingOutputs::mark(store, {base});
     if (!marked) ::_exit(1);
-    fs::create_directories(store / "c-half" / "sub");
-    ::chmod((store / "c-half" / "sub").c_str(), 0555);
+    fs::create_directories(store / base / "sub");
+    ::chmod((store / base / "sub").c_str(), 0555);
     ::_exit(0);  // no destructor: the mark stays, unlocked
   }
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(LocalStoreTest, ADeadBuildsLeftoverGoesAndALiveOnesStays) {
+  test::TempDir dir;
+  const fs::path store = dir / "store";
+  fs::create_directories(store);
+  markWriteHalfAndDie(store, "c-half");
   ASSERT_TRUE(fs::exists(store / "c-half"));
   auto c = localState(store, "c-half");
   ASSERT_TRUE(c) << c.error().message();
@@ -81,6 +85,14 @@ TEST(LocalStoreTest, ADeadBuildsLeftoverGoesAndALiveOnesStays) {
   d = localState(store, "d-live");
   ASSERT_TRUE(d);
   EXPECT_EQ(*d, LocalState::kValid);
+
+  // Whoever marks a dead build's path next takes its mark over and its leftover goes: what is
+  // at a marked path is then either valid or the marker's own.
+  markWriteHalfAndDie(store, "e-half");
+  ASSERT_TRUE(fs::exists(store / "e-half" / "sub"));
+  auto taken = PendingOutputs::mark(store, {"e-half"});
+  ASSERT_TRUE(taken) << taken.error().message();
+  EXPECT_FALSE(fs::exists(store / "e-half"));
 }
 
 TEST(LocalStoreTest, CanonicaliseMakesATreeReadOnlyWithMtimeOne) {

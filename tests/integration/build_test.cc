@@ -404,6 +404,30 @@ TEST_F(BuildTest, AKilledBuildsPartialOutputIsNeitherClobberedWhileLiveNorUsedOn
   EXPECT_TRUE(workDirs().empty()) << workDirs()[0];
 }
 
+// Outputs still valid in the local store (an earlier build's, whose upload failed or whose
+// outputs the cache lost) are packed and uploaded as they are: building them again would first
+// remove a valid path, which another build may be using as an input.
+TEST_F(BuildTest, OutputsValidInTheLocalStoreAreUploadedNotBuiltAgain) {
+  const fs::path runs = tmp_ / "runs";
+  auto drv = create("once", "echo run >> " + runs.string() + "; mkdir $out; echo hi > $out/f");
+  buildOk(drv);
+  const fs::path f = fs::path(outPath(drv)) / "f";
+  struct stat before {};
+  ASSERT_EQ(::stat(f.c_str(), &before), 0);
+  auto r = build(drv);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("are valid in the local store: not built again"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(readFile(runs), "run\n");
+  struct stat after {};
+  ASSERT_EQ(::stat(f.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);  // the same file, never removed
+  json j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j.value("status", ""), "succeeded");
+  EXPECT_EQ(j["outputs"]["out"]["path"], outPath(drv)) << r.out;
+}
+
 // An isolated build writes into its store view (a directory in the store); killed, it leaves the
 // view behind, and the next build on the machine removes it.
 TEST_F(BuildTest, AKilledIsolatedBuildsStoreViewIsRemovedByTheNextBuild) {
