@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -443,10 +444,18 @@ const char* childErrorText(int err) {
 }
 
 Status Build::runBuilder() {
+  // Builders see the host's file system outside the store: a HOME that exists would carry
+  // state from one build to the next (Nix refuses to build without a sandbox then, too).
+  constexpr const char* kHome = "/homeless-shelter";
+  if (std::error_code ec; fs::exists(fs::symlink_status(kHome, ec))) {
+    return fail(ErrorCode::kUnavailable, std::string("home directory '") + kHome +
+                                             "' exists; please remove it to assure purity of "
+                                             "builds without sandboxing");
+  }
   // The environment, in Nix's order: defaults, then the derivation's env, then the build dir.
   std::map<std::string, std::string> env;
   env["PATH"] = "/path-not-set";
-  env["HOME"] = "/homeless-shelter";
+  env["HOME"] = kHome;
   env["NIX_STORE"] = store_dir_;
   env["NIX_BUILD_CORES"] = "1";
   // Attributes named in passAsFile go in a file of the build dir instead, its path in
@@ -511,10 +520,21 @@ Status Build::runBuilder() {
 
   progress("building '" + r_.drv_path + "'");
   const auto started = Clock::now();
+  const pid_t engine = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return fail(ErrorCode::kIoError, std::string("fork: ") + errnoText(errno));
   if (pid == 0) {
-    // Child: system calls only.
+    // Child: system calls only. It dies with the engine (whatever kills the engine, nothing of
+    // the build outlives it), and the builder starts with every signal at its default action
+    // and none blocked, as Nix starts it (the engine's may be ignored: systemd ignores SIGPIPE).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != engine) ::_exit(127);
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+    }
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::setpgid(0, 0);
     int null_fd = ::open("/dev/null", O_RDONLY);
     if (null_fd >= 0) ::dup2(null_fd, 0);
@@ -526,19 +546,28 @@ Status Build::runBuilder() {
       // A PID namespace of its own, whose init is the builder: when the builder exits, the
       // kernel kills whatever it left running, even processes that left its process group or
       // session (setsid), which kill(-pid) below cannot reach. This process stays outside,
-      // waits, and passes the builder's status on.
+      // waits, and passes the builder's status on. The builder dies with this process too:
+      // it may leave the process group and session that the engine kills, but not this.
+      // (Whether this process died before the prctl shows through a pipe: getppid() is 0 in
+      // the new namespace.)
+      int alive[2];
+      if (::pipe2(alive, O_CLOEXEC) != 0) ::_exit(127);
       pid_t inner = ::fork();
       if (inner < 0) ::_exit(127);
+      if (inner == 0) {
+        ::close(alive[1]);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        pollfd gone{alive[0], POLLIN, 0};
+        if (::poll(&gone, 1, 0) != 0) ::_exit(127);  // hung up: this process is gone already
+        ::close(alive[0]);
+      }
       if (inner > 0) {
+        ::close(alive[0]);
         int st = 0;
         while (::waitpid(inner, &st, 0) < 0 && errno == EINTR) {
         }
         if (WIFSIGNALED(st)) {
-          sigset_t none;
-          ::sigemptyset(&none);
-          ::sigprocmask(SIG_SETMASK, &none, nullptr);
-          ::signal(WTERMSIG(st), SIG_DFL);
-          ::kill(::getpid(), WTERMSIG(st));
+          ::kill(::getpid(), WTERMSIG(st));  // at its default action (above)
           ::_exit(128 + WTERMSIG(st));
         }
         ::_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 127);
@@ -942,6 +971,9 @@ Status Build::run() {
     const char* t = std::getenv("TMPDIR");
     tmp_parent = t != nullptr && *t != '\0' ? t : "/tmp";
   }
+  // Absolute: the builder gets it (NIX_BUILD_TOP, TMPDIR, passAsFile paths) and runs elsewhere.
+  tmp_parent = fs::absolute(tmp_parent, ec);
+  if (ec) return fail(ErrorCode::kIoError, "cannot make TMPDIR absolute: " + ec.message());
   removeAbandonedDirs(tmp_parent, {kWorkDirPrefix});  // killed builds' work dirs
   auto work = ScratchDir::create(tmp_parent, std::string(kWorkDirPrefix) + drv_.name + "-");
   if (!work) return fail(work.error());

@@ -5,6 +5,8 @@
 #include "narcache/agent/builder.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <chrono>
 #include <filesystem>
@@ -67,6 +69,25 @@ class BuilderTest : public ::testing::Test {
     o.upload_token = "tok";
     o.http_attempts = 2;
     return o;
+  }
+
+  // How many `sleep <marker>` processes are still there after up to a second; then kills them
+  // all (SIGKILL: the init of a PID namespace ignores other signals from outside it), so that
+  // nothing stays behind whatever the test found.
+  int sleepersLeft(const std::string& marker) {
+    auto count = [&] {
+      return std::atoi(sh("for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; "
+                          "echo; done | grep -c '^sleep " +
+                          marker + "' || true")
+                           .out.c_str());
+    };
+    int left = count();
+    for (int i = 0; i < 50 && left != 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      left = count();
+    }
+    sh("pkill -9 -f 'sleep " + marker + "' || true");
+    return left;
   }
 
   void wipeStore() {
@@ -335,19 +356,49 @@ TEST_F(BuilderTest, ProcessesThatLeaveTheSessionDoNotOutliveTheBuild) {
   auto r = agent::buildDerivation(options(drv));
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(r->status, BuildStatus::kSucceeded) << r->message;
-  auto survivors = [&] {
-    return sh("for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done "
-              "| grep -c '^sleep " +
-              marker + "' || true")
-        .out;
-  };
-  std::string left;
-  for (int i = 0; i < 50 && (left = survivors()) != "0\n"; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  sh("pkill -f 'sleep " + marker + "' || true");  // whatever happens, nothing stays behind
+  const int left = sleepersLeft(marker);
   if (!r->store_isolated) GTEST_SKIP() << "no store isolation here (needs root and namespaces)";
-  EXPECT_EQ(left, "0\n");
+  EXPECT_EQ(left, 0);
+}
+
+// The builder itself may leave the process group and session that a timeout kills; as the init
+// of its PID namespace it still dies with the process that started it.
+TEST_F(BuilderTest, ABuilderThatLeavesTheSessionDiesAtTheTimeout) {
+  const std::string marker = "31338.5";
+  auto drv = create("hangs", "/bin/sh", "exec setsid sleep " + marker);
+  auto o = options(drv);
+  o.timeout_seconds = 1;
+  auto r = agent::buildDerivation(o);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->status, BuildStatus::kTimedOut) << r->message;
+  const int left = sleepersLeft(marker);
+  if (!r->store_isolated) GTEST_SKIP() << "no store isolation here (needs root and namespaces)";
+  EXPECT_EQ(left, 0);
+}
+
+// Nix starts the builder with every signal at its default action; an agent run by systemd
+// (IgnoreSIGPIPE=yes) ignores SIGPIPE, which the builder must not inherit.
+TEST_F(BuilderTest, TheBuilderStartsWithDefaultSignalActionsAndNoneBlocked) {
+  auto drv = create("signals", "/bin/sh",
+                    "grep -E '^Sig(Ign|Blk):' /proc/self/status > $out; yes | head -1 >> $out");
+  struct sigaction old_pipe {};
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ignore, &old_pipe);
+  sigset_t block;
+  sigset_t old_mask;
+  ::sigemptyset(&block);
+  ::sigaddset(&block, SIGUSR1);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+  auto r = agent::buildDerivation(options(drv));
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGPIPE, &old_pipe, nullptr);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message << r->log_tail;
+  EXPECT_EQ(
+      readFile(store_dir_ + "/" + fs::path(r->outputs[0].info.fullPath()).filename().string()),
+      "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\ny\n");
+  EXPECT_EQ(r->log_tail, "");  // no "yes: standard output: Broken pipe"
 }
 
 TEST_F(BuilderTest, LastLines) {

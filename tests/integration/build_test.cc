@@ -307,6 +307,18 @@ TEST_F(BuildTest, FixedOutputHashMismatchFails) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(outPath(bad)))) << outPath(bad);
 }
 
+// A relative TMPDIR is made absolute: the builder gets its build dir's paths after its chdir.
+TEST_F(BuildTest, ARelativeTmpdirGivesTheBuilderAbsolutePaths) {
+  auto drv = create("reltmp", "case $NIX_BUILD_TOP in /*) cat $fooPath > $out;; *) exit 7;; esac",
+                    {"--env", "passAsFile=foo", "--env", "foo=passed"});
+  fs::create_directories(tmp_ / "rel");
+  options_.env["TMPDIR"] = "rel";
+  options_.cwd = tmp_.path();
+  auto r = build(drv);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(readFile(outPath(drv)), "passed");
+}
+
 TEST_F(BuildTest, AFlatFixedOutputMustNotBeExecutable) {
   // As Nix: sha256 of "hello\n", but the file is executable.
   auto exe = create("exe-src", "printf 'hello\\n' > $out; chmod +x $out", kHelloFixedOutput);
