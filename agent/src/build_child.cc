@@ -39,11 +39,13 @@ ErrorCode codeFromName(const std::string& name) {
 }
 
 // Engine errors worth another try on the same or another machine: the network, the disk, a
-// download that arrived damaged.
+// download that arrived damaged, and what the agent is refused (a wrong or expired upload
+// token, a cache signed by a key this agent does not trust): none of those is the derivation's
+// fault, and reporting them as its failure would fail every build an agent so set up takes.
 bool isTransient(ErrorCode code) {
   return code == ErrorCode::kUnavailable || code == ErrorCode::kIoError ||
          code == ErrorCode::kCorruption || code == ErrorCode::kResourceExhausted ||
-         code == ErrorCode::kInternal;
+         code == ErrorCode::kInternal || code == ErrorCode::kPermissionDenied;
 }
 
 std::string readAll(const fs::path& path) {
