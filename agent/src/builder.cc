@@ -220,9 +220,8 @@ Status Build::loadDerivation() {
     }
   }
   // Output names become environment variables and store path names: each must be a valid
-  // store path name other than "drv", and its path must be named as Nix names it. (The full
-  // check of the paths, hashDerivationModulo, needs every input .drv down the closure; the
-  // coordinator does it at submission.)
+  // store path name other than "drv", and its path must be named as Nix names it (checked even
+  // when the full check below is off).
   for (const auto& [name, out] : drv_.outputs) {
     if (auto ok = validateStorePathName(name); !ok || name == "drv") {
       return fail(ErrorCode::kInvalidArgument,
@@ -233,6 +232,13 @@ Status Build::loadDerivation() {
       return fail(ErrorCode::kInvalidArgument, o_.drv_file.string() + ": output '" + name +
                                                    "' has path '" + out.path +
                                                    "', whose name is not '" + expected + "'");
+    }
+  }
+  if (o_.check_output_paths) {
+    // A forged path would have this build write, and upload, under another item's store path.
+    auto load = [this](const std::string& path) { return loadInputDrv(path); };
+    if (auto ok = checkOutputPaths(drv_, store_dir_, load); !ok) {
+      return fail(ok.error().code(), o_.drv_file.string() + ": " + ok.error().message());
     }
   }
   auto drv_path = derivationStorePath(drv_, store_dir_);

@@ -485,6 +485,7 @@ int runChild(const ChildArgs& a) {
   options.tmp_dir = a.tmp_dir;
   options.timeout_seconds = a.timeout;
   options.max_silent_seconds = a.max_silent_time;
+  options.check_output_paths = false;  // the coordinator checked them at submission
   options.on_progress = [](std::string_view message) {
     std::fprintf(stderr, "%.*s\n", static_cast<int>(message.size()), message.data());
   };

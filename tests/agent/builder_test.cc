@@ -198,7 +198,7 @@ TEST_F(BuilderTest, StructuredAttrsAreRefusedWithAClearError) {
 }
 
 // Output names become environment variables and path names; a hand-made .drv may carry any.
-TEST_F(BuilderTest, BadOutputNamesAndMisnamedOutputPathsAreRefused) {
+TEST_F(BuilderTest, BadOutputNamesAndMisnamedOrForgedOutputPathsAreRefused) {
   auto drv = create("named", "/bin/sh", "mkdir $out");
   auto text = readFile(drv);
   auto edited = [&](std::string from, std::string to) {
@@ -221,6 +221,23 @@ TEST_F(BuilderTest, BadOutputNamesAndMisnamedOutputPathsAreRefused) {
   EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
   EXPECT_NE(r.error().message().find("whose name is not 'named'"), std::string::npos)
       << r.error().message();
+
+  // A well-named path with another hash: the build would write (and upload) another item.
+  const auto at = text.find(store_dir_ + "/");
+  ASSERT_NE(at, std::string::npos);
+  const std::string hash = text.substr(at + store_dir_.size() + 1, 32);
+  r = agent::buildDerivation(options(edited(hash, std::string(32, '0'))));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kCorruption);
+  EXPECT_NE(r.error().message().find("output 'out' has path '" + store_dir_ + "/" +
+                                     std::string(32, '0') + "-named' but should have"),
+            std::string::npos)
+      << r.error().message();
+  // The agent leaves that check to the coordinator (which has every input .drv).
+  auto o = options(edited(hash, std::string(32, '0')));
+  o.check_output_paths = false;
+  r = agent::buildDerivation(o);
+  ASSERT_TRUE(r) << r.error().message();
 }
 
 TEST_F(BuilderTest, UnknownInputDerivation) {

@@ -60,6 +60,10 @@ struct BuildOptions {
   std::filesystem::path log_file;  // where to write the build log; empty: a work file
   std::filesystem::path tmp_dir;   // parent of the build directory; empty: $TMPDIR or /tmp
   int http_attempts = 5;           // tries per HTTP request
+  // Check the output paths against the ones Nix computes (hashDerivationModulo), which needs
+  // every input .drv down the closure beside drv_file or in the store. The agent turns it off:
+  // the coordinator checked them at submission, and an agent gets only the direct inputs.
+  bool check_output_paths = true;
   // Called with each chunk of builder output as it arrives (e.g. to tee it to stderr).
   std::function<void(std::string_view)> on_log;
   // Called with progress messages ("substituting ...", "uploading ...").
