@@ -153,6 +153,7 @@ class Build {
   // Sets up view_ when the kernel allows it (see store_view.h).
   Status prepareStoreView();
   Status substitute(const NarInfo& info);
+  Status uploadLog();  // r_.log_file as log/<drv base name>
   Status runBuilder();
   Status packOutputs();
   Status upload();
@@ -447,6 +448,14 @@ const char* childErrorText(int err) {
     case ENOMEM: return "Cannot allocate memory";
     default: return "error";
   }
+}
+
+Status Build::uploadLog() {
+  // Streamed from the file: a build log can be larger than the agent's memory.
+  return cache_->putFile("log/" + drv_base_, r_.log_file, "text/plain; charset=utf-8")
+      .map_error([&](const Error& e) {
+        return e.withContext("uploading the log of '" + drv_base_ + "'");
+      });
 }
 
 Status Build::runBuilder() {
@@ -1008,6 +1017,11 @@ Status Build::run() {
   if (!r_.log_file.empty()) r_.log_tail = lastLines(readFileTail(r_.log_file, 64 * 1024), 20);
   if (r_.status != BuildStatus::kSucceeded) {
     r_.outputs.clear();
+    // The log of a failed build is what its users need most (the coordinator links to it); a
+    // failure to upload it does not hide the build's own.
+    if (o_.upload) {
+      if (auto s = uploadLog(); !s) progress(s.error().message());
+    }
     if (o_.log_file.empty() && !o_.keep_build_dir) r_.log_file.clear();
     return {};
   }
@@ -1016,13 +1030,7 @@ Status Build::run() {
   if (o_.upload) {
     NARCACHE_TRY(upload());
   }
-  if (o_.upload && !r_.log_file.empty()) {
-    // Streamed from the file: a build log can be larger than the agent's memory.
-    NARCACHE_TRY(cache_->putFile("log/" + drv_base_, r_.log_file, "text/plain; charset=utf-8")
-                     .map_error([&](const Error& e) {
-                       return e.withContext("uploading the log of '" + drv_base_ + "'");
-                     }));
-  }
+  if (o_.upload && !r_.log_file.empty()) NARCACHE_TRY(uploadLog());
   if (o_.log_file.empty() && !o_.keep_build_dir) r_.log_file.clear();
   progress("built '" + r_.drv_path + "'");
   return {};

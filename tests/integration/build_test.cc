@@ -256,12 +256,17 @@ TEST_F(BuildTest, FailuresReportTheirStatusAndLogTail) {
   EXPECT_NE(r.err.find("did not produce output 'dev' (" + outPath(missing, "dev") + ")"),
             std::string::npos)
       << r.err;
-  // Nothing of a failed build reaches the cache.
+  // Nothing of a failed build reaches the cache but its log, which the coordinator links to.
   auto probe =
       run({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
            server_->url("/" + fs::path(outPath(missing)).filename().string().substr(0, 32) +
                         ".narinfo")});
   EXPECT_EQ(probe.out, "404");
+  auto log = run({"curl", "-s", "-f", server_->url("/log/" + fails.filename().string())});
+  EXPECT_EQ(log.exit_code, 0);
+  EXPECT_NE(log.out.find("line 30\noops\n"), std::string::npos) << log.out;
+  log = run({"curl", "-s", "-f", server_->url("/log/" + slow.filename().string())});
+  EXPECT_EQ(log.out, "start\n");
 }
 
 // sha1 (flat) and md5 (recursive) fixed outputs build, with Nix's CA (nix32 digests, checked
