@@ -572,9 +572,14 @@ Result<AddResult> LmdbStore::add(const NarInfo& info, Source& file, const AddOpt
 
 // --- Reading ----------------------------------------------------------------------------
 
-ItemStatus LmdbStore::statusIn(const lmdb::Txn& txn, std::string_view hash_part) const {
+ItemStatus LmdbStore::statusIn(const lmdb::Txn& txn, std::string_view hash_part,
+                               std::string_view base_name) const {
   ItemStatus status;
-  if (txn.has(tables_.items, hash_part)) {
+  if (auto rec = txn.get(tables_.items, hash_part)) {
+    if (!base_name.empty()) {
+      auto record = ItemRecord::decode(*rec);
+      if (!record || record->base_name != base_name) return status;  // another item's hash
+    }
     auto missing = dups(txn, tables_.incomplete, hash_part);
     if (missing.empty()) {
       status.state = ItemState::kAvailable;
@@ -583,8 +588,8 @@ ItemStatus LmdbStore::statusIn(const lmdb::Txn& txn, std::string_view hash_part)
     status.state = ItemState::kIncomplete;
     for (const auto& d : missing) {
       if (auto t = txn.get(tables_.tombstones, d)) {
-        if (auto rec = TombstoneRecord::decode(*t)) {
-          if (auto p = StorePath::parseBaseName(rec->base_name)) status.missing.push_back(*p);
+        if (auto tomb = TombstoneRecord::decode(*t)) {
+          if (auto p = StorePath::parseBaseName(tomb->base_name)) status.missing.push_back(*p);
         }
       }
     }
@@ -592,8 +597,10 @@ ItemStatus LmdbStore::statusIn(const lmdb::Txn& txn, std::string_view hash_part)
     return status;
   }
   if (auto t = txn.get(tables_.tombstones, hash_part)) {
+    auto rec = TombstoneRecord::decode(*t);
+    if (!base_name.empty() && (!rec || rec->base_name != base_name)) return status;
     status.state = ItemState::kDeleted;
-    if (auto rec = TombstoneRecord::decode(*t)) status.tombstone = rec->tombstone;
+    if (rec) status.tombstone = rec->tombstone;
   }
   return status;
 }
@@ -641,7 +648,7 @@ Result<std::vector<ItemStatus>> LmdbStore::available(const std::vector<StorePath
     lmdb::ReadTxn txn = env_->beginRead();
     std::vector<ItemStatus> out;
     out.reserve(paths.size());
-    for (const auto& p : paths) out.push_back(statusIn(txn, p.hashPart()));
+    for (const auto& p : paths) out.push_back(statusIn(txn, p.hashPart(), p.baseName()));
     return out;
   });
 }
@@ -836,7 +843,15 @@ Status LmdbStore::markDeleted(const StorePath& path, const Tombstone& why) {
     return env_->write<void>([&](lmdb::WriteTxn& txn) -> Status {
       auto rec = txn.get(t.items, h);
       if (!rec) {
-        if (txn.has(t.tombstones, h)) return {};  // already deleted
+        if (auto t_rec = txn.get(t.tombstones, h)) {
+          auto tomb = TombstoneRecord::decode(*t_rec);
+          if (tomb && tomb->base_name == path.baseName()) return {};  // already deleted
+          if (tomb) {
+            return fail(ErrorCode::kNotFound, path.fullPath(store_dir_) +
+                                                  ": no such item (this hash is " + store_dir_ +
+                                                  "/" + tomb->base_name + ", deleted)");
+          }
+        }
         return fail(ErrorCode::kNotFound, path.fullPath(store_dir_) + ": no such item");
       }
       auto record = ItemRecord::decode(*rec);

@@ -43,9 +43,9 @@
 
 #include "lmdb_env.h"
 #include "nar_file_name.h"
-#include "pending_access.h"
 #include "narcache/narinfo/compression.h"
 #include "narcache/narstore/store.h"
+#include "pending_access.h"
 
 namespace narcache::narstore {
 
@@ -257,7 +257,10 @@ class LmdbStore final : public Store {
   // from now on (pending_unlink, with the time reset to now for a file uploaded again), so one
   // whose narinfo never comes or is refused goes after the nar grace instead of staying forever.
   Status markUploaded(const std::string& name);
-  ItemStatus statusIn(const lmdb::Txn& txn, std::string_view hash_part) const;
+  // The state of the item with this hash part; with `base_name`, of the item of that name only
+  // (another name under the same hash is missing).
+  ItemStatus statusIn(const lmdb::Txn& txn, std::string_view hash_part,
+                      std::string_view base_name = {}) const;
 
   std::filesystem::path root_;
   std::string store_dir_;

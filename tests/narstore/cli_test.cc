@@ -101,6 +101,19 @@ TEST(StoreCliTest, AMistypedNameIsNotTheItemWithItsHash) {
   EXPECT_NE(root.err.find("not valid items: " + wrong), std::string::npos) << root.err;
   auto info = test::narcache({"info", "--store", s, a.info.fullPath()});
   EXPECT_NE(info.out.find("state: available"), std::string::npos) << info.out << info.err;
+  // `available` answers for that path, which is not in the store, deleted or not.
+  auto avail = test::narcache({"available", "--store", s, wrong, a.info.fullPath()});
+  EXPECT_EQ(avail.out, wrong + ": missing\n" + a.info.fullPath() + ": available\n") << avail.err;
+  ASSERT_EQ(
+      test::narcache({"mark-deleted", "--store", s, a.info.fullPath(), "--reason", "x"}).exit_code,
+      0);
+  avail = test::narcache({"available", "--store", s, wrong});
+  EXPECT_EQ(avail.out, wrong + ": missing\n") << avail.err;
+  del = test::narcache({"mark-deleted", "--store", s, wrong, "--reason", "again"});
+  EXPECT_NE(del.exit_code, 0);
+  EXPECT_NE(del.err.find("no such item (this hash is " + a.info.fullPath() + ", deleted)"),
+            std::string::npos)
+      << del.err;
 }
 
 // `available` with a path of another store dir says so (not what the base-name reading of it
