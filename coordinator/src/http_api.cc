@@ -16,6 +16,28 @@
 namespace narcache::coordinator {
 namespace {
 
+// The values of `key` in the query string of `target`, each everything after the first '=' of
+// its pair, percent-decoded: httplib keeps only what follows the last '=', so ?tag=job=hello
+// would read as "hello" (a K=V value needs no escaping of its '=').
+std::vector<std::string> rawQueryValues(const std::string& target, std::string_view key) {
+  std::vector<std::string> values;
+  std::size_t q = target.find('?');
+  if (q == std::string::npos) return values;
+  std::string_view query = std::string_view(target).substr(q + 1);
+  while (!query.empty()) {
+    std::size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    std::size_t eq = pair.find('=');
+    if (eq == std::string_view::npos ||
+        httplib::detail::decode_url(std::string(pair.substr(0, eq)), true) != key) {
+      continue;
+    }
+    values.push_back(httplib::detail::decode_url(std::string(pair.substr(eq + 1)), true));
+  }
+  return values;
+}
+
 void sendJson(httplib::Response& res, std::string body, int status = 200) {
   res.status = status;
   res.set_content(std::move(body), "application/json");
@@ -168,8 +190,7 @@ void HttpApi::Impl::setup() {
       if (!state) return sendError(res, state.error());
       query.state = *state;
     }
-    for (std::size_t i = 0; i < req.get_param_value_count("tag"); ++i) {
-      std::string tag = req.get_param_value("tag", i);
+    for (const std::string& tag : rawQueryValues(req.target, "tag")) {
       std::size_t eq = tag.find('=');
       if (eq == std::string::npos || eq == 0) {
         return sendError(res, Error(ErrorCode::kInvalidArgument, "tag: expected K=V"));

@@ -112,7 +112,7 @@ TEST_F(HttpTest, ClientTokenAgentCredentialsAndErrors) {
   EXPECT_THAT(bad_path->body, HasSubstr("its text gives the store path"));
 
   submit = {{"derivations", {{{"path", a.path}, {"text", a.text}}}},
-            {"builds", {{{"derivation", a.path}, {"priority", 3}}}}};
+            {"builds", {{{"derivation", a.path}, {"priority", 3}, {"tags", {{"job", "a=1"}}}}}}};
   auto ok =
       client_->Post("/api/v1/builds", bearer("client-secret"), submit.dump(), "application/json");
   ASSERT_TRUE(ok);
@@ -120,6 +120,17 @@ TEST_F(HttpTest, ClientTokenAgentCredentialsAndErrors) {
   auto submitted = parse<SubmitResponse>(ok->body);
   ASSERT_TRUE(submitted.has_value());
   std::uint64_t id = submitted->builds.at(0).id;
+
+  // ?tag=K=V as written (httplib alone would read "1") and percent-encoded.
+  for (const std::string query : {"tag=job=a=1", "tag=job%3Da%3D1", "tag=job=a%3D1"}) {
+    auto listed = client_->Get("/api/v1/builds?" + query, bearer("client-secret"));
+    ASSERT_TRUE(listed);
+    ASSERT_EQ(listed->status, 200) << query << ": " << listed->body;
+    EXPECT_THAT(listed->body, HasSubstr(a.path)) << query;
+  }
+  auto other = client_->Get("/api/v1/builds?tag=job=b", bearer("client-secret"));
+  ASSERT_TRUE(other);
+  EXPECT_THAT(other->body, ::testing::Not(HasSubstr(a.path)));
 
   auto missing = client_->Get("/api/v1/builds/999", bearer("client-secret"));
   ASSERT_TRUE(missing);
