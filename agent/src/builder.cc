@@ -36,6 +36,7 @@
 #include "narcache/narinfo/store_path.h"
 #include "narcache/narstore/http_cache.h"
 #include "narcache/narstore/parallel_restore.h"
+#include "reference_checks.h"
 #include "store_view.h"
 
 namespace narcache::agent {
@@ -96,6 +97,16 @@ class TreeGuard {
   bool keep_ = false;
 };
 
+// Creates `path` (which must not exist) with `text`, readable by the builder only.
+Status writeNewFile(const fs::path& path, std::string_view text) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (fd.get() < 0) {
+    return fail(ErrorCode::kIoError, "cannot create '" + path.string() + "': " + errnoText(errno));
+  }
+  FdSink sink(fd.get());
+  return sink.write(asBytes(text));
+}
+
 Result<std::string> readWholeFile(const fs::path& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
@@ -153,7 +164,8 @@ class Build {
   // Sets up view_ when the kernel allows it (see store_view.h).
   Status prepareStoreView();
   Status substitute(const NarInfo& info);
-  Status uploadLog();  // r_.log_file as log/<drv base name>
+  Status uploadLog();                   // r_.log_file as log/<drv base name>
+  Result<ReferenceGraph> inputGraph();  // the references of the input closure
   Status runBuilder();
   Status packOutputs();
   Status upload();
@@ -450,6 +462,21 @@ const char* childErrorText(int err) {
   }
 }
 
+Result<ReferenceGraph> Build::inputGraph() {
+  ReferenceGraph graph;
+  for (const auto& [full, info] : inputs_) {
+    auto& refs = graph[full];
+    if (info) {
+      for (const auto& ref : info->references) refs.push_back(ref.fullPath(store_dir_));
+    } else {
+      auto local = localReferences(full);  // present here, unknown to the cache
+      if (!local) return fail(local.error().withContext("input '" + full + "'"));
+      refs = std::move(*local);
+    }
+  }
+  return graph;
+}
+
 Status Build::uploadLog() {
   // Streamed from the file: a build log can be larger than the agent's memory.
   return cache_->putFile("log/" + drv_base_, r_.log_file, "text/plain; charset=utf-8")
@@ -488,13 +515,8 @@ Status Build::runBuilder() {
     const std::string file =
         ".attr-" + hashString(HashAlgo::kSha256, k).digestString(HashFormat::kNix32);
     const fs::path path = build_dir_ / file;
-    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (fd.get() < 0) {
-      return fail(ErrorCode::kIoError,
-                  "cannot create '" + path.string() + "' (passAsFile): " + errnoText(errno));
-    }
-    FdSink sink(fd.get());
-    NARCACHE_TRY(sink.write(asBytes(v)));
+    NARCACHE_TRY(writeNewFile(path, v).map_error(
+        [](const Error& e) { return e.withContext("passAsFile"); }));
     env[k + "Path"] = path.string();
   }
   for (const char* k : {"NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP"}) {
@@ -1000,6 +1022,18 @@ Status Build::run() {
   if (ec) return fail(ErrorCode::kIoError, "cannot create the build directory: " + ec.message());
   r_.log_file = o_.log_file.empty() ? work_dir_ / "log" : o_.log_file;
 
+  // Nix's reference attributes (reference_checks.h) need the input closure's graph.
+  std::optional<ReferenceGraph> graph;
+  if (rebuild && usesReferenceAttributes(drv_)) {
+    auto g = inputGraph();
+    if (!g) return fail(g.error());
+    graph = std::move(*g);
+    auto files = exportReferencesGraph(drv_, store_dir_, *graph);
+    if (!files) return fail(files.error().withContext("'" + r_.drv_path + "'"));
+    for (const auto& [name, text] : *files) {
+      NARCACHE_TRY(writeNewFile(build_dir_ / name, text));
+    }
+  }
   if (rebuild) {
     NARCACHE_TRY(runBuilder());
     view_.reset();  // removes the view directory
@@ -1009,6 +1043,18 @@ Status Build::run() {
     r_.log_file.clear();  // there is no new log
   }
   if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
+  if (r_.status == BuildStatus::kSucceeded && graph) {
+    for (const BuiltOutput& out : r_.outputs) {
+      auto& refs = (*graph)[out.info.fullPath()];
+      for (const auto& ref : out.info.references) refs.push_back(ref.fullPath(store_dir_));
+    }
+    auto refused = checkOutputReferences(drv_, store_dir_, *graph);
+    if (!refused) return fail(refused.error().withContext("'" + r_.drv_path + "'"));
+    if (!refused->empty()) {
+      r_.status = BuildStatus::kFailed;
+      r_.message = *refused;
+    }
+  }
   if (r_.status == BuildStatus::kSucceeded && rebuild) {
     for (const auto& [name, out] : drv_.outputs) NARCACHE_TRY(canonicalise(physical(out.path)));
     for (TreeGuard& guard : output_guards) guard.keep();

@@ -312,6 +312,46 @@ TEST_F(BuildTest, FixedOutputHashMismatchFails) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(outPath(bad)))) << outPath(bad);
 }
 
+// Nix's reference attributes: exportReferencesGraph writes the closure of an input into the
+// build directory; allowed/disallowed References/Requisites fail an output that breaks them.
+TEST_F(BuildTest, ReferenceAttributesAreCheckedAndExportReferencesGraphIsWritten) {
+  auto dep = create("dep", "mkdir $out; echo x > $out/f");
+  const std::string dep_out = outPath(dep);
+  auto refers = [&](const std::string& name, std::vector<std::string> env) {
+    std::vector<std::string> extra = {"--input-drv", inputDrv(dep)};
+    for (auto& e : env) extra.insert(extra.end(), {"--env", e});
+    return create(name,
+                  "mkdir $out; echo " + dep_out + " > $out/ref; cp graph $out/ 2>/dev/null; true",
+                  extra);
+  };
+  buildOk(dep);
+  auto ok = refers(
+      "ok", {"exportReferencesGraph=graph " + dep_out + "/f", "allowedReferences=out " + dep_out,
+             "allowedRequisites=out " + dep_out, "disallowedReferences=" + std::string("out")});
+  auto r = build(ok);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(readFile(outPath(ok) + "/graph"), dep_out + "\n\n0\n");
+
+  auto expectRefused = [&](const fs::path& drv, const std::string& message) {
+    auto refused = build(drv);
+    EXPECT_EQ(refused.exit_code, 1);
+    EXPECT_NE(refused.err.find(message), std::string::npos) << refused.err;
+    EXPECT_FALSE(fs::exists(outPath(drv))) << "a refused output is not kept";
+  };
+  const std::string not_allowed = "' is not allowed to refer to the following paths:\n  " + dep_out;
+  auto d = refers("disallowed", {"disallowedReferences=" + dep_out});
+  expectRefused(d, "output '" + outPath(d) + not_allowed);
+  d = refers("notallowed", {"allowedReferences=out"});
+  expectRefused(d, "output '" + outPath(d) + not_allowed);
+  d = refers("requisites", {"disallowedRequisites=" + dep_out});
+  expectRefused(d, "output '" + outPath(d) + not_allowed);
+  expectRefused(refers("badspec", {"allowedReferences=nonsense"}),
+                "derivation contains an illegal reference specifier 'nonsense'");
+  expectRefused(refers("notinput", {"exportReferencesGraph=g " + store_dir_ + "/" +
+                                    std::string(32, '0') + "-x"}),
+                "because it is not in the input closure of the derivation");
+}
+
 // A relative TMPDIR is made absolute: the builder gets its build dir's paths after its chdir.
 TEST_F(BuildTest, ARelativeTmpdirGivesTheBuilderAbsolutePaths) {
   auto drv = create("reltmp", "case $NIX_BUILD_TOP in /*) cat $fooPath > $out;; *) exit 7;; esac",

@@ -1,0 +1,135 @@
+// Nix's reference attributes: see reference_checks.h.
+
+#include "reference_checks.h"
+
+#include <algorithm>
+#include <deque>
+#include <set>
+#include <sstream>
+
+#include "narcache/narinfo/store_path.h"
+
+namespace narcache::agent {
+namespace {
+
+constexpr const char* kChecks[] = {"allowedReferences", "allowedRequisites", "disallowedReferences",
+                                   "disallowedRequisites"};
+
+std::vector<std::string> tokens(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  for (std::string t; in >> t;) out.push_back(t);
+  return out;
+}
+
+// `paths` and everything they refer to, transitively.
+std::set<std::string> closure(const ReferenceGraph& graph, const std::set<std::string>& paths) {
+  std::set<std::string> seen(paths.begin(), paths.end());
+  std::deque<std::string> queue(paths.begin(), paths.end());
+  while (!queue.empty()) {
+    auto it = graph.find(queue.front());
+    queue.pop_front();
+    if (it == graph.end()) continue;
+    for (const auto& ref : it->second) {
+      if (seen.insert(ref).second) queue.push_back(ref);
+    }
+  }
+  return seen;
+}
+
+bool validExportName(const std::string& name) {
+  auto first = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; };
+  auto rest = [&](char c) {
+    return first(c) || std::isdigit(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+  };
+  return !name.empty() && first(name[0]) && std::all_of(name.begin() + 1, name.end(), rest);
+}
+
+Error invalid(std::string message) {
+  return Error(ErrorCode::kInvalidArgument, std::move(message));
+}
+
+}  // namespace
+
+bool usesReferenceAttributes(const Derivation& drv) {
+  if (drv.env.count("exportReferencesGraph")) return true;
+  return std::any_of(std::begin(kChecks), std::end(kChecks),
+                     [&](const char* attr) { return drv.env.count(attr) != 0; });
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> exportReferencesGraph(
+    const Derivation& drv, const std::string& store_dir, const ReferenceGraph& graph) {
+  std::vector<std::pair<std::string, std::string>> files;
+  auto it = drv.env.find("exportReferencesGraph");
+  if (it == drv.env.end()) return files;
+  auto t = tokens(it->second);
+  if (t.size() % 2 != 0) {
+    return fail(invalid("odd number of tokens in 'exportReferencesGraph': '" + it->second + "'"));
+  }
+  for (std::size_t i = 0; i < t.size(); i += 2) {
+    const std::string& name = t[i];
+    const std::string& given = t[i + 1];
+    if (!validExportName(name)) {
+      return fail(invalid("invalid file name '" + name + "' in 'exportReferencesGraph'"));
+    }
+    const std::string prefix = store_dir + "/";
+    if (!given.starts_with(prefix) || given.size() == prefix.size()) {
+      return fail(invalid("'exportReferencesGraph' contains a non-store path '" + given + "'"));
+    }
+    const std::string path =
+        prefix + given.substr(prefix.size(), given.find('/', prefix.size()) - prefix.size());
+    if (!graph.count(path)) {
+      return fail(invalid("cannot export references of path '" + path +
+                          "' because it is not in the input closure of the derivation"));
+    }
+    std::string text;
+    for (const auto& p : closure(graph, {path})) {
+      std::vector<std::string> refs = graph.at(p);
+      std::sort(refs.begin(), refs.end());
+      text += p + "\n\n" + std::to_string(refs.size()) + "\n";
+      for (const auto& r : refs) text += r + "\n";
+    }
+    files.emplace_back(name, std::move(text));
+  }
+  return files;
+}
+
+Result<std::string> checkOutputReferences(const Derivation& drv, const std::string& store_dir,
+                                          const ReferenceGraph& graph) {
+  for (const char* attr : kChecks) {
+    auto it = drv.env.find(attr);
+    if (it == drv.env.end()) continue;
+    const std::string check(attr);
+    const bool allowed = check.starts_with("allowed");
+    const bool recursive = check.ends_with("Requisites");
+    std::set<std::string> spec;
+    for (const auto& token : tokens(it->second)) {
+      if (StorePath::parse(token, store_dir)) {
+        spec.insert(token);
+      } else if (auto out = drv.outputs.find(token); out != drv.outputs.end()) {
+        spec.insert(out->second.path);
+      } else {
+        return fail(invalid("derivation contains an illegal reference specifier '" + token + "'"));
+      }
+    }
+    for (const auto& [name, out] : drv.outputs) {
+      std::set<std::string> used;
+      if (recursive) {
+        used = closure(graph, {out.path});
+      } else if (auto refs = graph.find(out.path); refs != graph.end()) {
+        used.insert(refs->second.begin(), refs->second.end());
+      }
+      std::string bad;
+      for (const auto& p : used) {
+        if (spec.count(p) != (allowed ? 0u : 1u)) continue;
+        bad += "\n  " + p;
+      }
+      if (!bad.empty()) {
+        return "output '" + out.path + "' is not allowed to refer to the following paths:" + bad;
+      }
+    }
+  }
+  return std::string();
+}
+
+}  // namespace narcache::agent
