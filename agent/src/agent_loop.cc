@@ -213,6 +213,7 @@ std::vector<std::string> Agent::childArgs(const Job& job, const fs::path& dir) c
     args.insert(args.end(), {"--upload-token-file", o_.upload_token_file.string()});
   }
   for (const auto& key : o_.trusted_keys) args.insert(args.end(), {"--trusted-key", key});
+  if (!o_.build_uids.empty()) args.insert(args.end(), {"--build-uids", o_.build_uids});
   return args;
 }
 

@@ -1,6 +1,7 @@
 #include "narcache/agent/builder.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -163,6 +164,7 @@ class Build {
   Result<std::vector<std::string>> localReferences(const std::string& full);
   // Sets up view_ when the kernel allows it (see store_view.h).
   Status prepareStoreView();
+  Status prepareBuildUser();  // build_user_ and what it must own (o_.build_uids)
   Status substitute(const NarInfo& info);
   Status uploadLog();                   // r_.log_file as log/<drv base name>
   Result<ReferenceGraph> inputGraph();  // the references of the input closure
@@ -183,6 +185,7 @@ class Build {
   std::map<std::string, fs::path> nar_files_;  // output name -> compressed nar
   std::vector<std::string> local_candidates_;  // hash parts of the local store's entries
   std::optional<StoreView> view_;              // the builder's view of the store, if isolated
+  std::optional<BuildUser> build_user_;        // whom the builder runs as (o_.build_uids)
 };
 
 Status Build::loadDerivation() {
@@ -539,9 +542,13 @@ Status Build::runBuilder() {
 
   NARCACHE_TRY(prepareStoreView());
   const StoreView* view = view_ ? &*view_ : nullptr;
+  NARCACHE_TRY(prepareBuildUser());
+  const uid_t build_uid = build_user_ ? build_user_->uid() : 0;
   const std::string exec_prefix = "narcache: executing '" + drv_.builder + "': ";
   const std::string ns_prefix =
       "narcache: cannot set up the mount namespace for " + store_dir_ + ": ";
+  const std::string user_prefix =
+      "narcache: cannot become build user " + std::to_string(build_uid) + ": ";
 
   Fd log_fd(::open(r_.log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (log_fd.get() < 0) {
@@ -616,6 +623,16 @@ Status Build::runBuilder() {
         writeAll(2, asBytes(ns_prefix));
         writeAll(2, asBytes(step));
         writeAll(2, asBytes(": "));
+        writeAll(2, asBytes(childErrorText(err)));
+        writeAll(2, asBytes("\n"));
+        ::_exit(127);
+      }
+    }
+    if (build_uid != 0) {
+      // After the mounts, which need root.
+      if (::setgroups(0, nullptr) != 0 || ::setgid(build_uid) != 0 || ::setuid(build_uid) != 0) {
+        int err = errno;
+        writeAll(2, asBytes(user_prefix));
         writeAll(2, asBytes(childErrorText(err)));
         writeAll(2, asBytes("\n"));
         ::_exit(127);
@@ -741,6 +758,52 @@ Status Build::prepareStoreView() {
            " input paths and its outputs in " + store_dir_);
   view_.emplace(std::move(*view));
   r_.store_isolated = true;
+  return {};
+}
+
+Status Build::prepareBuildUser() {
+  if (!o_.build_uids) return {};
+  if (!view_) {
+    return fail(ErrorCode::kUnavailable,
+                "build users need store isolation (root and mount namespaces): without it the "
+                "builder writes its outputs into the store dir itself");
+  }
+  auto user = BuildUser::acquire(physical(store_dir_), o_.build_uids->first, o_.build_uids->second);
+  if (!user) return fail(user.error());
+  build_user_.emplace(std::move(*user));
+  const uid_t uid = build_user_->uid();
+  // It must reach the store dir and its build dir: every directory above them searchable by
+  // others (the user has no groups). Said here rather than as the builder's "Permission denied".
+  for (const fs::path& target : {fs::path(store_dir_), work_dir_}) {
+    fs::path dir = "/";
+    for (const auto& part : target.parent_path().relative_path()) {
+      dir /= part;
+      struct stat st {};
+      if (::stat(dir.c_str(), &st) == 0 && (st.st_mode & S_IXOTH) == 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        return fail(ErrorCode::kUnavailable,
+                    "build user " + std::to_string(uid) + " cannot reach '" + target.string() +
+                        "': '" + dir.string() + "' is not searchable by others (mode " + mode +
+                        ")");
+      }
+    }
+  }
+  // The build dir is the user's; the work dir around it (the log, the packed nars) only
+  // traversable; the view (the store dir it sees) writable by its group and sticky, so that it
+  // creates its outputs there but cannot remove the inputs' mount points or copied symlinks.
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(build_dir_, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (::lchown(it->path().c_str(), uid, uid) != 0) ec.assign(errno, std::generic_category());
+  }
+  if (ec || ::chown(build_dir_.c_str(), uid, uid) != 0 || ::chmod(work_dir_.c_str(), 0711) != 0 ||
+      ::chown(view_->dir().c_str(), 0, uid) != 0 || ::chmod(view_->dir().c_str(), 01775) != 0) {
+    return fail(ErrorCode::kIoError, "cannot hand the build directory to build user " +
+                                         std::to_string(uid) + ": " +
+                                         (ec ? ec.message() : errnoText(errno)));
+  }
+  progress("building as build user " + std::to_string(uid));
   return {};
 }
 
@@ -1056,7 +1119,11 @@ Status Build::run() {
     }
   }
   if (r_.status == BuildStatus::kSucceeded && rebuild) {
-    for (const auto& [name, out] : drv_.outputs) NARCACHE_TRY(canonicalise(physical(out.path)));
+    const std::optional<uid_t> build_uid =
+        build_user_ ? std::optional<uid_t>(build_user_->uid()) : std::nullopt;
+    for (const auto& [name, out] : drv_.outputs) {
+      NARCACHE_TRY(canonicalise(physical(out.path), build_uid));
+    }
     for (TreeGuard& guard : output_guards) guard.keep();
     pending.reset();  // valid now
   }

@@ -109,17 +109,29 @@ void removeTree(const fs::path& path) {
   fs::remove_all(path, ec);
 }
 
-Status canonicalise(const fs::path& path) {
+Status canonicalise(const fs::path& path, std::optional<uid_t> build_uid) {
   // Children before their directory: a directory is made read-only once it is done with.
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     return fail(ErrorCode::kIoError, "cannot stat '" + path.string() + "': " + errnoText(errno));
   }
+  if (st.st_uid != ::geteuid()) {
+    // Only the build user's files are taken over (as Nix does): anything else would be a file
+    // the builder linked in from elsewhere, whose owner and mode are not ours to change.
+    if (!build_uid || st.st_uid != *build_uid) {
+      return fail(ErrorCode::kInvalidArgument, "invalid ownership on file '" + path.string() +
+                                                   "' (uid " + std::to_string(st.st_uid) + ")");
+    }
+    if (::lchown(path.c_str(), ::geteuid(), ::getegid()) != 0) {
+      return fail(ErrorCode::kIoError,
+                  "cannot take over '" + path.string() + "': " + errnoText(errno));
+    }
+  }
   if (S_ISDIR(st.st_mode)) {
     std::error_code ec;
     for (auto it = fs::directory_iterator(path, ec); !ec && it != fs::directory_iterator();
          it.increment(ec)) {
-      NARCACHE_TRY(canonicalise(it->path()));
+      NARCACHE_TRY(canonicalise(it->path(), build_uid));
     }
     if (ec)
       return fail(ErrorCode::kIoError, "cannot list '" + path.string() + "': " + ec.message());
@@ -310,6 +322,24 @@ std::size_t removeAbandonedDirs(const fs::path& parent, const std::vector<std::s
     if (had_dir) ++removed;
   }
   return removed;
+}
+
+Result<BuildUser> BuildUser::acquire(const fs::path& physical_store, uid_t first, uid_t last) {
+  const fs::path dir = physical_store / ".narcache-uids";
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return fail(ErrorCode::kIoError, "cannot create '" + dir.string() + "': " + errnoText(errno));
+  }
+  for (uid_t uid = first; uid <= last && uid >= first; ++uid) {
+    auto lock = lockMark(dir / std::to_string(uid), true);
+    if (!lock) return fail(lock.error());
+    if (lock->held) continue;  // another build's
+    BuildUser user;
+    user.uid_ = uid;
+    user.lock_ = std::move(lock->fd);
+    return user;
+  }
+  return fail(ErrorCode::kUnavailable, "all build users (uids " + std::to_string(first) + "-" +
+                                           std::to_string(last) + ") are busy");
 }
 
 }  // namespace narcache::agent

@@ -32,11 +32,14 @@ namespace narcache::agent {
 // an error_code: nothing is reported.
 void removeTree(const std::filesystem::path& path);
 
-// Makes a path that just became valid look as Nix keeps store paths: read-only (files 0444, or
-// 0555 when executable; directories 0555) and modified at time 1, so that nothing edits an input
-// in place and builds do not see upload or download times. Symlinks keep their mode; their own
+// Makes a path that just became valid look as Nix keeps store paths: owned by this process's
+// user (entries of `build_uid`, the build user, are taken over; any other owner is an error:
+// kInvalidArgument "invalid ownership"), read-only (files 0444, or 0555 when executable;
+// directories 0555: no setuid bits) and modified at time 1, so that nothing edits an input in
+// place and builds do not see upload or download times. Symlinks keep their mode; their own
 // mtime is set too. Errors: kIoError naming the entry.
-Status canonicalise(const std::filesystem::path& path);
+Status canonicalise(const std::filesystem::path& path,
+                    std::optional<uid_t> build_uid = std::nullopt);
 
 class PendingOutputs {
  public:
@@ -103,6 +106,23 @@ class ScratchDir {
 // removed stays for the next call. Returns how many directories went.
 std::size_t removeAbandonedDirs(const std::filesystem::path& parent,
                                 const std::vector<std::string>& prefixes);
+
+// A build user: one uid of a range, held (exclusive flock on
+// <physical store>/.narcache-uids/<uid>) for the life of the object, so that concurrent builds on
+// this machine never share one. The uid need not exist in /etc/passwd; its gid is the same
+// number. Errors: kUnavailable when every uid of the range is in use, kIoError when a lock file
+// cannot be made.
+class BuildUser {
+ public:
+  static Result<BuildUser> acquire(const std::filesystem::path& physical_store, uid_t first,
+                                   uid_t last);
+  uid_t uid() const { return uid_; }
+
+ private:
+  BuildUser() = default;
+  uid_t uid_ = 0;
+  Fd lock_;
+};
 
 enum class LocalState {
   kAbsent,      // not there (or a dead build's output, just removed)

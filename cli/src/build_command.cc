@@ -35,6 +35,7 @@ struct BuildArgs {
   bool json = false;
   bool quiet = false;
   std::string log_file;
+  std::string build_uids;
 };
 
 nlohmann::ordered_json toJson(const agent::BuildResult& r) {
@@ -94,6 +95,7 @@ void registerBuildCommand(CommandRegistry& registry) {
   cmd->add_option("--max-silent-time", a->max_silent_time,
                   "Kill the builder after S seconds without output (0: never)");
   cmd->add_flag("--keep-build-dir", a->keep_build_dir, "Keep the build directory afterwards");
+  addBuildUidsOption(cmd, a->build_uids);
   cmd->add_flag("--no-upload", a->no_upload, "Build and pack, but upload nothing");
   cmd->add_option("--log-file", a->log_file, "Also keep the build log in this file");
   cmd->add_flag("-L,--print-build-logs", a->print_logs, "Copy the builder's output to stderr");
@@ -128,6 +130,9 @@ void registerBuildCommand(CommandRegistry& registry) {
     options.timeout_seconds = a->timeout;
     options.max_silent_seconds = a->max_silent_time;
     options.keep_build_dir = a->keep_build_dir;
+    auto uids = parseBuildUids(a->build_uids);
+    if (!uids) return reportError(uids.error());
+    options.build_uids = *uids;
     options.upload = !a->no_upload;
     options.log_file = a->log_file;
     if (a->print_logs) {

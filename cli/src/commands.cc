@@ -3,6 +3,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -68,6 +69,33 @@ Result<std::string> readTextFile(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+Result<std::optional<std::pair<uid_t, uid_t>>> parseBuildUids(const std::string& text) {
+  if (text.empty()) return std::optional<std::pair<uid_t, uid_t>>();
+  auto number = [](std::string_view s) -> std::optional<uid_t> {
+    uid_t v = 0;
+    auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
+    return v;
+  };
+  const std::size_t dash = text.find('-');
+  auto first = number(std::string_view(text).substr(0, dash));
+  auto last = dash == std::string::npos ? first : number(std::string_view(text).substr(dash + 1));
+  if (!first || !last || *first == 0 || *first > *last) {
+    return fail(ErrorCode::kInvalidArgument,
+                "--build-uids: expected FIRST-LAST with 1 <= FIRST <= LAST, e.g. 30000-30031; "
+                "got '" +
+                    text + "'");
+  }
+  return std::optional<std::pair<uid_t, uid_t>>(std::pair{*first, *last});
+}
+
+void addBuildUidsOption(CLI::App* command, std::string& text) {
+  command->add_option("--build-uids", text,
+                      "Run builders as build users: uids FIRST-LAST (inclusive), one per build "
+                      "at a time, gid the same number; they need not exist in /etc/passwd. "
+                      "Needs root and store isolation. Without it builders run as this user");
 }
 
 Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& args) {

@@ -3,10 +3,14 @@
 // <group>_commands.cc and registers its subcommands (CLI11) with an action returning the exit
 // code: 0 success, 1 failure (message on stderr as "narcache: <message>"), 2 bad usage.
 
+#include <sys/types.h>
+
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "narcache/narinfo/error.h"
@@ -50,6 +54,11 @@ Result<std::unique_ptr<narstore::Store>> openStore(const std::string& root);
 
 // --trusted-key values: each a public key "name:base64" or a file holding one.
 Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& args);
+
+// --build-uids FIRST-LAST (inclusive, 1 <= FIRST <= LAST); empty: none (nullopt).
+Result<std::optional<std::pair<uid_t, uid_t>>> parseBuildUids(const std::string& text);
+// Adds --build-uids to a command that builds.
+void addBuildUidsOption(CLI::App* command, std::string& text);
 
 void registerFormatCommands(CommandRegistry& registry);  // nar, hash, key, narinfo, (de)compress
 void registerStoreCommands(CommandRegistry& registry);   // store init, add, info, stats, verify,

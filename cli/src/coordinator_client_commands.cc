@@ -386,6 +386,7 @@ struct AgentArgs {
   int max_parallel = 1;
   std::vector<std::string> trusted_keys;
   std::string store_root = "/";
+  std::string build_uids;
 };
 
 // Blocks SIGTERM/SIGINT/SIGHUP in this (still single-threaded) process, so that every thread
@@ -447,7 +448,15 @@ int runAgentLoop(const AgentArgs& a) {
     options.trusted_keys.push_back(fs::exists(k, ec) ? fs::absolute(k).string() : k);
   }
   options.store_root = a.store_root;
+  auto uids = parseBuildUids(a.build_uids);
+  if (!uids) return reportError(uids.error());
+  options.build_uids = a.build_uids;
   startLogging("narcache-agent");
+  if (::geteuid() == 0 && !*uids) {
+    spdlog::warn(
+        "agent: builders run as root and can read what this agent can (its upload "
+        "token and secret); give them build users with --build-uids");
+  }
   std::stop_source stop;
   StopOnSignal signals(stop);
   auto status = agent::runAgent(options, stop.get_token());
@@ -464,6 +473,7 @@ struct ChildArgs {
   std::string store_root = "/";
   std::string log_file;
   std::string tmp_dir;
+  std::string build_uids;
   int timeout = 0;
   int max_silent_time = 0;
 };
@@ -486,6 +496,9 @@ int runChild(const ChildArgs& a) {
   options.timeout_seconds = a.timeout;
   options.max_silent_seconds = a.max_silent_time;
   options.check_output_paths = false;  // the coordinator checked them at submission
+  auto uids = parseBuildUids(a.build_uids);
+  if (!uids) return reportError(uids.error());
+  options.build_uids = *uids;
   options.on_progress = [](std::string_view message) {
     std::fprintf(stderr, "%.*s\n", static_cast<int>(message.size()), message.data());
   };
@@ -549,6 +562,7 @@ void registerAgent(CommandRegistry& registry) {
   cmd->add_option("--store-root", c->store_root);
   cmd->add_option("--log-file", c->log_file);
   cmd->add_option("--tmp-dir", c->tmp_dir);
+  cmd->add_option("--build-uids", c->build_uids);
   cmd->add_option("--timeout", c->timeout);
   cmd->add_option("--max-silent-time", c->max_silent_time);
   registry.add(cmd, [c] { return runChild(*c); });
@@ -574,6 +588,7 @@ void registerAgent(CommandRegistry& registry) {
                         "Public key (name:base64 or a file) inputs must be signed by; repeatable");
   agent_cmd->add_option("--store-root", a->store_root,
                         "Physical root of the store (default /; see narcache build --help)");
+  addBuildUidsOption(agent_cmd, a->build_uids);
   registry.add(agent_cmd, [a] { return runAgentLoop(*a); });
 }
 

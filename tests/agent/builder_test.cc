@@ -418,6 +418,42 @@ TEST_F(BuilderTest, TheBuilderStartsWithDefaultSignalActionsAndNoneBlocked) {
   EXPECT_EQ(r->log_tail, "");  // no "yes: standard output: Broken pipe"
 }
 
+// With build users the builder cannot read what the engine's user can (an agent's upload token,
+// its secret), writes its outputs and build dir as its own uid, and the outputs become the
+// engine's, read-only, once valid.
+TEST_F(BuilderTest, BuildUsersCannotReadTheAgentsSecretsAndTheirOutputsAreTakenOver) {
+  if (::geteuid() != 0) GTEST_SKIP() << "build users need root";
+  const fs::path secret = tmp_ / "secret";
+  writeFile(secret, "upload-token");
+  ::chmod(secret.c_str(), 0600);
+  // tmp_ itself must be traversable for the probe to mean something.
+  ::chmod(tmp_.path().c_str(), 0755);
+  auto drv =
+      create("asuser", "/bin/sh",
+             "mkdir $out; id -u > $out/uid; id -G > $out/groups; "
+             "if cat " +
+                 secret.string() +
+                 " >/dev/null 2>&1; then echo read; "
+                 "else echo denied; fi > $out/secret; echo x > $TMPDIR/t && echo ok > $out/tmp");
+  auto o = options(drv);
+  o.build_uids = {{40100, 40109}};
+  auto r = agent::buildDerivation(o);
+  ASSERT_TRUE(r) << r.error().message();
+  if (!r->store_isolated) GTEST_SKIP() << "no store isolation here";
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message << r->log_tail;
+  const fs::path out = store_dir_ + "/" + r->outputs[0].info.path.baseName();
+  EXPECT_EQ(readFile(out / "uid"), "40100\n");
+  EXPECT_EQ(readFile(out / "groups"), "40100\n");
+  EXPECT_EQ(readFile(out / "secret"), "denied\n");
+  EXPECT_EQ(readFile(out / "tmp"), "ok\n");
+  for (const fs::path& p : {out, out / "uid"}) {
+    struct stat st {};
+    ASSERT_EQ(::lstat(p.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u) << p;
+    EXPECT_EQ(st.st_gid, 0u) << p;
+  }
+}
+
 TEST_F(BuilderTest, LastLines) {
   EXPECT_EQ(agent::lastLines("a\nb\nc\n", 2), "b\nc");
   EXPECT_EQ(agent::lastLines("a\nb\nc", 5), "a\nb\nc");

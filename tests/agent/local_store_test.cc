@@ -198,5 +198,28 @@ TEST(LocalStoreTest, AScratchDirGoesWithItsOwnerAndOnlyADeadOwnersIsSwept) {
   EXPECT_FALSE(fs::exists(live_path));
 }
 
+TEST(LocalStoreTest, ConcurrentBuildsGetDistinctBuildUsers) {
+  test::TempDir dir;
+  auto a = BuildUser::acquire(dir.path(), 30005, 30006);
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_EQ(a->uid(), 30005u);
+  std::optional<BuildUser> b;
+  {
+    auto got = BuildUser::acquire(dir.path(), 30005, 30006);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->uid(), 30006u);
+    b.emplace(std::move(*got));
+  }
+  auto none = BuildUser::acquire(dir.path(), 30005, 30006);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code(), ErrorCode::kUnavailable);
+  EXPECT_NE(none.error().message().find("all build users (uids 30005-30006) are busy"),
+            std::string::npos);
+  b.reset();  // released: free again
+  auto again = BuildUser::acquire(dir.path(), 30005, 30006);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->uid(), 30006u);
+}
+
 }  // namespace
 }  // namespace narcache::agent

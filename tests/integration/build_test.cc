@@ -352,6 +352,29 @@ TEST_F(BuildTest, ReferenceAttributesAreCheckedAndExportReferencesGraphIsWritten
                 "because it is not in the input closure of the derivation");
 }
 
+// --build-uids on the command line: the builder runs as one of them (root only), and a
+// malformed range is refused before anything is built.
+TEST_F(BuildTest, BuildUidsRunTheBuilderAsABuildUser) {
+  auto drv = create("uid", "id -u > $out");
+  auto bad = build(drv, {"--build-uids", "9-3"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--build-uids: expected FIRST-LAST with 1 <= FIRST <= LAST"),
+            std::string::npos)
+      << bad.err;
+  if (::geteuid() != 0) GTEST_SKIP() << "build users need root";
+  auto r = build(drv, {"--build-uids", "40200-40201"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("build user 40200 cannot reach '" + store_dir_ + "': '" +
+                       tmp_.path().string() + "' is not searchable by others (mode 0700)"),
+            std::string::npos)
+      << r.err;
+  ::chmod(tmp_.path().c_str(), 0755);
+  r = build(drv, {"--build-uids", "40200-40201"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("building as build user 40200"), std::string::npos) << r.err;
+  EXPECT_EQ(readFile(outPath(drv)), "40200\n");
+}
+
 // A relative TMPDIR is made absolute: the builder gets its build dir's paths after its chdir.
 TEST_F(BuildTest, ARelativeTmpdirGivesTheBuilderAbsolutePaths) {
   auto drv = create("reltmp", "case $NIX_BUILD_TOP in /*) cat $fooPath > $out;; *) exit 7;; esac",

@@ -49,6 +49,7 @@ struct AgentOptions {
   int max_parallel = 1;
   std::vector<std::string> trusted_keys;  // as given on the command line (keys or key files)
   std::filesystem::path store_root = "/";
+  std::string build_uids;          // --build-uids FIRST-LAST for the build children; empty: none
   std::filesystem::path self_exe;  // the narcache binary for build children; empty: /proc/self/exe
   int engine_attempts = 3;         // local tries after an engine error that may pass
   int http_attempts = 5;           // tries per coordinator request (backoff 200 ms, doubled)

@@ -31,11 +31,15 @@
 // Not thread-safe; one build per call. Forks the builder; safe to call from a process that has
 // other threads (the child only makes system calls between fork and exec).
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "narcache/narinfo/error.h"
@@ -64,6 +68,11 @@ struct BuildOptions {
   // every input .drv down the closure beside drv_file or in the store. The agent turns it off:
   // the coordinator checked them at submission, and an agent gets only the direct inputs.
   bool check_output_paths = true;
+  // Run the builder as a build user: a uid of this range (inclusive) that no other build on the
+  // machine holds, with the same gid and no supplementary groups, so that it cannot read what
+  // the agent's user can (its upload token, its keys). Needs root and store isolation. Unset:
+  // the builder runs as the engine's user.
+  std::optional<std::pair<uid_t, uid_t>> build_uids;
   // Called with each chunk of builder output as it arrives (e.g. to tee it to stderr).
   std::function<void(std::string_view)> on_log;
   // Called with progress messages ("substituting ...", "uploading ...").
