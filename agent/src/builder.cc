@@ -450,19 +450,10 @@ Status Build::substitute(const NarInfo& info) {
 }
 
 // Message for a failed execve or mount, written by the child without allocating (strerror may
-// allocate for its translations).
+// allocate for its translations; strerrordesc_np reads glibc's untranslated table).
 const char* childErrorText(int err) {
-  switch (err) {
-    case ENOENT: return "No such file or directory";
-    case EACCES: return "Permission denied";
-    case EPERM: return "Operation not permitted";
-    case ENOEXEC: return "Exec format error";
-    case ENOTDIR: return "Not a directory";
-    case EINVAL: return "Invalid argument";
-    case EBUSY: return "Device or resource busy";
-    case ENOMEM: return "Cannot allocate memory";
-    default: return "error";
-  }
+  const char* text = ::strerrordesc_np(err);
+  return text != nullptr ? text : "unknown error";
 }
 
 Result<ReferenceGraph> Build::inputGraph() {

@@ -174,6 +174,15 @@ TEST_F(BuilderTest, MissingBuilderFailsWithExecError) {
   EXPECT_NE(r->log_tail.find("executing '/nonexistent/sh': No such file or directory"),
             std::string::npos)
       << r->log_tail;
+  // Any errno is named (a symlink loop: ELOOP).
+  const fs::path loop = tmp_ / "loop";
+  fs::create_symlink(loop, loop);
+  r = agent::buildDerivation(options(create("loops", loop.string(), "true")));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_NE(
+      r->log_tail.find("executing '" + loop.string() + "': Too many levels of symbolic links"),
+      std::string::npos)
+      << r->log_tail;
 }
 
 TEST_F(BuilderTest, NixBuiltinBuildersAreRefusedWithAClearError) {
