@@ -152,7 +152,10 @@ void HttpApi::Impl::setup() {
     if (!req.path.starts_with("/api/")) return httplib::Server::HandlerResponse::Unhandled;
     const bool agent_api = req.path.starts_with(kAgentApi);
     if (agent_api ? !agentOf(req).empty() : clientAuthorized(req)) {
-      return httplib::Server::HandlerResponse::Unhandled;
+      if (!http::bodyLengthUnknown(req)) return httplib::Server::HandlerResponse::Unhandled;
+      res.status = 411;
+      http::sendAndClose(res, toJson(ErrorBody{http::refusalText(411)}), "application/json");
+      return httplib::Server::HandlerResponse::Handled;
     }
     res.status = 401;
     res.set_header("WWW-Authenticate", "Bearer");
@@ -247,8 +250,10 @@ void HttpApi::Impl::setup() {
   });
   http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty() && !res.content_provider_) {  // httplib's own errors get a JSON body
-      sendJson(res, toJson(ErrorBody{res.status == 404 ? "no such endpoint" : "bad request"}),
-               res.status);
+      sendJson(
+          res,
+          toJson(ErrorBody{res.status == 404 ? "no such endpoint" : http::refusalText(res.status)}),
+          res.status);
     }
   });
   http.set_exception_handler(

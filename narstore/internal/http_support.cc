@@ -84,6 +84,23 @@ int httpStatus(ErrorCode code) {
   return 500;
 }
 
+bool bodyLengthUnknown(const httplib::Request& req) {
+  return (req.method == "POST" || req.method == "PUT") && !req.has_header("Content-Length");
+}
+
+const char* refusalText(int status) {
+  switch (status) {
+    case 400:
+      return "bad request: malformed request line or headers, or a body without Content-Length";
+    case 411: return "a request body needs a Content-Length";
+    case 413: return "request too large";
+    case 414: return "request line too long (over 8 KiB)";
+    case 404: return "not found";
+    case 405: return "method not allowed";
+    default: return status >= 500 ? "internal server error" : "request refused";
+  }
+}
+
 bool secretEquals(std::string_view presented, std::string_view expected) {
   if (presented.size() != expected.size()) return false;
   if (expected.empty()) return true;

@@ -45,6 +45,16 @@ Result<HttpUrl> parseHttpUrl(std::string_view url, std::string_view what = "URL"
 // full), Unavailable 503, IoError and Internal 500.
 int httpStatus(ErrorCode code);
 
+// A POST or PUT whose body has no Content-Length (none, or chunked): httplib would read such a
+// body into memory until the client closes the connection, without bound. The API routes of
+// both servers refuse them (411).
+bool bodyLengthUnknown(const httplib::Request& req);
+
+// The one line that explains a refusal httplib makes before any route runs (no body of its own):
+// 400 a malformed request line or headers, or a body without Content-Length; 413; 414 a request
+// line over 8 KiB; 404, 405; "request refused" or "internal server error" for the rest.
+const char* refusalText(int status);
+
 // Equality of a presented secret and the expected one, in time independent of where they
 // differ (sodium_memcmp); texts of different lengths are unequal.
 bool secretEquals(std::string_view presented, std::string_view expected);

@@ -622,6 +622,11 @@ void Server::Impl::setup() {
         sendUnauthorized(res);  // the body is left unread: the connection ends
         return httplib::Server::HandlerResponse::Handled;
       }
+      if (http::bodyLengthUnknown(req)) {
+        http::endConnection(res);
+        sendStatus(res, 411, http::refusalText(411));
+        return httplib::Server::HandlerResponse::Handled;
+      }
       if (req.get_header_value<std::uint64_t>("Content-Length") > kMaxApiBody) {
         http::endConnection(res);
         sendStatus(res, 413, "request body too large");
@@ -653,6 +658,11 @@ void Server::Impl::setup() {
                            [this](httplib::Response& r) { sendUnauthorized(r); },
                            [this](httplib::Response& r, const Error& e) { sendError(r, e); }});
 
+  // httplib's own refusals (before any route) come without a body; 4xx bodies are one line.
+  http.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty() || res.content_provider_) return;
+    sendStatus(res, res.status, http::refusalText(res.status));
+  });
   http.set_exception_handler(
       [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "unknown exception";

@@ -79,6 +79,17 @@ TEST_F(HttpTest, RequestsWithoutCredentialsAreRefusedBeforeTheirBodyIsRead) {
     EXPECT_TRUE(reply.starts_with("HTTP/1.1 401")) << head << reply;
     EXPECT_NE(reply.find("\"error\""), std::string::npos) << reply;
   }
+  // With credentials, a POST whose body has no Content-Length would be read until the client
+  // closes: refused at once instead.
+  for (const std::string& framing :
+       {std::string(), std::string("Transfer-Encoding: chunked\r\n")}) {
+    std::string reply = answerWithoutBody(api_->port(),
+                                          "POST /api/v1/builds/1/cancel HTTP/1.1\r\nHost: x\r\n"
+                                          "Authorization: Bearer client-secret\r\n" +
+                                              framing + "\r\n");
+    EXPECT_TRUE(reply.starts_with("HTTP/1.1 411")) << reply;
+    EXPECT_NE(reply.find("a request body needs a Content-Length"), std::string::npos) << reply;
+  }
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
 }
 

@@ -340,6 +340,15 @@ TEST_F(ServeTest, ApiRequestsAreRefusedBeforeTheirBodyIsRead) {
   answer = post(R"({"paths": []})");
   EXPECT_EQ(answer.status, 400);
   EXPECT_TRUE(contains(answer.body, "give 1 to 10000 store paths")) << answer.body;
+  // A POST whose body has no Content-Length (none at all, or chunked) would be read until the
+  // client closes: refused at once.
+  answer = curl(served.url("/api/mark-deleted"), {"-X", "POST", "-H", auth[1]});
+  EXPECT_EQ(answer.status, 411);
+  EXPECT_EQ(answer.body, "a request body needs a Content-Length\n");
+  answer = curl(served.url("/api/available"),
+                {"-X", "POST", "-H", auth[1], "-H", "Transfer-Encoding: chunked", "--data-binary",
+                 R"({"paths": [")" + path + R"("]})"});
+  EXPECT_EQ(answer.status, 411);
   EXPECT_EQ(served.stop(SIGTERM), 0) << served.log();
 }
 
