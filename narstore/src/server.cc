@@ -700,13 +700,26 @@ std::string Server::address() const {
 Status Server::run() {
   Impl& impl = *impl_;
   // Access times recorded by narinfo hits are flushed in one write transaction every few
-  // seconds, and once more after the last request.
+  // seconds, and once more after the last request. Reader slots left by processes that died
+  // while reading the store (a CLI command killed with kill -9 or Ctrl-C) are freed every few
+  // seconds too: LMDB frees them only when a process opens the database, and until then the
+  // dead reader's snapshot pins old pages, so the data file grows with every write.
   auto last_flush = SteadyClock::now();
-  Status served = impl.http.serve(address(), [&impl, &last_flush] {
-    if (SteadyClock::now() - last_flush < std::chrono::seconds(impl.options.access_flush_seconds)) {
-      return;
+  auto last_reader_check = SteadyClock::now();
+  Status served = impl.http.serve(address(), [&impl, &last_flush, &last_reader_check] {
+    const auto now = SteadyClock::now();
+    if (now - last_reader_check >= std::chrono::seconds(impl.options.reader_check_seconds)) {
+      last_reader_check = now;
+      if (auto cleared = impl.store.clearStaleReaders(); !cleared) {
+        spdlog::error("clearing stale database readers: {}", cleared.error().message());
+      } else if (*cleared != 0) {
+        impl.metrics.addStaleReadersCleared(*cleared);
+        spdlog::warn("freed {} database reader slot(s) of processes that died while reading",
+                     *cleared);
+      }
     }
-    last_flush = SteadyClock::now();
+    if (now - last_flush < std::chrono::seconds(impl.options.access_flush_seconds)) return;
+    last_flush = now;
     if (auto flushed = impl.store.flushAccessTimes(); !flushed) {
       spdlog::error("flushing access times: {}", flushed.error().message());
     }

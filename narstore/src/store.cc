@@ -735,6 +735,11 @@ Status LmdbStore::forEachItem(const std::function<bool(const StoredItem&)>& visi
   });
 }
 
+Result<std::size_t> LmdbStore::clearStaleReaders() {
+  return guard(
+      [&]() -> Result<std::size_t> { return static_cast<std::size_t>(env_->clearStaleReaders()); });
+}
+
 StoreStats LmdbStore::stats() const {
   auto r = guard([&]() -> Result<StoreStats> {
     lmdb::ReadTxn txn = env_->beginRead();

@@ -201,6 +201,7 @@ class LmdbStore final : public Store {
   Result<GcBatchResult> deleteUnreachable(const std::vector<GcCandidate>& batch,
                                           std::uint64_t roots_generation) override;
   Result<UnlinkResult> unlinkNarFiles(std::int64_t grace_seconds, std::size_t max_files) override;
+  Result<std::size_t> clearStaleReaders() override;
 
   // Commits trusted narinfos (FileHash/FileSize set, URL nar/<file>) without reading their
   // files, many per write transaction; the closure invariant is still checked. For benchmarks

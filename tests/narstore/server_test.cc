@@ -1,9 +1,14 @@
 // `narcache serve` as a child process on 127.0.0.1, driven with curl: what the server keeps in
-// memory between requests (the signed-narinfo cache) never outlives what the store holds.
+// memory between requests (the signed-narinfo cache) never outlives what the store holds, and
+// what dead processes leave in the database (reader slots) does not stay for the server's life.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "helpers.h"
@@ -13,6 +18,8 @@
 namespace narcache::narstore {
 namespace {
 
+using testing::addItem;
+using testing::initStore;
 using testing::makeItem;
 
 const char* kToken = "server-test-token";
@@ -90,6 +97,61 @@ TEST(ServerTest, ASignedNarInfoIsNeverServedFromAnOlderUpload) {
   // Every reference served is served.
   EXPECT_EQ(curl(served->url("/" + second_dep.info.path.hashPart() + ".narinfo")).status, 200);
   served->stop(SIGTERM);
+}
+
+// A process killed while it reads the store (kill -9, or Ctrl-C of a CLI command) leaves its
+// LMDB reader slot behind; the snapshot of that slot pins the pages it saw, so every later
+// write takes new pages and the data file grows for as long as the slot stays. LMDB frees such
+// slots when a process opens the database, which a running server never does again: the
+// server frees them itself every 10 s.
+TEST(ServerTest, TheReaderSlotOfAProcessKilledWhileReadingIsFreed) {
+  test::TempDir dir;
+  {
+    auto store = initStore(dir / "s");
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(addItem(*store, makeItem("read", "read")));
+  }  // closed: the reader below must open the database itself
+  test::ServedStore served(dir / "s");
+
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t reader = ::fork();
+  ASSERT_GE(reader, 0);
+  if (reader == 0) {  // the child: reads the store and stays in its read transaction
+    ::close(ready[0]);
+    StoreOptions options;
+    options.root = dir / "s";
+    auto store = Store::open(options);
+    if (!store) ::_exit(1);
+    (void)(*store)->forEachItem([&](const StoredItem&) {
+      const char byte = 'r';
+      if (::write(ready[1], &byte, 1) != 1) ::_exit(1);
+      for (;;) ::pause();
+      return false;
+    });
+    ::_exit(1);
+  }
+  ::close(ready[1]);
+  char byte = 0;
+  const bool reading = ::read(ready[0], &byte, 1) == 1;
+  ::close(ready[0]);
+  ::kill(reader, SIGKILL);
+  ::waitpid(reader, nullptr, 0);
+  ASSERT_TRUE(reading) << "the reader did not start";
+
+  const std::string cleared = "narcache_store_stale_readers_cleared_total 1\n";
+  std::string metrics;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    metrics = test::curlRequest(served.url("/metrics")).body;
+    if (metrics.find(cleared) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_NE(metrics.find(cleared), std::string::npos) << metrics;
+  EXPECT_NE(served.log().find("freed 1 database reader slot(s) of processes that died"),
+            std::string::npos)
+      << served.log();
+  EXPECT_EQ(served.stop(SIGTERM), 0);
 }
 
 }  // namespace
