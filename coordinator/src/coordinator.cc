@@ -144,6 +144,11 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorOptions&
     impl->maintenance = std::jthread([p](std::stop_token stop) {
       std::mutex m;
       std::condition_variable_any cv;
+      // Reader slots of processes that died while reading the database (a CLI command killed
+      // with kill -9) are freed by LMDB only at open; until then their snapshots pin old pages
+      // and the data file grows with every write. So they are freed here every few seconds.
+      constexpr std::chrono::seconds kReaderCheckInterval{10};
+      auto last_reader_check = std::chrono::steady_clock::now();
       while (!stop.stop_requested()) {
         {
           std::unique_lock lock(m);
@@ -151,6 +156,13 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorOptions&
         }
         if (stop.stop_requested()) break;
         try {
+          if (std::chrono::steady_clock::now() - last_reader_check >= kReaderCheckInterval) {
+            last_reader_check = std::chrono::steady_clock::now();
+            if (int cleared = p->env->clearStaleReaders(); cleared != 0) {
+              spdlog::warn("freed {} database reader slot(s) of processes that died while reading",
+                           cleared);
+            }
+          }
           if (auto s = p->expireLeases(p->now()); !s) {
             spdlog::error("lease reaper: {}", s.error().message());
           }

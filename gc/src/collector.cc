@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <limits>
+#include <optional>
 
 #include "narcache/gc/gc.h"
 
@@ -19,6 +20,10 @@ Result<CollectReport> collect(narstore::Store& store, const Plan& plan,
   const std::size_t batch_size = std::max<std::size_t>(1, options.batch_size);
   auto last_progress = start;
   std::vector<narstore::GcCandidate> batch;
+  // A batch that fails (a full disk: its commit gets ENOSPC) ends the deletions, but not the
+  // run: the nar files already awaiting their unlink are still unlinked below, which frees the
+  // space that the next commit needs. The run then reports the batch's error.
+  std::optional<Error> failed;
   for (std::size_t done = 0; done < total;) {
     if (options.stop.stop_requested()) {
       report.stopped = true;
@@ -26,7 +31,10 @@ Result<CollectReport> collect(narstore::Store& store, const Plan& plan,
     }
     // Accesses recorded in this process reach the table first (the store also checks the
     // ones still pending, so this only keeps the in-memory map small).
-    if (auto flushed = store.flushAccessTimes(); !flushed) return fail(flushed.error());
+    if (auto flushed = store.flushAccessTimes(); !flushed) {
+      failed = flushed.error();
+      break;
+    }
     std::size_t end = std::min(total, done + batch_size);
     batch.assign(plan.deletions.begin() + static_cast<std::ptrdiff_t>(done),
                  plan.deletions.begin() + static_cast<std::ptrdiff_t>(end));
@@ -36,7 +44,8 @@ Result<CollectReport> collect(narstore::Store& store, const Plan& plan,
         report.stale = true;
         break;
       }
-      return fail(r.error());
+      failed = r.error();
+      break;
     }
     report.deleted_items += r->deleted.size();
     report.kept_on_recheck += r->kept.size();
@@ -59,7 +68,13 @@ Result<CollectReport> collect(narstore::Store& store, const Plan& plan,
   if (!report.stopped) {
     auto u = store.unlinkNarFiles(plan.policy.nar_grace_seconds,
                                   std::numeric_limits<std::size_t>::max());
-    if (!u) return fail(u.error());
+    if (!u) return fail(failed ? *failed : u.error());
+    if (failed) {
+      return fail(failed->code(), failed->message() + " (deleted " +
+                                      std::to_string(report.deleted_items) +
+                                      " items before; still unlinked " + std::to_string(u->files) +
+                                      " nar files awaiting it, " + formatBytes(u->bytes) + ")");
+    }
     report.unlinked_files = u->files;
     report.unlinked_bytes = u->bytes;
     report.pending_files = u->pending;

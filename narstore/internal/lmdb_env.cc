@@ -167,8 +167,7 @@ std::shared_ptr<Env> Env::open(const EnvOptions& options) {
     env->env_ = nullptr;
     throw Error(rc, "opening database " + canonical.string() + ": " + mdb_strerror(rc));
   }
-  int dead = 0;
-  check(mdb_reader_check(env->env_, &dead), "mdb_reader_check");
+  env->clearStaleReaders();
   MDB_envinfo info;
   check(mdb_env_info(env->env_, &info), "mdb_env_info");
   env->map_size_ = info.me_mapsize;
@@ -212,7 +211,16 @@ void Env::leave() {
   if (--active_ == 0) gate_cv_.notify_all();
 }
 
+int Env::clearStaleReaders() {
+  int dead = 0;
+  check(mdb_reader_check(env_, &dead), "mdb_reader_check");
+  return dead;
+}
+
 void Env::grow(std::size_t seen_size) {
+  // The pages a dead reader's snapshot pinned are free again once its slot is: the write may
+  // fit without growing (write() runs it again; it grows next time if it still does not).
+  if (clearStaleReaders() > 0) return;
   std::unique_lock lock(gate_mutex_);
   gate_cv_.wait(lock, [&] { return !growing_; });
   if (map_size_ != seen_size) return;  // another thread grew it meanwhile

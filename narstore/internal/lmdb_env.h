@@ -5,8 +5,11 @@
 //
 // Env: one per database directory per process (Env::open() hands out the same instance to
 // every caller while one is alive; LMDB forbids opening a file twice in one process). Opened
-// with MDB_NOTLS, so transactions are not tied to threads; stale reader slots of dead processes
-// are cleared at open (mdb_reader_check).
+// with MDB_NOTLS, so transactions are not tied to threads. Stale reader slots (of processes
+// that died while reading: kill -9, or Ctrl-C of a CLI command) are cleared at open, before
+// the map grows, and by clearStaleReaders(), which a long-running owner (serve, the
+// coordinator) calls every few seconds: a dead reader's snapshot pins the pages it saw, so
+// while its slot stays, every write needs new pages and the data file grows without bound.
 // ReadTxn / WriteTxn: distinct move-only RAII types; the destructor aborts; commit() clears the
 // handle before calling LMDB. Cursors never outlive their transaction. Values returned as
 // string_view point into the map and are valid until the transaction ends.
@@ -155,6 +158,10 @@ class Env {
 
   std::size_t mapSize() const;
   std::uint64_t growths() const;
+
+  // Frees the reader slots of processes that died while reading (mdb_reader_check); returns
+  // how many. Cheap (one pass over the reader table, one lock probe per slot); thread-safe.
+  int clearStaleReaders();
 
  private:
   friend class Txn;

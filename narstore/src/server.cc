@@ -109,12 +109,15 @@ struct Server::Impl {
   std::string cache_info;
 
   // Signed narinfo text per hash part, so that a lookup does not sign (Ed25519 costs more than
-  // the whole rest of a request). An entry is used only while the stored item still has the
-  // same NarHash, URL and signatures, so re-added or re-signed items are re-signed.
+  // the whole rest of a request). An entry holds the narinfo it was made from, exactly as the
+  // store served it, and is used only while the store serves an equal one (every field: the
+  // text is a function of the narinfo, the hash part and the fixed keys), so it can never
+  // differ from what would be signed now. Comparing NarHash/URL/Sigs alone was not enough: an
+  // item deleted and uploaded again with the same NarHash but other References, Deriver or CA
+  // (and, with server-side signing, no stored Sigs either time) kept its old text, whose
+  // references could be gone. The comparison allocates nothing.
   struct SignedNarInfo {
-    Hash nar_hash;
-    std::string url;
-    std::vector<std::string> sigs;
+    NarInfo unsigned_info;
     std::string text;
   };
   struct Shard {
@@ -213,8 +216,7 @@ std::string Server::Impl::signedNarInfo(const std::string& hash_part, const NarI
   {
     std::lock_guard lock(shard.mutex);
     auto it = shard.entries.find(hash_part);
-    if (it != shard.entries.end() && it->second.nar_hash == info.nar_hash &&
-        it->second.url == info.url && it->second.sigs == info.sigs) {
+    if (it != shard.entries.end() && it->second.unsigned_info == info) {
       metrics.recordNarInfoCache(true);
       return it->second.text;
     }
@@ -230,8 +232,7 @@ std::string Server::Impl::signedNarInfo(const std::string& hash_part, const NarI
   std::string text = signed_info.toString();
   std::lock_guard lock(shard.mutex);
   if (shard.entries.size() >= kMaxEntriesPerShard) shard.entries.clear();
-  shard.entries.insert_or_assign(hash_part,
-                                 SignedNarInfo{info.nar_hash, info.url, info.sigs, text});
+  shard.entries.insert_or_assign(hash_part, SignedNarInfo{info, text});
   return text;
 }
 
@@ -709,13 +710,26 @@ std::string Server::address() const {
 Status Server::run() {
   Impl& impl = *impl_;
   // Access times recorded by narinfo hits are flushed in one write transaction every few
-  // seconds, and once more after the last request.
+  // seconds, and once more after the last request. Reader slots left by processes that died
+  // while reading the store (a CLI command killed with kill -9 or Ctrl-C) are freed every few
+  // seconds too: LMDB frees them only when a process opens the database, and until then the
+  // dead reader's snapshot pins old pages, so the data file grows with every write.
   auto last_flush = SteadyClock::now();
-  Status served = impl.http.serve(address(), [&impl, &last_flush] {
-    if (SteadyClock::now() - last_flush < std::chrono::seconds(impl.options.access_flush_seconds)) {
-      return;
+  auto last_reader_check = SteadyClock::now();
+  Status served = impl.http.serve(address(), [&impl, &last_flush, &last_reader_check] {
+    const auto now = SteadyClock::now();
+    if (now - last_reader_check >= std::chrono::seconds(impl.options.reader_check_seconds)) {
+      last_reader_check = now;
+      if (auto cleared = impl.store.clearStaleReaders(); !cleared) {
+        spdlog::error("clearing stale database readers: {}", cleared.error().message());
+      } else if (*cleared != 0) {
+        impl.metrics.addStaleReadersCleared(*cleared);
+        spdlog::warn("freed {} database reader slot(s) of processes that died while reading",
+                     *cleared);
+      }
     }
-    last_flush = SteadyClock::now();
+    if (now - last_flush < std::chrono::seconds(impl.options.access_flush_seconds)) return;
+    last_flush = now;
     if (auto flushed = impl.store.flushAccessTimes(); !flushed) {
       spdlog::error("flushing access times: {}", flushed.error().message());
     }

@@ -115,6 +115,9 @@ std::string ServerMetrics::render(const StoreStats& stats) const {
           "Narinfo lookups served from the signed-text cache.", load(narinfo_cache_hits_));
   counter("narcache_narinfo_sign_cache_misses_total", "Narinfo lookups that had to sign.",
           load(narinfo_cache_misses_));
+  counter("narcache_store_stale_readers_cleared_total",
+          "Database reader slots of dead processes freed by the server.",
+          load(stale_readers_cleared_));
   out +=
       "# HELP narcache_upload_failures_total Uploads refused or failed, by route.\n"
       "# TYPE narcache_upload_failures_total counter\n";

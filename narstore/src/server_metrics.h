@@ -47,6 +47,9 @@ class ServerMetrics {
   void recordNarInfoCache(bool hit) {
     (hit ? narinfo_cache_hits_ : narinfo_cache_misses_).fetch_add(1, std::memory_order_relaxed);
   }
+  void addStaleReadersCleared(std::uint64_t n) {
+    stale_readers_cleared_.fetch_add(n, std::memory_order_relaxed);
+  }
 
   std::string render(const StoreStats& stats) const;
 
@@ -75,6 +78,7 @@ class ServerMetrics {
   std::array<Counter, kRoutes> upload_failures_{};
   Counter narinfo_cache_hits_{0};
   Counter narinfo_cache_misses_{0};
+  Counter stale_readers_cleared_{0};
 };
 
 }  // namespace narcache::narstore

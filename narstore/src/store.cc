@@ -742,6 +742,11 @@ Status LmdbStore::forEachItem(const std::function<bool(const StoredItem&)>& visi
   });
 }
 
+Result<std::size_t> LmdbStore::clearStaleReaders() {
+  return guard(
+      [&]() -> Result<std::size_t> { return static_cast<std::size_t>(env_->clearStaleReaders()); });
+}
+
 StoreStats LmdbStore::stats() const {
   auto r = guard([&]() -> Result<StoreStats> {
     lmdb::ReadTxn txn = env_->beginRead();
@@ -863,19 +868,62 @@ Status LmdbStore::markDeleted(const StorePath& path, const Tombstone& why) {
       }
       auto info = decodeNarInfo(*record);
       if (!info) return fail(info.error());
-
-      // Its referrers' entries (referrers[h]) stay: they are who becomes incomplete.
-      removeItemRows(txn, h, *info);
-      TombstoneRecord tomb{why, path.baseName(), info->nar_hash.toString()};
-      if (tomb.tombstone.when == 0) tomb.tombstone.when = clock_();
-      txn.put(t.tombstones, h, tomb.encode());
-      addCounter(txn, t.meta, Counters::kTombstones, 1);
-      // Invariant 1: everything whose closure contains it becomes incomplete.
-      for (const std::string& a : transitiveReferrers(txn, t.referrers, h)) {
-        txn.put(t.incomplete, a, h, MDB_NODUPDATA);
-      }
+      tombstoneInTxn(txn, h, *info, why);
       return {};
     });
+  });
+}
+
+void LmdbStore::tombstoneInTxn(lmdb::WriteTxn& txn, const std::string& h, const NarInfo& info,
+                               const Tombstone& why) {
+  const Tables& t = tables_;
+  // Its referrers' entries (referrers[h]) stay: they are who becomes incomplete.
+  removeItemRows(txn, h, info);
+  TombstoneRecord tomb{why, info.path.baseName(), info.nar_hash.toString()};
+  if (tomb.tombstone.when == 0) tomb.tombstone.when = clock_();
+  txn.put(t.tombstones, h, tomb.encode());
+  addCounter(txn, t.meta, Counters::kTombstones, 1);
+  // Invariant 1: everything whose closure contains it becomes incomplete.
+  for (const std::string& a : transitiveReferrers(txn, t.referrers, h)) {
+    txn.put(t.incomplete, a, h, MDB_NODUPDATA);
+  }
+}
+
+Result<std::vector<std::string>> LmdbStore::repairNarFile(
+    const std::string& file_name, const std::vector<std::pair<std::string, std::uint32_t>>& users,
+    const Tombstone& why, bool corrupt, const std::function<bool()>& unchanged) {
+  return guard([&]() -> Result<std::vector<std::string>> {
+    const Tables& t = tables_;
+    const std::filesystem::path path = narDir() / file_name;
+    bool unlinked = false;  // by an earlier run of the function (Env::write repeats it)
+    return env_->write<std::vector<std::string>>(
+        [&](lmdb::WriteTxn& txn) -> Result<std::vector<std::string>> {
+          std::vector<std::string> tombstoned;
+          // An existing nar file is unlinked only inside a write transaction, and an upload
+          // never replaces one (link(2)), so a corrupt file judged unchanged here stays that
+          // file until this transaction ends.
+          if (!unlinked && !unchanged()) return tombstoned;
+          for (const auto& [h, id] : users) {
+            if (itemId(txn, h) != id) continue;  // deleted, or deleted and uploaded again
+            auto rec = txn.get(t.items, h);
+            auto record = rec ? ItemRecord::decode(*rec) : std::nullopt;
+            if (!record) continue;
+            auto info = decodeNarInfo(*record);
+            if (!info || info->url != "nar/" + file_name) continue;
+            tombstoneInTxn(txn, h, *info, why);
+            tombstoned.push_back(h);
+          }
+          if (tombstoned.empty() || txn.has(t.files, file_name)) return tombstoned;
+          // Unused now. A corrupt file goes at once (no client can use it, and an upload of
+          // that name must not find it there); one that cannot be unlinked stays pending. A
+          // missing one has nothing to unlink: and a concurrent upload may be linking it in
+          // right now (it marks it pending after this commit).
+          if (!corrupt || ::unlink(path.c_str()) == 0 || errno == ENOENT) {
+            unlinked = corrupt;
+            txn.del(t.pending_unlink, file_name);
+          }
+          return tombstoned;
+        });
   });
 }
 

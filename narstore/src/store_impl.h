@@ -201,6 +201,7 @@ class LmdbStore final : public Store {
   Result<GcBatchResult> deleteUnreachable(const std::vector<GcCandidate>& batch,
                                           std::uint64_t roots_generation) override;
   Result<UnlinkResult> unlinkNarFiles(std::int64_t grace_seconds, std::size_t max_files) override;
+  Result<std::size_t> clearStaleReaders() override;
 
   // Commits trusted narinfos (FileHash/FileSize set, URL nar/<file>) without reading their
   // files, many per write transaction; the closure invariant is still checked. For benchmarks
@@ -220,6 +221,16 @@ class LmdbStore final : public Store {
   // The same, but leaves a file that awaits its unlink (pending_unlink): one that add() stored,
   // which a concurrent PUT of the same file has been told is there since.
   Result<bool> removeUnclaimedNarFile(const std::string& name);
+  // verify --repair of a nar file found missing or corrupt, acting only on what has not changed
+  // since verify looked: in ONE write transaction, and only when `unchanged()` (called inside
+  // it) says the file is still what verify judged, tombstones (`why`) those of `users` (hash
+  // part and item id as verify's snapshot saw them) that are still that same valid item (same
+  // id: neither deleted nor deleted and uploaded again since). Once no item uses the file, a
+  // corrupt one (`corrupt`) is unlinked at once, and a missing one leaves pending_unlink.
+  // Returns the hash parts it tombstoned; the others changed meanwhile and were left alone.
+  Result<std::vector<std::string>> repairNarFile(
+      const std::string& file_name, const std::vector<std::pair<std::string, std::uint32_t>>& users,
+      const Tombstone& why, bool corrupt, const std::function<bool()>& unchanged);
   Result<NarInfo> decodeNarInfo(const ItemRecord& record) const;
 
  private:
@@ -253,6 +264,11 @@ class LmdbStore final : public Store {
   // that lost its last user (nullopt: still used).
   std::optional<std::uint64_t> removeItemRows(lmdb::WriteTxn& txn, const std::string& h,
                                               const NarInfo& info);
+  // The body of markDeleted inside a given write transaction, for the valid item `h` with this
+  // stored narinfo: removes its rows (removeItemRows), writes its tombstone and makes every
+  // item whose closure contains it incomplete.
+  void tombstoneInTxn(lmdb::WriteTxn& txn, const std::string& h, const NarInfo& info,
+                      const Tombstone& why);
   // A nar file was just uploaded (putNarFile, add): unless an item uses it, it is unreferenced
   // from now on (pending_unlink, with the time reset to now for a file uploaded again), so one
   // whose narinfo never comes or is refused goes after the nar grace instead of staying forever.

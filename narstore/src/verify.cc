@@ -24,6 +24,7 @@ namespace {
 
 struct ItemFacts {
   std::string base_name;
+  std::uint32_t id = 0;           // item id (itemid): a re-upload gets another
   std::vector<std::string> refs;  // hash parts, self excluded
   std::string file_name;
   std::int64_t created = 0;
@@ -32,6 +33,28 @@ struct ItemFacts {
   std::optional<Hash> file_hash;
   std::optional<std::uint64_t> file_size;
 };
+
+// What a nar file was when it was checked: absent, or this inode with this size and times (or
+// the error stat gave). Files in nar/ are never rewritten (an upload links a new inode in), so
+// the same identity later means the bytes the check judged.
+struct FileIdentity {
+  int error = 0;  // of stat: 0, ENOENT...
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  friend bool operator==(const FileIdentity&, const FileIdentity&) = default;
+};
+
+FileIdentity identify(const std::filesystem::path& p) {
+  struct stat st;
+  if (::lstat(p.c_str(), &st) != 0) return FileIdentity{errno};
+  auto ns = [](const timespec& ts) {
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  };
+  return FileIdentity{0, st.st_dev, st.st_ino, st.st_size, ns(st.st_mtim), ns(st.st_ctim)};
+}
 
 struct FileJob {
   std::string name;
@@ -43,6 +66,7 @@ struct FileJob {
   // The error says what the file holds (missing, not a valid stream or NAR, other content), not
   // that it could not be read (permissions, I/O, resources): only then may --repair act on it.
   bool repairable = false;
+  FileIdentity seen;  // taken before the check
   std::uint64_t bytes = 0;
 };
 
@@ -294,6 +318,7 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
           continue;
         }
         ids.emplace(h, id);
+        items[h].id = id;
       }
       for (const auto& [h, f] : items) {
         if (ids.count(h) == 0) problem(f.base_name, "has no item id");
@@ -399,6 +424,7 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
         try {
           for (std::size_t k = next++; k < jobs.size(); k = next++) {
             FileJob& job = *jobs[k];
+            job.seen = identify(store->narDir() / job.name);
             auto check = checkNarFile(store->narDir() / job.name, job.compression, false);
             if (!check) {
               job.error = check.error().message();
@@ -459,37 +485,54 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
   report.awaiting_unlink = pending_unlink.size();
   report.bytes_read = bytes.load();
 
+  if (options.before_repair) options.before_repair();
   for (FileJob* job : jobs) {
     if (job->error.empty()) continue;
+    // The snapshot is old by now: the repair acts only on what is still as it was checked.
+    std::set<std::string> repaired;
+    std::string not_repaired;
+    if (options.repair && !job->repairable) {
+      not_repaired =
+          "the file could not be read, which says nothing of its content; fix that and verify "
+          "again";
+    } else if (options.repair) {
+      std::vector<std::pair<std::string, std::uint32_t>> users;
+      for (const auto& h : job->items) users.emplace_back(h, items.at(h).id);
+      Tombstone why{store->now(), "verify: nar file " + job->name + ": " + job->error, "verify"};
+      const std::filesystem::path path = store->narDir() / job->name;
+      auto tombstoned = store->repairNarFile(job->name, users, why, job->seen.error == 0,
+                                             [&] { return identify(path) == job->seen; });
+      if (tombstoned) {
+        repaired.insert(tombstoned->begin(), tombstoned->end());
+        not_repaired = "changed meanwhile, left alone; verify again";
+      } else {
+        not_repaired = tombstoned.error().message();
+      }
+    }
     for (const auto& h : job->items) {
-      const ItemFacts& f = items.at(h);
-      VerifyProblem p{f.base_name, "nar file " + job->name + ": " + job->error, false};
-      if (options.repair && !job->repairable) {
-        p.message +=
-            " (not repaired: the file could not be read, which says nothing of its "
-            "content; fix that and verify again)";
+      VerifyProblem p{items.at(h).base_name, "nar file " + job->name + ": " + job->error, false};
+      if (repaired.count(h) != 0) {
+        p.repaired = true;
       } else if (options.repair) {
-        auto path = StorePath::parseBaseName(f.base_name);
-        Tombstone why{store->now(), "verify: nar file " + job->name + ": " + job->error, "verify"};
-        if (path && store->markDeleted(*path, why)) p.repaired = true;
+        p.message += " (not repaired: " + not_repaired + ")";
       }
       report.problems.push_back(std::move(p));
     }
-    if (options.repair && job->repairable) (void)store->removeUnreferencedNarFile(job->name);
   }
 
   // Orphans: anything in tmp/, and nar/ files no valid item uses.
   std::int64_t now = store->now();
   auto consider = [&](const std::filesystem::path& p, const std::string& label, bool is_nar) {
     // A nar file awaiting GC's unlink is no orphan: the collector removes it after its nar
-    // grace (--nar-grace), which verify must not cut short.
+    // grace (--nar-grace), which verify must not cut short. (Checked again when removing: a
+    // file uploaded since the snapshot awaits its narinfo.)
     if (is_nar && pending_unlink.count(p.filename().string()) != 0) return;
     std::int64_t age = fileAge(p, now);
     bool old_enough = options.all_orphans || age >= options.orphan_grace_seconds;
     if (options.repair && old_enough) {
       bool removed = false;
       if (is_nar) {
-        auto r = store->removeUnreferencedNarFile(p.filename().string());
+        auto r = store->removeUnclaimedNarFile(p.filename().string());
         removed = r && *r;
         if (r && !*r && !std::filesystem::exists(p)) return;
       } else {
@@ -500,7 +543,7 @@ Result<VerifyReport> verifyStore(Store& store_base, const VerifyOptions& options
         report.removed_orphans.push_back(label);
         return;
       }
-      if (is_nar) return;  // became referenced meanwhile
+      if (is_nar) return;  // used or uploaded meanwhile
     }
     report.orphans.push_back(label);
   };

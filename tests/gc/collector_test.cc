@@ -1,9 +1,15 @@
 // GC against a real store: roots, the graph scan, the collector and its re-checks, delayed nar
 // unlinking, mark-deleted interplay; verify stays consistent throughout.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -419,6 +425,91 @@ TEST(StoreReopenTest, ReopenedStoreKeepsItsGraph) {
   auto g = (*store)->scanGraph();
   ASSERT_TRUE(g);
   EXPECT_EQ(g->size(), 1u);
+}
+
+// A full disk: the store's file system is filled to the last byte, so the commit of a GC batch
+// gets ENOSPC. The run fails, but its unlink step still runs: the nar files already awaiting
+// their unlink go and free their space. (Before, the run returned at the failed batch, before
+// the unlink step, and no run could ever free anything.) Needs root (a tmpfs); skipped otherwise.
+TEST(CollectTest, OnAFullDiskAFailedBatchStillLetsTheUnlinkStepFreeSpace) {
+  test::TempDir dir;
+  const fs::path small = dir / "small";
+  fs::create_directories(small);
+  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=16m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << std::strerror(errno);
+  }
+  struct Unmount {
+    fs::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  ManualClock clock;
+  narstore::StoreOptions options;
+  options.clock = clock.clock();
+  auto store = initStore(small / "s", options);
+  ASSERT_TRUE(store);
+  // Unrooted items sharing one nar file: deleting them in one batch rewrites most of the
+  // database, more pages than its free list holds, so the commit must extend the file.
+  constexpr int kItems = 1000;
+  for (int i = 0; i < kItems; ++i) {
+    ASSERT_TRUE(addItem(*store, makeItem("item-" + std::to_string(i), "shared")));
+  }
+  // Nar files uploaded without their narinfo: they await their unlink (nar grace 0 below).
+  for (int i = 0; i < 4; ++i) {
+    auto unclaimed =
+        makeItem("unclaimed-" + std::to_string(i),
+                 std::string(256 << 10, static_cast<char>('a' + i)), {}, Compression::kNone);
+    MemorySource body(unclaimed.file);
+    ASSERT_TRUE(store->putNarFile(unclaimed.info.url.substr(4), body));
+  }
+  ASSERT_EQ(listDir(small / "s" / "nar").size(), 5u);
+  auto free_bytes = [&] {
+    struct statvfs st {};
+    EXPECT_EQ(::statvfs(small.c_str(), &st), 0);
+    return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+  };
+  {
+    int fd = ::open((small / "filler").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    std::string chunk(64 << 10, 'x');
+    while (::write(fd, chunk.data(), chunk.size()) > 0) {
+    }
+    while (::write(fd, chunk.data(), 1) > 0) {
+    }
+    ::close(fd);
+  }
+  ASSERT_EQ(free_bytes(), 0u);
+
+  clock.advance(10);
+  Policy policy;
+  policy.ttl_seconds = 0;
+  policy.grace_seconds = 0;
+  policy.nar_grace_seconds = 0;
+  auto plan = planCollection(*store, policy);
+  ASSERT_TRUE(plan) << plan.error().message();
+  ASSERT_EQ(plan->deletions.size(), static_cast<std::size_t>(kItems));
+  CollectOptions one_batch;
+  one_batch.batch_size = kItems;
+  auto failed = collect(*store, *plan, one_batch);
+  ASSERT_FALSE(failed) << "the batch committed on a full disk: the test proves nothing";
+  EXPECT_EQ(failed.error().code(), ErrorCode::kResourceExhausted) << failed.error().message();
+  EXPECT_NE(failed.error().message().find("still unlinked 4 nar files"), std::string::npos)
+      << failed.error().message();
+  EXPECT_EQ(listDir(small / "s" / "nar").size(), 1u);  // the items' shared file stays
+  EXPECT_GE(free_bytes(), std::uint64_t{1} << 20);
+
+  // The failed batch left the store intact: once the disk has room, the next run deletes what
+  // it plans (the megabyte freed above may not be enough for 1000 deletions).
+  fs::remove(small / "filler");
+  plan = planCollection(*store, policy);
+  ASSERT_TRUE(plan) << plan.error().message();
+  auto report = collect(*store, *plan);
+  ASSERT_TRUE(report) << report.error().message();
+  EXPECT_EQ(report->deleted_items, static_cast<std::uint64_t>(kItems));
+  EXPECT_EQ(store->stats().items, 0u);
+  auto verify = narstore::verifyStore(*store, {.threads = 1});
+  ASSERT_TRUE(verify);
+  EXPECT_TRUE(verify->consistent());
+  store.reset();
 }
 
 }  // namespace

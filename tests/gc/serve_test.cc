@@ -24,22 +24,10 @@ using narstore::testing::makeItem;
 
 const char* kToken = "gc-test-token";
 
-struct Http {
-  int status = 0;
-  std::string body;
-};
+using Http = test::CurlReply;
 
 Http curl(const std::string& url, const std::vector<std::string>& args = {}) {
-  std::vector<std::string> argv = {"curl", "-s", "--max-time", "20", "-w", "\n%{http_code}"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  argv.push_back(url);
-  auto r = test::run(argv);
-  Http h;
-  auto nl = r.out.rfind('\n');
-  if (nl == std::string::npos) return h;
-  h.status = std::atoi(r.out.c_str() + nl + 1);
-  h.body = r.out.substr(0, nl);
-  return h;
+  return test::curlRequest(url, args);
 }
 
 std::vector<std::string> auth() {

@@ -146,5 +146,70 @@ TEST(VerifyTest, OrphansAreReportedAndRemovedByRepair) {
   EXPECT_TRUE(store->servable(kept.info.path.hashPart()));
 }
 
+// verify --repair acts on a snapshot that is old by the time it repairs: what changed in
+// between (here, in before_repair) is left alone. An item GC deleted and that was uploaded
+// again, healthy, is not tombstoned nor its new file unlinked; a missing file put back keeps
+// its item; a nar file uploaded meanwhile (awaiting its narinfo, in pending_unlink) is no
+// orphan even with --all-orphans. What did not change is repaired.
+TEST(VerifyTest, RepairLeavesAloneWhatChangedSinceTheChecks) {
+  test::TempDir dir;
+  auto store = initStore(dir / "s");
+  auto reuploaded = makeItem("reuploaded", "reuploaded");
+  auto restored = makeItem("restored", "restored");
+  auto broken = makeItem("broken", "broken");
+  auto late = makeItem("late", "late");
+  for (auto* i : {&reuploaded, &restored, &broken}) {
+    ASSERT_TRUE(addItem(*store, *i));
+    std::filesystem::remove(dir / "s" / i->info.url);
+  }
+
+  VerifyOptions options{.repair = true, .all_orphans = true, .threads = 1};
+  options.before_repair = [&] {
+    // GC deletes `reuploaded` (its file is gone already), then it is uploaded again.
+    auto graph = store->scanGraph();
+    ASSERT_TRUE(graph);
+    auto i = graph->find(reuploaded.info.path.hashPart());
+    ASSERT_TRUE(i);
+    auto deleted = store->deleteUnreachable(
+        {{reuploaded.info.path.hashPart(), graph->created[*i], graph->last_access[*i]}},
+        graph->roots_generation);
+    ASSERT_TRUE(deleted);
+    ASSERT_EQ(deleted->deleted.size(), 1u);
+    ASSERT_TRUE(addItem(*store, reuploaded));
+    // An operator puts `restored`'s file back.
+    test::writeFile(dir / "s" / restored.info.url, restored.file);
+    // A client PUTs `late`'s nar; its narinfo follows.
+    MemorySource body(late.file);
+    ASSERT_TRUE(store->putNarFile(late.info.url.substr(4), body));
+  };
+  auto report = verifyStore(*store, options);
+  ASSERT_TRUE(report) << report.error().message();
+  ASSERT_EQ(report->problems.size(), 3u) << problems(*report);
+  for (const auto& p : report->problems) {
+    if (p.subject == broken.info.path.baseName()) {
+      EXPECT_TRUE(p.repaired) << p.message;
+    } else {
+      EXPECT_FALSE(p.repaired) << p.subject;
+      EXPECT_NE(p.message.find("(not repaired: changed meanwhile, left alone"), std::string::npos)
+          << p.message;
+    }
+  }
+  EXPECT_TRUE(report->removed_orphans.empty());
+
+  EXPECT_EQ(store->status(reuploaded.info.path.hashPart()).state, ItemState::kAvailable);
+  EXPECT_TRUE(std::filesystem::exists(dir / "s" / reuploaded.info.url));
+  EXPECT_EQ(store->status(restored.info.path.hashPart()).state, ItemState::kAvailable);
+  EXPECT_TRUE(std::filesystem::exists(dir / "s" / restored.info.url));
+  EXPECT_EQ(store->status(broken.info.path.hashPart()).state, ItemState::kDeleted);
+  EXPECT_TRUE(std::filesystem::exists(dir / "s" / late.info.url));
+  auto added = store->addNarInfo(late.info);
+  EXPECT_TRUE(added) << added.error().message();
+
+  auto after = verifyStore(*store);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->problems.empty()) << problems(*after);
+  EXPECT_TRUE(after->orphans.empty());
+}
+
 }  // namespace
 }  // namespace narcache::narstore

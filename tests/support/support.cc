@@ -159,6 +159,19 @@ ProcessResult narcache(const std::vector<std::string>& args, const RunOptions& o
   return run(argv, options);
 }
 
+CurlReply curlRequest(const std::string& url, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"curl", "-s", "--max-time", "20", "-w", "\n%{http_code}"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(url);
+  auto r = run(argv);
+  CurlReply reply;
+  auto nl = r.out.rfind('\n');
+  if (nl == std::string::npos) return reply;
+  reply.status = std::atoi(r.out.c_str() + nl + 1);
+  reply.body = r.out.substr(0, nl);
+  return reply;
+}
+
 ProcessResult sh(const std::string& script, const RunOptions& options) {
   return run({"/bin/sh", "-c", script}, options);
 }

@@ -71,6 +71,14 @@ void writeFile(const std::filesystem::path& path, const std::string& contents);
 // A TCP connection to 127.0.0.1:port (TCP_NODELAY), or -1.
 int connectLoopback(int port);
 
+// One HTTP request made with curl (at most 20 s): `args` go before the URL (method, headers,
+// body). status 0: no response.
+struct CurlReply {
+  int status = 0;
+  std::string body;
+};
+CurlReply curlRequest(const std::string& url, const std::vector<std::string>& args = {});
+
 // An environment in which the real Nix client (Debian nix-bin 2.8) runs isolated from the host:
 // HOME, XDG_*, NIX_CONF_DIR point into a temp dir with our own nix.conf (no substituters,
 // narinfo cache TTLs 0, nix-command enabled, no build users). Use `--store <chrootStore()>`.

@@ -19,7 +19,8 @@
 //    and counters; they are rebuilt from the database by open().
 //
 // Ownership: the Coordinator owns its database, its background threads (maintenance: lease
-// reaper, retry backoff, waiting re-check; one worker per hook) and the in-memory state; it holds
+// reaper, retry backoff, waiting re-check, freeing the database reader slots of dead processes
+// every 10 s; one worker per hook) and the in-memory state; it holds
 // references to the Availability and the optional Store of its options, which must outlive it.
 // Thread-safety: every method is safe to call concurrently from many threads.
 // Errors: NotFound (unknown build/derivation), InvalidArgument (malformed request, bad .drv),

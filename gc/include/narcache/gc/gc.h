@@ -112,6 +112,9 @@ struct CollectReport {
 };
 
 // Executes `plan` (see the header comment), then unlinks nar files whose nar grace passed.
+// A batch that fails (e.g. its commit gets ENOSPC on a full disk) ends the deletions, but the
+// unlink step still runs, so files already awaiting it free their space (which the next commit
+// may need); then the batch's error comes back, saying how much the unlink step freed.
 Result<CollectReport> collect(narstore::Store& store, const Plan& plan,
                               const CollectOptions& options = {});
 

@@ -53,6 +53,9 @@ struct NarInfo {
   std::string fingerprint() const;
 
   std::string fullPath() const { return path.fullPath(store_dir); }
+
+  // Every field equal (so toString() is equal too). Compares in place: no allocation.
+  friend bool operator==(const NarInfo&, const NarInfo&) = default;
 };
 
 }  // namespace narcache

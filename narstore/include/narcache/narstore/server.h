@@ -16,6 +16,8 @@
 // run() blocks the calling thread while worker threads serve requests; stop() may be called from
 // any other thread (e.g. a signal-handling thread) and makes run() return after in-flight requests
 // finish and pending access times are flushed. port()/address() are safe at any time.
+// Maintenance while it runs: access times are flushed every few seconds, and the database
+// reader slots of dead processes are freed (see Store::clearStaleReaders).
 
 #include <cstdint>
 #include <functional>
@@ -58,6 +60,9 @@ struct ServerOptions {
   std::size_t max_narinfo_bytes = 1 << 20;
   // How often access times recorded by narinfo hits are flushed to the store.
   int access_flush_seconds = 5;
+  // How often the reader slots of processes that died while reading the store are freed
+  // (Store::clearStaleReaders; each freed slot is logged and counted in /metrics).
+  int reader_check_seconds = 10;
   // Extra Prometheus text appended to /metrics on every scrape (e.g. the GC metrics of
   // `narcache serve --gc-interval`); called from request threads, so it must be thread-safe.
   std::function<std::string()> extra_metrics;

@@ -267,6 +267,13 @@ class Store {
   // pending from that upload on.
   virtual Result<UnlinkResult> unlinkNarFiles(std::int64_t grace_seconds,
                                               std::size_t max_files) = 0;
+
+  // --- Maintenance ----------------------------------------------------------------------
+  // Frees the database reader slots of processes that died while reading (a CLI command killed
+  // with kill -9 or Ctrl-C): a dead reader's snapshot pins old pages, so until its slot is
+  // freed every write takes new pages and the data file grows without bound. Done at open;
+  // a long-running process (serve) calls this every few seconds. Returns how many were freed.
+  virtual Result<std::size_t> clearStaleReaders() = 0;
 };
 
 }  // namespace narcache::narstore

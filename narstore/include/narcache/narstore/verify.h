@@ -13,10 +13,18 @@
 // items whose nar file is missing or corrupt deleted (by "verify", with the reason) and removes
 // their corrupt file; removes orphans older than `orphan_grace_seconds` (or all of them with
 // `all_orphans`); a nar file awaiting GC's unlink (pending_unlink) is no orphan: GC removes it.
-// Runs against a live store (the server may keep serving and accepting uploads).
+// Runs against a live store (the server may keep serving and accepting uploads): the checks
+// read one snapshot, and the store moves on meanwhile, so a repair re-checks, in the write
+// transaction that makes it, that the item is still the one checked (same item id: not deleted
+// and uploaded again since) and that its file is still the one judged (still missing, or the
+// same inode with the same size and times); otherwise the problem is reported "changed
+// meanwhile, left alone" and nothing is done. An orphan is removed in a write transaction that
+// re-checks that no item uses it and that it does not await GC's unlink (a nar file uploaded
+// meanwhile, whose narinfo may still come, does).
 // Progress goes to stderr only when `progress` is set (the CLI sets it on a TTY).
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,6 +39,9 @@ struct VerifyOptions {
   std::int64_t orphan_grace_seconds = 3600;
   unsigned threads = 0;  // 0: one per core
   bool progress = false;
+  // Runs after the checks and before any repair (tests use it to change the store in between;
+  // may be empty).
+  std::function<void()> before_repair = nullptr;
 };
 
 struct VerifyProblem {
