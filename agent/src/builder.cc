@@ -1018,13 +1018,33 @@ Status Build::run() {
                 "cannot create '" + physical(store_dir_).string() + "': " + ec.message());
   }
   // Outputs already valid here (an earlier build whose upload failed, or whose outputs the
-  // cache lost since) are not built again but packed and uploaded as they are: building them
-  // again would first remove a valid path, which another build may be using as an input.
+  // cache's GC collected since) are not built again but packed and uploaded as they are:
+  // building them again would first remove a valid path, which another build may be using as
+  // an input. Unless the cache says an output was marked deleted (or refers to one that was):
+  // then the local copy is what an operator condemned, and the build must really happen.
   bool rebuild = false;
+  std::vector<std::string> output_paths;
   for (const auto& [name, out] : drv_.outputs) {
     auto present = presentLocally(out.path);
     if (!present) return fail(present.error().withContext("'" + r_.drv_path + "'"));
     rebuild = rebuild || !*present;
+    output_paths.push_back(out.path);
+  }
+  if (!rebuild) {
+    auto states = cache_->available(output_paths);
+    if (!states) {
+      progress("outputs of '" + r_.drv_path + "' are valid here, but the cache cannot say " +
+               "whether they were marked deleted (" + states.error().message() + "): built again");
+      rebuild = true;
+    }
+    for (std::size_t i = 0; states && i < states->size(); ++i) {
+      const auto state = (*states)[i];
+      if (state == narstore::ItemState::kDeleted || state == narstore::ItemState::kIncomplete) {
+        progress("'" + output_paths[i] + "' is " + std::string(narstore::itemStateName(state)) +
+                 " in the cache: built again, its local copy is not used");
+        rebuild = true;
+      }
+    }
   }
   std::optional<PendingOutputs> pending;
   std::list<TreeGuard> output_guards;

@@ -4,6 +4,8 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "body_pipe.h"
@@ -222,6 +224,38 @@ Status HttpCache::putNarInfo(const NarInfo& info) {
   });
   if (!body) return fail(body.error());
   return {};
+}
+
+Result<std::vector<ItemState>> HttpCache::available(const std::vector<std::string>& paths) {
+  // POSTed as JSON: a query string of more than about 60 paths passes the server's URL limit;
+  // 1000 paths are at most about 250 KB, well under its 4 MiB body limit.
+  constexpr std::size_t kBatch = 1000;
+  const std::string what = "POST " + describe() + "/api/available";
+  std::vector<ItemState> states;
+  states.reserve(paths.size());
+  for (std::size_t begin = 0; begin < paths.size(); begin += kBatch) {
+    const std::size_t end = std::min(paths.size(), begin + kBatch);
+    nlohmann::json request{{"paths", nlohmann::json::array()}};
+    for (std::size_t i = begin; i < end; ++i) request["paths"].push_back(paths[i]);
+    const std::string body = request.dump();
+    auto answer = impl_->withRetries(what, [&] {
+      return impl_->client->Post(impl_->path("api/available"), impl_->authHeaders(), body,
+                                 "application/json");
+    });
+    if (!answer) return fail(answer.error());
+    nlohmann::json j = nlohmann::json::parse(*answer, nullptr, false);
+    if (j.is_discarded() || !j.is_array() || j.size() != end - begin) {
+      return fail(ErrorCode::kUnavailable, what + ": unexpected answer");
+    }
+    for (const auto& entry : j) {
+      auto state = entry.is_object() && entry.contains("state") && entry["state"].is_string()
+                       ? parseItemState(entry["state"].get<std::string>())
+                       : std::nullopt;
+      if (!state) return fail(ErrorCode::kUnavailable, what + ": unexpected answer");
+      states.push_back(*state);
+    }
+  }
+  return states;
 }
 
 }  // namespace narcache::narstore

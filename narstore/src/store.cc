@@ -175,6 +175,14 @@ std::string_view itemStateName(ItemState state) {
   return "unknown";
 }
 
+std::optional<ItemState> parseItemState(std::string_view name) {
+  for (auto s :
+       {ItemState::kAvailable, ItemState::kIncomplete, ItemState::kDeleted, ItemState::kMissing}) {
+    if (itemStateName(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
 Result<std::unique_ptr<Store>> Store::init(const StoreOptions& options) {
   auto s = LmdbStore::openStore(options, true);
   if (!s) return fail(s.error());

@@ -506,6 +506,21 @@ TEST_F(BuildTest, OutputsValidInTheLocalStoreAreUploadedNotBuiltAgain) {
   ASSERT_FALSE(j.is_discarded()) << r.out;
   EXPECT_EQ(j.value("status", ""), "succeeded");
   EXPECT_EQ(j["outputs"]["out"]["path"], outPath(drv)) << r.out;
+
+  // Once an operator marks the output deleted in the cache, the local copy is condemned too:
+  // the next build really builds.
+  auto marked =
+      run({"curl", "-s", "-f", "-X", "POST", "-H", std::string("Authorization: Bearer ") + kToken,
+           "-H", "Content-Type: application/json", "--data-binary",
+           R"({"paths": [")" + outPath(drv) + R"("], "reason": "miscompiled"})",
+           server_->url("/api/mark-deleted")});
+  ASSERT_EQ(marked.exit_code, 0) << marked.out << marked.err;
+  r = build(drv);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("'" + outPath(drv) + "' is deleted in the cache: built again"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(readFile(runs), "run\nrun\n");
 }
 
 // An isolated build writes into its store view (a directory in the store); killed, it leaves the

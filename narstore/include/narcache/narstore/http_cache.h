@@ -18,9 +18,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "narcache/narinfo/narinfo.h"
 #include "narcache/narstore/binary_cache.h"
+#include "narcache/narstore/store.h"
 
 namespace narcache::narstore {
 
@@ -49,6 +51,11 @@ class HttpCache final : public BinaryCacheReader {
   Status putFile(std::string_view relative, const std::filesystem::path& file,
                  std::string_view content_type);
   Status putNarInfo(const NarInfo& info);
+
+  // The state of each store path (full paths) in a `narcache serve` cache: POST /api/available
+  // with the token, in batches of 1000. Errors as above (a path of another store dir:
+  // InvalidArgument with the server's message; another cache: NotFound).
+  Result<std::vector<ItemState>> available(const std::vector<std::string>& paths);
 
  private:
   struct Impl;

@@ -58,7 +58,8 @@ enum class ItemState {
   kDeleted,     // has a tombstone: not served
   kMissing,     // never known
 };
-std::string_view itemStateName(ItemState state);  // "available", "incomplete", ...
+std::string_view itemStateName(ItemState state);                 // "available", "incomplete", ...
+std::optional<ItemState> parseItemState(std::string_view name);  // itemStateName's inverse
 
 struct ItemStatus {
   ItemState state = ItemState::kMissing;
