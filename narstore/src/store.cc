@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@ namespace {
 
 constexpr std::size_t kDefaultMapSize = std::size_t{64} << 20;
 constexpr std::size_t kChunk = 1 << 20;
+constexpr std::uint64_t kFreeSpaceReserve = 64ULL << 20;  // see writeTmp
 
 std::string errnoMessage(const std::string& what, int err) {
   return what + ": " + std::strerror(err);
@@ -244,6 +246,15 @@ Result<LmdbStore::TmpFile> LmdbStore::writeTmp(Source& body) const {
     std::filesystem::remove(tmp.path, ec);
     return fail(std::move(e));
   };
+  // Uploads leave a reserve free on the store's file system (1% of it, at most 64 MiB), so that
+  // the database can still commit, GC included, when uploads have filled the rest: a store on
+  // a disk filled to the last byte could not even delete.
+  struct statvfs fs_info {};
+  std::uint64_t reserve = 0;
+  if (::fstatvfs(fd.get(), &fs_info) == 0) {
+    reserve = std::min<std::uint64_t>(kFreeSpaceReserve,
+                                      std::uint64_t(fs_info.f_blocks) * fs_info.f_frsize / 100);
+  }
   Hasher hasher;
   FdSink out(fd.get());
   std::vector<std::byte> buf(kChunk);
@@ -251,6 +262,15 @@ Result<LmdbStore::TmpFile> LmdbStore::writeTmp(Source& body) const {
     auto n = body.read(buf);
     if (!n) return cleanup(n.error());
     if (*n == 0) break;
+    if (reserve != 0 && ::fstatvfs(fd.get(), &fs_info) == 0) {
+      const std::uint64_t free_bytes = std::uint64_t(fs_info.f_bavail) * fs_info.f_frsize;
+      if (free_bytes < reserve + *n) {
+        return cleanup(Error(
+            ErrorCode::kResourceExhausted,
+            "the store's file system is full: " + std::to_string(free_bytes >> 10) + " KiB free, " +
+                std::to_string(reserve >> 10) + " KiB kept for the database and GC"));
+      }
+    }
     Bytes chunk(buf.data(), *n);
     if (auto w = hasher.write(chunk); !w) return cleanup(w.error());
     if (auto w = out.write(chunk); !w) return cleanup(w.error().withContext(tmp.path.string()));

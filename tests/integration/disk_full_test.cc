@@ -3,6 +3,7 @@
 // keeps accepting uploads that fit. Needs root (mount); skipped otherwise.
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 
 #include <cerrno>
 #include <chrono>
@@ -79,6 +80,36 @@ TEST_F(DiskFull, UploadThatDoesNotFitIs507AndLeavesNothing) {
   served.stop(SIGTERM);
   auto verify = narcache({"verify", "--store", store.string()});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
+// Uploads leave a reserve (1% of the file system here) so that the database can still commit,
+// GC included: an upload that would eat into it is refused while the disk still has room.
+TEST_F(DiskFull, AnUploadThatWouldEatTheReserveIs507WhileSpaceIsLeft) {
+  writeFile(tmp_ / "token", "tok\n");
+  fs::path store = mount_point_ / "store";
+  ServedStore served(store, {"--upload-token-file", (tmp_ / "token").string()});
+  ASSERT_GT(served.port(), 0);
+  auto freeBytes = [&] {
+    struct statvfs st {};
+    EXPECT_EQ(::statvfs(mount_point_.c_str(), &st), 0);
+    return std::uint64_t(st.f_bavail) * st.f_frsize;
+  };
+  const std::uint64_t fs_size = 4ULL << 20;  // the tmpfs
+  const std::uint64_t kept = fs_size / 100;
+  const std::uint64_t size = freeBytes() - kept / 2;  // fits the disk, not the reserve
+  ASSERT_EQ(sh("head -c " + std::to_string(size) + " /dev/urandom > " + (tmp_ / "almost").string())
+                .exit_code,
+            0);
+  EXPECT_EQ(putNar(served, tmp_ / "almost"), 507);
+  EXPECT_GT(freeBytes(), kept / 2);  // refused before the disk filled up
+  for (int i = 0;
+       i < 100 && served.log().find("KiB kept for the database and GC") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_NE(served.log().find("the store's file system is full"), std::string::npos)
+      << served.log();
+  EXPECT_EQ(entries(store / "tmp"), 0u);
+  served.stop(SIGTERM);
 }
 
 }  // namespace
