@@ -571,6 +571,7 @@ Status Build::runBuilder() {
     ::sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::setpgid(0, 0);
+    int waiter_alive = -1;  // isolated: the read end of a pipe that the waiter holds open
     int null_fd = ::open("/dev/null", O_RDONLY);
     if (null_fd >= 0) ::dup2(null_fd, 0);
     ::dup2(write_end.get(), 1);
@@ -591,10 +592,10 @@ Status Build::runBuilder() {
       if (inner < 0) ::_exit(127);
       if (inner == 0) {
         ::close(alive[1]);
+        waiter_alive = alive[0];  // closed at exec (O_CLOEXEC)
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        pollfd gone{alive[0], POLLIN, 0};
+        pollfd gone{waiter_alive, POLLIN, 0};
         if (::poll(&gone, 1, 0) != 0) ::_exit(127);  // hung up: this process is gone already
-        ::close(alive[0]);
       }
       if (inner > 0) {
         ::close(alive[0]);
@@ -628,6 +629,11 @@ Status Build::runBuilder() {
         writeAll(2, asBytes("\n"));
         ::_exit(127);
       }
+      // Changing credentials clears the parent-death signal: set it again, and check again
+      // that the waiter is still there (build users come only with isolation: the pipe).
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      pollfd gone{waiter_alive, POLLIN, 0};
+      if (waiter_alive < 0 || ::poll(&gone, 1, 0) != 0) ::_exit(127);
     }
     if (::chdir(build_dir_.c_str()) != 0) ::_exit(127);
     ::execve(argv[0], argv.data(), envp.data());
@@ -1115,8 +1121,16 @@ Status Build::run() {
     progress("outputs of '" + r_.drv_path + "' are valid in the local store: not built again");
     r_.status = BuildStatus::kSucceeded;
     r_.log_file.clear();  // there is no new log
+    // Marked while they are packed: another build of the same derivation that decides to
+    // rebuild (and would first remove them) is refused meanwhile instead.
+    std::vector<std::string> output_bases;
+    for (const auto& out : output_paths) output_bases.push_back(fs::path(out).filename());
+    auto marked = PendingOutputs::mark(physical(store_dir_), output_bases);
+    if (!marked) return fail(marked.error().withContext("'" + r_.drv_path + "'"));
+    pending.emplace(std::move(*marked));
   }
   if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
+  if (!rebuild) pending.reset();  // packed: nothing changes them any more
   if (r_.status == BuildStatus::kSucceeded && graph) {
     for (const BuiltOutput& out : r_.outputs) {
       auto& refs = (*graph)[out.info.fullPath()];

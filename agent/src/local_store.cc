@@ -3,8 +3,10 @@
 #include "local_store.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -97,13 +99,29 @@ Result<Lock> lockMark(const fs::path& file, bool create) {
 
 }  // namespace
 
+namespace {
+
+// Makes the directory at `path` writable by its owner, never through a symlink put there
+// meanwhile (as root, chmod would follow one anywhere): through an O_NOFOLLOW descriptor, or,
+// when it cannot be opened (a mode without read, as a non-root owner), by path.
+void makeWritable(const fs::path& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() >= 0) {
+    ::fchmod(fd.get(), 0700);
+  } else if (errno == EACCES && ::geteuid() != 0) {
+    ::chmod(path.c_str(), 0700);
+  }
+}
+
+}  // namespace
+
 void removeTree(const fs::path& path) {
   std::error_code ec;
   if (fs::is_directory(fs::symlink_status(path, ec))) {
-    ::chmod(path.c_str(), 0700);
+    makeWritable(path);
     for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::end(it);
          it.increment(ec)) {
-      if (it->is_directory(ec) && !it->is_symlink(ec)) ::chmod(it->path().c_str(), 0700);
+      if (it->is_directory(ec) && !it->is_symlink(ec)) makeWritable(it->path());
     }
   }
   fs::remove_all(path, ec);
@@ -115,13 +133,15 @@ Status canonicalise(const fs::path& path, std::optional<uid_t> build_uid) {
   if (::lstat(path.c_str(), &st) != 0) {
     return fail(ErrorCode::kIoError, "cannot stat '" + path.string() + "': " + errnoText(errno));
   }
+  // Built by a build user, every entry must be the build user's (as in Nix): anything else is
+  // a file the builder linked in from elsewhere, whose owner and mode are not ours to change.
+  // Otherwise every entry must be this process's user's.
+  const uid_t expected = build_uid ? *build_uid : ::geteuid();
+  if (st.st_uid != expected) {
+    return fail(ErrorCode::kInvalidArgument, "invalid ownership on file '" + path.string() +
+                                                 "' (uid " + std::to_string(st.st_uid) + ")");
+  }
   if (st.st_uid != ::geteuid()) {
-    // Only the build user's files are taken over (as Nix does): anything else would be a file
-    // the builder linked in from elsewhere, whose owner and mode are not ours to change.
-    if (!build_uid || st.st_uid != *build_uid) {
-      return fail(ErrorCode::kInvalidArgument, "invalid ownership on file '" + path.string() +
-                                                   "' (uid " + std::to_string(st.st_uid) + ")");
-    }
     if (::lchown(path.c_str(), ::geteuid(), ::getegid()) != 0) {
       return fail(ErrorCode::kIoError,
                   "cannot take over '" + path.string() + "': " + errnoText(errno));
@@ -311,9 +331,17 @@ std::size_t removeAbandonedDirs(const fs::path& parent, const std::vector<std::s
     bool ours = false;
     for (const auto& prefix : prefixes) ours = ours || name.starts_with(prefix);
     if (!ours) continue;
+    // Only what this user made: in a directory others can write to ($TMPDIR), anyone could
+    // plant an owner file beside a tree of theirs.
+    const fs::path dir = parent / name.substr(0, name.size() - kOwnerSuffix.size());
+    struct stat owner_st {};
+    struct stat dir_st {};
+    if (::lstat(it->path().c_str(), &owner_st) != 0 || owner_st.st_uid != ::geteuid() ||
+        (::lstat(dir.c_str(), &dir_st) == 0 && dir_st.st_uid != ::geteuid())) {
+      continue;
+    }
     auto lock = lockMark(it->path(), false);
     if (!lock || lock->held || lock->fd.get() < 0) continue;  // alive, gone, or unreadable
-    const fs::path dir = parent / name.substr(0, name.size() - kOwnerSuffix.size());
     std::error_code exists_ec;
     const bool had_dir = fs::exists(fs::symlink_status(dir, exists_ec));
     removeTree(dir);
@@ -323,6 +351,25 @@ std::size_t removeAbandonedDirs(const fs::path& parent, const std::vector<std::s
   }
   return removed;
 }
+
+namespace {
+
+// Kills whatever still runs as `uid` (a builder that escaped its build), as Nix does before it
+// hands a build user out: kill(-1) from a child that became that uid reaches exactly its
+// processes. Root only; best effort.
+void killProcessesOf(uid_t uid) {
+  if (::geteuid() != 0) return;
+  pid_t pid = ::fork();
+  if (pid < 0) return;
+  if (pid == 0) {
+    if (::setgid(uid) == 0 && ::setuid(uid) == 0) ::kill(-1, SIGKILL);
+    ::_exit(0);
+  }
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
 
 Result<BuildUser> BuildUser::acquire(const fs::path& physical_store, uid_t first, uid_t last) {
   const fs::path dir = physical_store / ".narcache-uids";
@@ -336,6 +383,7 @@ Result<BuildUser> BuildUser::acquire(const fs::path& physical_store, uid_t first
     BuildUser user;
     user.uid_ = uid;
     user.lock_ = std::move(lock->fd);
+    killProcessesOf(uid);
     return user;
   }
   return fail(ErrorCode::kUnavailable, "all build users (uids " + std::to_string(first) + "-" +

@@ -33,11 +33,11 @@ namespace narcache::agent {
 void removeTree(const std::filesystem::path& path);
 
 // Makes a path that just became valid look as Nix keeps store paths: owned by this process's
-// user (entries of `build_uid`, the build user, are taken over; any other owner is an error:
-// kInvalidArgument "invalid ownership"), read-only (files 0444, or 0555 when executable;
-// directories 0555: no setuid bits) and modified at time 1, so that nothing edits an input in
-// place and builds do not see upload or download times. Symlinks keep their mode; their own
-// mtime is set too. Errors: kIoError naming the entry.
+// user (with `build_uid`, every entry must be the build user's and is taken over; without, this
+// user's; any other owner is an error: kInvalidArgument "invalid ownership"), read-only (files
+// 0444, or 0555 when executable; directories 0555: no setuid bits) and modified at time 1, so that
+// nothing edits an input in place and builds do not see upload or download times. Symlinks keep
+// their mode; their own mtime is set too. Errors: kIoError naming the entry.
 Status canonicalise(const std::filesystem::path& path,
                     std::optional<uid_t> build_uid = std::nullopt);
 

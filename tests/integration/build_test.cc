@@ -375,6 +375,35 @@ TEST_F(BuildTest, BuildUidsRunTheBuilderAsABuildUser) {
   EXPECT_EQ(readFile(outPath(drv)), "40200\n");
 }
 
+// A builder running as a build user still dies with the engine (changing credentials clears
+// the parent-death signal; it is set again after).
+TEST_F(BuildTest, ABuildUsersBuilderDiesWithTheEngine) {
+  if (::geteuid() != 0) GTEST_SKIP() << "build users need root";
+  ::chmod(tmp_.path().c_str(), 0755);
+  const std::string marker = "31339.5";
+  auto drv = create("sleeps", "exec sleep " + marker);
+  BackgroundProcess engine({NARCACHE_BIN, "build", drv.string(), "--cache", server_->url(),
+                            "--trusted-key", public_key_, "--build-uids", "40300-40301"});
+  auto sleepers = [&] {
+    return std::atoi(sh("for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; "
+                        "echo; done | grep -c '^sleep " +
+                        marker + "' || true")
+                         .out.c_str());
+  };
+  for (int i = 0; i < 250 && sleepers() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(sleepers(), 1) << engine.err();
+  EXPECT_EQ(engine.stop(SIGKILL), 128 + SIGKILL);
+  int left = sleepers();
+  for (int i = 0; i < 50 && left != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    left = sleepers();
+  }
+  sh("pkill -9 -f 'sleep " + marker + "' || true");
+  EXPECT_EQ(left, 0);
+}
+
 // A relative TMPDIR is made absolute: the builder gets its build dir's paths after its chdir.
 TEST_F(BuildTest, ARelativeTmpdirGivesTheBuilderAbsolutePaths) {
   auto drv = create("reltmp", "case $NIX_BUILD_TOP in /*) cat $fooPath > $out;; *) exit 7;; esac",
