@@ -71,25 +71,6 @@ class BuilderTest : public ::testing::Test {
     return o;
   }
 
-  // How many `sleep <marker>` processes are still there after up to a second; then kills them
-  // all (SIGKILL: the init of a PID namespace ignores other signals from outside it), so that
-  // nothing stays behind whatever the test found.
-  int sleepersLeft(const std::string& marker) {
-    auto count = [&] {
-      return std::atoi(sh("for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; "
-                          "echo; done | grep -c '^sleep " +
-                          marker + "' || true")
-                           .out.c_str());
-    };
-    int left = count();
-    for (int i = 0; i < 50 && left != 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      left = count();
-    }
-    sh("pkill -9 -f 'sleep " + marker + "' || true");
-    return left;
-  }
-
   void wipeStore() {
     std::error_code ec;
     fs::remove_all(store_dir_, ec);

@@ -384,23 +384,12 @@ TEST_F(BuildTest, ABuildUsersBuilderDiesWithTheEngine) {
   auto drv = create("sleeps", "exec sleep " + marker);
   BackgroundProcess engine({NARCACHE_BIN, "build", drv.string(), "--cache", server_->url(),
                             "--trusted-key", public_key_, "--build-uids", "40300-40301"});
-  auto sleepers = [&] {
-    return std::atoi(sh("for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; "
-                        "echo; done | grep -c '^sleep " +
-                        marker + "' || true")
-                         .out.c_str());
-  };
-  for (int i = 0; i < 250 && sleepers() == 0; ++i) {
+  for (int i = 0; i < 250 && sleepersOf(marker) == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ASSERT_EQ(sleepers(), 1) << engine.err();
+  ASSERT_EQ(sleepersOf(marker), 1) << engine.err();
   EXPECT_EQ(engine.stop(SIGKILL), 128 + SIGKILL);
-  int left = sleepers();
-  for (int i = 0; i < 50 && left != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    left = sleepers();
-  }
-  sh("pkill -9 -f 'sleep " + marker + "' || true");
+  const int left = sleepersLeft(marker);
   EXPECT_EQ(left, 0);
 }
 

@@ -176,6 +176,23 @@ ProcessResult sh(const std::string& script, const RunOptions& options) {
   return run({"/bin/sh", "-c", script}, options);
 }
 
+int sleepersOf(const std::string& marker) {
+  return std::atoi(sh("for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; "
+                      "echo; done | grep -c '^sleep " +
+                      marker + "' || true")
+                       .out.c_str());
+}
+
+int sleepersLeft(const std::string& marker) {
+  int left = sleepersOf(marker);
+  for (int i = 0; i < 50 && left != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    left = sleepersOf(marker);
+  }
+  sh("pkill -9 -f 'sleep " + marker + "' || true");
+  return left;
+}
+
 BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,
                                      const RunOptions& options) {
   int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);

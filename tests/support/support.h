@@ -47,6 +47,14 @@ ProcessResult narcache(const std::vector<std::string>& args, const RunOptions& o
 // Runs `/bin/sh -c script`.
 ProcessResult sh(const std::string& script, const RunOptions& options = {});
 
+// How many processes run `sleep <marker>` (tests give builders a sleep argument nothing else
+// uses, to find what they leave behind).
+int sleepersOf(const std::string& marker);
+// How many of them are still there after up to a second; then kills them all (SIGKILL: the
+// init of a PID namespace ignores other signals from outside it), so that nothing stays behind
+// whatever the test found.
+int sleepersLeft(const std::string& marker);
+
 // A child process running in the background (e.g. `narcache serve`); killed (SIGKILL) and
 // reaped on destruction unless stopped before.
 class BackgroundProcess {
