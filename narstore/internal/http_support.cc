@@ -90,8 +90,7 @@ bool bodyLengthUnknown(const httplib::Request& req) {
 
 const char* refusalText(int status) {
   switch (status) {
-    case 400:
-      return "bad request: malformed request line or headers, or a body without Content-Length";
+    case 400: return "bad request: malformed request line or headers";
     case 411: return "a request body needs a Content-Length";
     case 413: return "request too large";
     case 414: return "request line too long (over 8 KiB)";

@@ -51,7 +51,7 @@ int httpStatus(ErrorCode code);
 bool bodyLengthUnknown(const httplib::Request& req);
 
 // The one line that explains a refusal httplib makes before any route runs (no body of its own):
-// 400 a malformed request line or headers, or a body without Content-Length; 413; 414 a request
+// 400 a malformed request line or headers; 411; 413; 414 a request
 // line over 8 KiB; 404, 405; "request refused" or "internal server error" for the rest.
 const char* refusalText(int status);
 
