@@ -1052,22 +1052,21 @@ Status Build::run() {
       }
     }
   }
-  std::optional<PendingOutputs> pending;
+  // The outputs are pending from here (see local_store.h): rebuilt ones until they are valid or
+  // gone, so that a build that dies between leaves nothing that passes for valid; reused ones
+  // while they are packed, so that another build of the same derivation that decides to
+  // rebuild (and would first remove them) is refused meanwhile.
+  std::vector<std::string> output_bases;
+  for (const auto& out : output_paths) output_bases.push_back(fs::path(out).filename());
+  auto marked = PendingOutputs::mark(physical(store_dir_), output_bases);
+  if (!marked) return fail(marked.error().withContext("'" + r_.drv_path + "'"));
+  std::optional<PendingOutputs> pending(std::move(*marked));
   std::list<TreeGuard> output_guards;
   if (rebuild) {
     for (const auto& [full, info] : inputs_) {
       if (!info) continue;  // present locally (queryClosure)
       NARCACHE_TRY(substitute(*info));
     }
-    // The outputs are pending from before they can appear until they are valid or gone (see
-    // local_store.h): a build that dies between leaves nothing that passes for valid.
-    std::vector<std::string> output_bases;
-    for (const auto& [name, out] : drv_.outputs) {
-      output_bases.push_back(fs::path(out.path).filename().string());
-    }
-    auto marked = PendingOutputs::mark(physical(store_dir_), output_bases);
-    if (!marked) return fail(marked.error().withContext("'" + r_.drv_path + "'"));
-    pending.emplace(std::move(*marked));
     // Outputs left over from an earlier attempt (some valid, others not) would make the build
     // fail or lie.
     for (const auto& [name, out] : drv_.outputs) {
@@ -1121,13 +1120,6 @@ Status Build::run() {
     progress("outputs of '" + r_.drv_path + "' are valid in the local store: not built again");
     r_.status = BuildStatus::kSucceeded;
     r_.log_file.clear();  // there is no new log
-    // Marked while they are packed: another build of the same derivation that decides to
-    // rebuild (and would first remove them) is refused meanwhile instead.
-    std::vector<std::string> output_bases;
-    for (const auto& out : output_paths) output_bases.push_back(fs::path(out).filename());
-    auto marked = PendingOutputs::mark(physical(store_dir_), output_bases);
-    if (!marked) return fail(marked.error().withContext("'" + r_.drv_path + "'"));
-    pending.emplace(std::move(*marked));
   }
   if (r_.status == BuildStatus::kSucceeded) NARCACHE_TRY(packOutputs());
   if (!rebuild) pending.reset();  // packed: nothing changes them any more
