@@ -3,7 +3,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cstdint>
@@ -157,12 +159,18 @@ class ZstdDecompressor final : public Source {
       std::size_t consumed_before = input_.pos;
       std::size_t ret = ZSTD_decompressStream(dctx_.get(), &o, &input_);
       if (ZSTD_isError(ret)) {
+        // A bad magic number after a complete frame: what follows the stream is not zstd.
+        if (ZSTD_getErrorCode(ret) == ZSTD_error_prefix_unknown && frames_ended_) {
+          return fail(ErrorCode::kInvalidArgument,
+                      "zstd: corrupt data: trailing bytes after the end of the stream");
+        }
         return fail(ErrorCode::kInvalidArgument,
                     std::string("zstd: corrupt data: ") + ZSTD_getErrorName(ret));
       }
       // ret == 0: a frame ended and everything it decoded has been flushed. A call that did
       // nothing says nothing about it (past a frame's end, zstd asks for the next header).
       if (input_.pos != consumed_before || o.pos > 0) frame_complete_ = ret == 0;
+      frames_ended_ = frames_ended_ || frame_complete_;
       if (o.pos > 0) return o.pos;
       if (input_.pos == input_.size && source_eof_) {
         if (!saw_input_ || !frame_complete_) {
@@ -182,6 +190,7 @@ class ZstdDecompressor final : public Source {
   bool source_eof_ = false;
   bool saw_input_ = false;
   bool frame_complete_ = false;
+  bool frames_ended_ = false;
   bool done_ = false;
 };
 
@@ -418,6 +427,7 @@ class ArchiveDecompressor final : public Source {
     if (n < 0) return corrupt();
     if (n == 0) {
       eof_ = true;
+      NARCACHE_TRY(checkNothingFollows());
       NARCACHE_TRY(verifyGzipTrailer());
       return 0;
     }
@@ -463,6 +473,7 @@ class ArchiveDecompressor final : public Source {
       archive_set_error(a, EIO, "%s", "input source failed");
       return -1;
     }
+    if (*n == 0) self->source_eof_ = true;
     *buffer = self->buf_.data();
     self->total_in_ += *n;
     self->noteInput(*n);
@@ -540,7 +551,8 @@ class ArchiveDecompressor final : public Source {
     return {};
   }
 
-  // Keeps the last 8 bytes of compressed input: a gzip stream's trailer.
+  // Keeps the last 20 bytes of compressed input: a gzip stream's trailer is the last 8, an lzip
+  // member's all 20.
   void rememberTail(std::size_t n) {
     if (n >= tail_.size()) {
       std::memcpy(tail_.data(), buf_.data() + n - tail_.size(), tail_.size());
@@ -573,7 +585,44 @@ class ArchiveDecompressor final : public Source {
     if (archive_errno(a_.get()) != 0 || archive_error_string(a_.get()) != nullptr) {
       return corrupt();
     }
+    NARCACHE_TRY(checkNothingFollows());
     return verifyGzipTrailer();
+  }
+
+  // After the last stream or member, the input must end. libarchive's bzip2, gzip and lzip
+  // readers stop at the first bytes that do not start another member and ignore the rest
+  // (xz's liblzma calls them corrupt), so a stream with garbage appended would pass. What the
+  // filter consumed from the input is the client pseudo-filter's position (filter -1).
+  Status checkNothingFollows() {
+    if (!source_eof_) {
+      auto n = in_.read(buf_);
+      if (!n) return fail(n.error());
+      if (*n > 0) return trailingBytes();
+      source_eof_ = true;
+    }
+    std::uint64_t consumed = static_cast<std::uint64_t>(archive_filter_bytes(a_.get(), -1));
+    std::uint64_t unconsumed = total_in_ > consumed ? total_in_ - consumed : 0;
+    if (unconsumed == 0 || (unconsumed == kLzipTrailer && isEmptyLzipTrailer())) return {};
+    return trailingBytes();
+  }
+
+  tl::unexpected<Error> trailingBytes() const {
+    return fail(ErrorCode::kInvalidArgument,
+                prefixed(method_, "corrupt data: trailing bytes after the end of the stream"));
+  }
+
+  // libarchive leaves the trailer of an lzip member that decodes to nothing unread (it reads a
+  // trailer only after output), so a last empty member ends in 20 unconsumed bytes: the CRC-32
+  // and size of no data (both 0) and the member's size. It also stops reading there: members
+  // after an empty one are refused as trailing bytes, not silently dropped.
+  bool isEmptyLzipTrailer() const {
+    if (method_ != Compression::kLzip) return false;
+    const std::byte* t = tail_.data() + tail_.size() - kLzipTrailer;
+    std::uint64_t member_size = 0;
+    for (int i = 7; i >= 0; --i)
+      member_size = member_size << 8 | std::to_integer<unsigned>(t[12 + i]);
+    return std::all_of(t, t + 12, [](std::byte b) { return b == std::byte{0}; }) &&
+           member_size >= kLzipTrailer + 6 && member_size <= total_in_;
   }
 
   // A single-member gzip stream ends with the CRC-32 and size (mod 2^32) of all the output.
@@ -585,8 +634,9 @@ class ArchiveDecompressor final : public Source {
       return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 |
              std::uint32_t(p[3]) << 24;
     };
-    std::uint32_t stored_crc = le32(tail_.data());
-    std::uint32_t stored_size = le32(tail_.data() + 4);
+    const std::byte* trailer = tail_.data() + tail_.size() - 8;
+    std::uint32_t stored_crc = le32(trailer);
+    std::uint32_t stored_size = le32(trailer + 4);
     if (stored_size != static_cast<std::uint32_t>(total_out_)) {
       return fail(ErrorCode::kInvalidArgument, "gzip: corrupt data: size mismatch");
     }
@@ -630,10 +680,12 @@ class ArchiveDecompressor final : public Source {
   std::size_t head_len_ = 0;
   std::array<unsigned char, 2> last2_{};
   bool second_member_ = false;
-  std::array<std::byte, 8> tail_{};
+  static constexpr std::size_t kLzipTrailer = 20;
+  std::array<std::byte, kLzipTrailer> tail_{};
   std::uint64_t total_in_ = 0;
   std::uint64_t total_out_ = 0;
   std::uint32_t crc_ = 0;
+  bool source_eof_ = false;
   bool started_ = false;
   bool eof_ = false;
 };
