@@ -180,24 +180,32 @@ Env::~Env() {
 }
 
 Dbi Env::openDbi(const char* name, unsigned flags, bool create) {
-  enter();
-  MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
-  if (rc != MDB_SUCCESS) {
+  // An existing table opens in a read transaction, so opening a store never waits for (or
+  // holds) the writer lock; only a missing one needs a write transaction to be created.
+  std::lock_guard dbi_lock(dbi_mutex_);  // LMDB: one mdb_dbi_open at a time per environment
+  for (bool creating : {false, true}) {
+    if (creating && !create) break;
+    enter();
+    MDB_txn* txn = nullptr;
+    int rc = mdb_txn_begin(env_, nullptr, creating ? 0u : unsigned{MDB_RDONLY}, &txn);
+    if (rc != MDB_SUCCESS) {
+      leave();
+      check(rc, "mdb_txn_begin");
+    }
+    MDB_dbi dbi = 0;
+    rc = mdb_dbi_open(txn, name, flags | (creating ? unsigned{MDB_CREATE} : 0u), &dbi);
+    if (rc != MDB_SUCCESS) {
+      mdb_txn_abort(txn);
+      leave();
+      if (rc == MDB_NOTFOUND && !creating) continue;
+      check(rc, "mdb_dbi_open");
+    }
+    rc = mdb_txn_commit(txn);
     leave();
-    check(rc, "mdb_txn_begin");
+    check(rc, "mdb_txn_commit");
+    return Dbi{dbi};
   }
-  MDB_dbi dbi = 0;
-  rc = mdb_dbi_open(txn, name, flags | (create ? MDB_CREATE : 0u), &dbi);
-  if (rc != MDB_SUCCESS) {
-    mdb_txn_abort(txn);
-    leave();
-    check(rc, "mdb_dbi_open");
-  }
-  rc = mdb_txn_commit(txn);
-  leave();
-  check(rc, "mdb_txn_commit");
-  return Dbi{dbi};
+  throw Error(MDB_NOTFOUND, std::string("table ") + name + " does not exist");
 }
 
 void Env::enter() {

@@ -144,7 +144,8 @@ class Env {
   Env(const Env&) = delete;
   Env& operator=(const Env&) = delete;
 
-  // Opens (creating when `create`) a named table; call once per table at start-up.
+  // Opens (creating when `create`) a named table; call once per table at start-up. An existing
+  // table is opened in a read transaction: no writer lock is taken.
   Dbi openDbi(const char* name, unsigned flags, bool create);
 
   ReadTxn beginRead();
@@ -174,6 +175,7 @@ class Env {
 
   MDB_env* env_ = nullptr;
   std::filesystem::path dir_;
+  std::mutex dbi_mutex_;  // serialises openDbi()
   mutable std::mutex gate_mutex_;
   std::condition_variable gate_cv_;
   int active_ = 0;

@@ -1042,17 +1042,10 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& opti
     t.gcrefs = env.openDbi("gcrefs", kDupFixed, true);
     t.pending_unlink = env.openDbi("pending_unlink", 0, true);
 
-    auto r = env.write<std::string>([&](lmdb::WriteTxn& txn) -> Result<std::string> {
+    // Opening an existing store only reads (the writer lock is not taken, so a CLI command
+    // beside a busy `narcache serve` does not queue behind its writes).
+    auto checkSchema = [&](const lmdb::Txn& txn) -> Result<std::string> {
       auto version = txn.get(t.meta, "schema_version");
-      if (create) {
-        if (version) {
-          return fail(ErrorCode::kAlreadyExists,
-                      "a store already exists at " + options.root.string());
-        }
-        txn.put(t.meta, "schema_version", std::to_string(kSchemaVersion));
-        txn.put(t.meta, "store_dir", options.store_dir);
-        return options.store_dir;
-      }
       if (!version) {
         return fail(ErrorCode::kNotFound, "no store at " + options.root.string() +
                                               " (create one with `narcache store init`)");
@@ -1065,7 +1058,21 @@ Result<std::unique_ptr<LmdbStore>> LmdbStore::openStore(const StoreOptions& opti
       }
       auto dir = txn.get(t.meta, "store_dir");
       return dir ? std::string(*dir) : std::string(kDefaultStoreDir);
-    });
+    };
+    Result<std::string> r;
+    if (create) {
+      r = env.write<std::string>([&](lmdb::WriteTxn& txn) -> Result<std::string> {
+        if (txn.has(t.meta, "schema_version")) {
+          return fail(ErrorCode::kAlreadyExists,
+                      "a store already exists at " + options.root.string());
+        }
+        txn.put(t.meta, "schema_version", std::to_string(kSchemaVersion));
+        txn.put(t.meta, "store_dir", options.store_dir);
+        return options.store_dir;
+      });
+    } else {
+      r = checkSchema(env.beginRead());
+    }
     if (!r) return fail(r.error());
     store->store_dir_ = *r;
     NARCACHE_TRY(store->migrateToItemIds());

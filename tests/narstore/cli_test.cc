@@ -1,5 +1,6 @@
 // The store commands of the narcache binary, including a kill -9 in the middle of adds.
 #include <gtest/gtest.h>
+#include <lmdb.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -51,6 +52,42 @@ TEST(StoreCliTest, InitAddInfoStatsVerify) {
   auto verify = test::narcache({"verify", "--store", store});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
   EXPECT_NE(verify.out.find("consistent"), std::string::npos);
+}
+
+// Commands that only read open the store without LMDB's writer lock: beside a `narcache serve`
+// or gc in the middle of a long write transaction they answer at once instead of queueing.
+TEST(StoreCliTest, ReadingCommandsDoNotWaitForTheWriterLock) {
+  test::TempDir dir;
+  std::string store = (dir / "s").string();
+  ASSERT_EQ(test::narcache({"store", "init", "--store", store}).exit_code, 0);
+  auto item = makeItem("held", "held");
+  writeItem(dir, item, "held");
+  auto add = test::narcache({"add", "--store", store, "--narinfo", (dir / "held.narinfo").string(),
+                             "--nar", (dir / "held.nar").string()});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+
+  MDB_env* env = nullptr;
+  ASSERT_EQ(mdb_env_create(&env), MDB_SUCCESS);
+  ASSERT_EQ(mdb_env_set_maxdbs(env, 32), MDB_SUCCESS);
+  ASSERT_EQ(mdb_env_open(env, (dir / "s" / "db").c_str(), MDB_NOTLS, 0644), MDB_SUCCESS);
+  MDB_txn* writer = nullptr;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &writer), MDB_SUCCESS);
+  test::RunOptions quick;
+  quick.timeout_seconds = 15;
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"stats"},
+                                               {"info", item.info.fullPath()},
+                                               {"verify"},
+                                               {"available", item.info.fullPath()},
+                                               {"export", "file://" + (dir / "out").string()},
+                                               {"roots", "list"},
+                                               {"gc", "--ttl", "0s", "--dry-run"}}) {
+    auto with_store = args;
+    with_store.insert(with_store.end(), {"--store", store});
+    auto r = test::narcache(with_store, quick);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+  }
+  mdb_txn_abort(writer);
+  mdb_env_close(env);
 }
 
 // Export writes narinfos references first and only with all their references': an item whose
