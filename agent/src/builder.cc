@@ -509,8 +509,10 @@ Status Build::runBuilder() {
     const std::string file =
         ".attr-" + hashString(HashAlgo::kSha256, k).digestString(HashFormat::kNix32);
     const fs::path path = build_dir_ / file;
-    NARCACHE_TRY(writeNewFile(path, v).map_error(
-        [](const Error& e) { return e.withContext("passAsFile"); }));
+    NARCACHE_TRY(
+        writeNewFile(path, rewriteOutputPlaceholders(v, drv_)).map_error([](const Error& e) {
+          return e.withContext("passAsFile");
+        }));
     env[k + "Path"] = path.string();
   }
   for (const char* k : {"NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP"}) {
@@ -520,13 +522,16 @@ Status Build::runBuilder() {
   env["NIX_LOG_FD"] = "2";
   env["TERM"] = "xterm-256color";
 
+  // Output placeholders (`builtins.placeholder "out"`) in the environment and the arguments
+  // become the output paths, as in Nix; argv[0] is the builder's base name, as in Nix.
   std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  for (const auto& [k, v] : env)
+    env_strings.push_back(rewriteOutputPlaceholders(k + "=" + v, drv_));
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
-  std::vector<std::string> arg_strings = {drv_.builder};
-  arg_strings.insert(arg_strings.end(), drv_.args.begin(), drv_.args.end());
+  std::vector<std::string> arg_strings = {fs::path(drv_.builder).filename().string()};
+  for (const auto& arg : drv_.args) arg_strings.push_back(rewriteOutputPlaceholders(arg, drv_));
   std::vector<char*> argv;
   for (auto& s : arg_strings) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -636,7 +641,7 @@ Status Build::runBuilder() {
       if (waiter_alive < 0 || ::poll(&gone, 1, 0) != 0) ::_exit(127);
     }
     if (::chdir(build_dir_.c_str()) != 0) ::_exit(127);
-    ::execve(argv[0], argv.data(), envp.data());
+    ::execve(drv_.builder.c_str(), argv.data(), envp.data());
     int err = errno;
     writeAll(2, asBytes(exec_prefix));
     writeAll(2, asBytes(childErrorText(err)));

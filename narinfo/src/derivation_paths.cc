@@ -142,6 +142,22 @@ Result<std::string> makeOutputPath(std::string_view output, const Hash& drv_hash
                        store_dir);
 }
 
+std::string hashPlaceholder(std::string_view output) {
+  return "/" + hashString(HashAlgo::kSha256, "nix-output:" + std::string(output))
+                   .digestString(HashFormat::kNix32);
+}
+
+std::string rewriteOutputPlaceholders(std::string text, const Derivation& drv) {
+  for (const auto& [name, out] : drv.outputs) {
+    const std::string placeholder = hashPlaceholder(name);
+    for (std::size_t at = text.find(placeholder); at != std::string::npos;
+         at = text.find(placeholder, at + out.path.size())) {
+      text.replace(at, placeholder.size(), out.path);
+    }
+  }
+  return text;
+}
+
 Result<std::string> makeFixedOutputPath(std::string_view hash_algo, std::string_view hash,
                                         std::string_view name, std::string_view store_dir) {
   auto parsed = parseFixedHash(hash_algo, hash);

@@ -146,6 +146,28 @@ TEST_F(BuilderTest, PassAsFileAttributesArriveAsFiles) {
   EXPECT_EQ(readFile(out / "baz"), "plain\n");
 }
 
+// `builtins.placeholder "out"` stays in the .drv; Nix replaces it with the output path in the
+// builder's arguments, environment and passAsFile files (checked against nix-build 2.8), and
+// gives the builder its base name as argv[0].
+TEST_F(BuilderTest, OutputPlaceholdersBecomeTheOutputPaths) {
+  const std::string out = "/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9";
+  auto drv = create(
+      "placeholders", "/bin/sh",
+      "mkdir $out; echo " + out +
+          " > $out/arg; echo $prefix > $out/env; "
+          "cat $filePath > $out/file; echo $0 > $out/argv0",
+      {"--env", "prefix=" + out + "/lib", "--env", "passAsFile=file", "--env", "file=at " + out});
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message << r->log_tail;
+  const std::string path = r->outputs[0].info.fullPath();
+  const fs::path physical = r->outputs[0].physical_path;
+  EXPECT_EQ(readFile(physical / "arg"), path + "\n");
+  EXPECT_EQ(readFile(physical / "env"), path + "/lib\n");
+  EXPECT_EQ(readFile(physical / "file"), "at " + path);
+  EXPECT_EQ(readFile(physical / "argv0"), "sh\n");
+}
+
 TEST_F(BuilderTest, MissingBuilderFailsWithExecError) {
   auto drv = create("nobuilder", "/nonexistent/sh", "true");
   auto r = agent::buildDerivation(options(drv));

@@ -382,6 +382,22 @@ TEST(Derivation, ModuloHashReplacesInputsRecursively) {
   EXPECT_EQ(none.error().code(), ErrorCode::kNotFound);
 }
 
+// Values from Nix 2.8: nix eval --raw --expr 'builtins.placeholder "out"'.
+TEST(Derivation, OutputPlaceholdersAreNixsAndRewriteToTheOutputPaths) {
+  EXPECT_EQ(hashPlaceholder("out"), "/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9");
+  EXPECT_EQ(hashPlaceholder("dev"), "/02qcpld1y6xhs5gz9bchpxaw0xdhmsp5dv88lh25r2ss44kh8dxz");
+  Derivation drv;
+  drv.outputs["out"].path = "/nix/store/rvwmynr65l04wcw4v887byv2fyckimwv-ph";
+  drv.outputs["dev"].path = "/nix/store/0000000000000000000000000000000a-ph-dev";
+  const std::string out = hashPlaceholder("out");
+  const std::string dev = hashPlaceholder("dev");
+  EXPECT_EQ(rewriteOutputPlaceholders("--prefix=" + out + " " + out + "/lib:" + dev, drv),
+            "--prefix=" + drv.outputs["out"].path + " " + drv.outputs["out"].path +
+                "/lib:" + drv.outputs["dev"].path);
+  EXPECT_EQ(rewriteOutputPlaceholders("no placeholder " + hashPlaceholder("doc"), drv),
+            "no placeholder " + hashPlaceholder("doc"));  // not an output of this drv
+}
+
 TEST(Derivation, CheckOutputPathsCatchesTampering) {
   const fs::path dir = kDrvData / "nix";
   auto m = parseDerivation(test::readFile(dir / "14207885rhi116qczwrqshyn431amkfq-m.drv"), "m");

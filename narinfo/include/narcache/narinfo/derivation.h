@@ -89,6 +89,12 @@ Result<std::string> makeStorePath(std::string_view type, const Hash& hash, std::
 // Path of output `output` of a derivation named `drv_name` with modulo hash `drv_hash`.
 Result<std::string> makeOutputPath(std::string_view output, const Hash& drv_hash,
                                    std::string_view drv_name, std::string_view store_dir);
+// Nix's `builtins.placeholder output`: "/" + nix32(sha256("nix-output:<output>")). A .drv keeps
+// these strings; they stand for the output paths, which are only known once the .drv is.
+std::string hashPlaceholder(std::string_view output);
+// `text` with the placeholder of each output of `drv` replaced by that output's path, as Nix
+// rewrites the builder's arguments, environment and passAsFile files before it runs.
+std::string rewriteOutputPlaceholders(std::string text, const Derivation& drv);
 // Path of a fixed output: `hash_algo` as in a .drv ("r:sha256", "sha1", ...), `hash` as in a
 // .drv: base16 as Nix writes it, but also upper-case base16, nix32 or base64, which Nix reads.
 Result<std::string> makeFixedOutputPath(std::string_view hash_algo, std::string_view hash,
