@@ -208,7 +208,9 @@ std::vector<std::string> Agent::childArgs(const Job& job, const fs::path& dir) c
                                    "--timeout",
                                    std::to_string(a.timeout_seconds),
                                    "--max-silent-time",
-                                   std::to_string(a.max_silent_seconds)};
+                                   std::to_string(a.max_silent_seconds),
+                                   "--cores",
+                                   std::to_string(o_.cores)};
   if (!o_.upload_token_file.empty()) {
     args.insert(args.end(), {"--upload-token-file", o_.upload_token_file.string()});
   }

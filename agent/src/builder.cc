@@ -24,6 +24,7 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "errno_text.h"
@@ -493,7 +494,8 @@ Status Build::runBuilder() {
   env["PATH"] = "/path-not-set";
   env["HOME"] = kHome;
   env["NIX_STORE"] = store_dir_;
-  env["NIX_BUILD_CORES"] = "1";
+  env["NIX_BUILD_CORES"] =
+      std::to_string(o_.cores != 0 ? o_.cores : std::max(1u, std::thread::hardware_concurrency()));
   // Attributes named in passAsFile go in a file of the build dir instead, its path in
   // <name>Path (as Nix does: ".attr-" + the nix32 SHA-256 of the name).
   std::set<std::string> pass_as_file;

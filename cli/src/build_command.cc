@@ -29,6 +29,7 @@ struct BuildArgs {
   std::string store_dir;
   int timeout = 0;
   int max_silent_time = 0;
+  unsigned cores = 0;
   bool keep_build_dir = false;
   bool no_upload = false;
   bool print_logs = false;
@@ -97,6 +98,7 @@ void registerBuildCommand(CommandRegistry& registry) {
   cmd->add_flag("--keep-build-dir", a->keep_build_dir, "Keep the build directory afterwards");
   addBuildUidsOption(cmd, a->build_uids);
   cmd->add_flag("--no-upload", a->no_upload, "Build and pack, but upload nothing");
+  addCoresOption(cmd, a->cores);
   cmd->add_option("--log-file", a->log_file, "Also keep the build log in this file");
   cmd->add_flag("-L,--print-build-logs", a->print_logs, "Copy the builder's output to stderr");
   cmd->add_flag("--json", a->json, "Print the result as JSON on stdout");
@@ -129,6 +131,7 @@ void registerBuildCommand(CommandRegistry& registry) {
     options.store_dir = a->store_dir;
     options.timeout_seconds = a->timeout;
     options.max_silent_seconds = a->max_silent_time;
+    options.cores = a->cores;
     options.keep_build_dir = a->keep_build_dir;
     auto uids = parseBuildUids(a->build_uids);
     if (!uids) return reportError(uids.error());

@@ -91,6 +91,12 @@ Result<std::optional<std::pair<uid_t, uid_t>>> parseBuildUids(const std::string&
   return std::optional<std::pair<uid_t, uid_t>>(std::pair{*first, *last});
 }
 
+void addCoresOption(CLI::App* command, unsigned& cores) {
+  command->add_option("--cores", cores,
+                      "NIX_BUILD_CORES of the builder: how many CPUs a build may use "
+                      "(make -j); default: this machine's CPUs, as in Nix");
+}
+
 void addBuildUidsOption(CLI::App* command, std::string& text) {
   command->add_option("--build-uids", text,
                       "Run builders as build users: uids FIRST-LAST (inclusive), one per build "

@@ -58,6 +58,8 @@ Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& 
 // --build-uids FIRST-LAST (inclusive, 1 <= FIRST <= LAST); empty: none (nullopt).
 Result<std::optional<std::pair<uid_t, uid_t>>> parseBuildUids(const std::string& text);
 // Adds --build-uids to a command that builds.
+// --cores N of `build` and `agent`: NIX_BUILD_CORES (0, the default: the machine's CPUs).
+void addCoresOption(CLI::App* command, unsigned& cores);
 void addBuildUidsOption(CLI::App* command, std::string& text);
 
 void registerFormatCommands(CommandRegistry& registry);  // nar, hash, key, narinfo, (de)compress

@@ -384,6 +384,7 @@ struct AgentArgs {
   std::string work_dir;
   std::vector<std::string> systems;
   int max_parallel = 1;
+  unsigned cores = 0;
   std::vector<std::string> trusted_keys;
   std::string store_root = "/";
   std::string build_uids;
@@ -441,6 +442,7 @@ int runAgentLoop(const AgentArgs& a) {
   options.work_dir = a.work_dir;
   options.systems = a.systems;
   options.max_parallel = a.max_parallel;
+  options.cores = a.cores;
   auto keys = parseTrustedKeys(a.trusted_keys);
   if (!keys) return reportError(keys.error());
   for (const auto& k : a.trusted_keys) {
@@ -476,6 +478,7 @@ struct ChildArgs {
   std::string build_uids;
   int timeout = 0;
   int max_silent_time = 0;
+  unsigned cores = 0;
 };
 
 int runChild(const ChildArgs& a) {
@@ -495,6 +498,7 @@ int runChild(const ChildArgs& a) {
   options.tmp_dir = a.tmp_dir;
   options.timeout_seconds = a.timeout;
   options.max_silent_seconds = a.max_silent_time;
+  options.cores = a.cores;
   options.check_output_paths = false;  // the coordinator checked them at submission
   auto uids = parseBuildUids(a.build_uids);
   if (!uids) return reportError(uids.error());
@@ -565,6 +569,7 @@ void registerAgent(CommandRegistry& registry) {
   cmd->add_option("--build-uids", c->build_uids);
   cmd->add_option("--timeout", c->timeout);
   cmd->add_option("--max-silent-time", c->max_silent_time);
+  cmd->add_option("--cores", c->cores);
   registry.add(cmd, [c] { return runChild(*c); });
 
   auto a = std::make_shared<AgentArgs>();
@@ -584,6 +589,7 @@ void registerAgent(CommandRegistry& registry) {
       "--system", a->systems,
       "System it builds for; repeatable (default: the host's, " + agent::hostSystem() + ")");
   agent_cmd->add_option("--max-parallel", a->max_parallel, "Builds at once (default 1)");
+  addCoresOption(agent_cmd, a->cores);
   agent_cmd->add_option("--trusted-key", a->trusted_keys,
                         "Public key (name:base64 or a file) inputs must be signed by; repeatable");
   agent_cmd->add_option("--store-root", a->store_root,

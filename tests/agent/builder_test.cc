@@ -120,11 +120,26 @@ TEST_F(BuilderTest, BuilderSeesNixEnvironment) {
   EXPECT_NE(env.find("NIX_BUILD_TOP=" + pwd + "\n"), std::string::npos) << env;
   EXPECT_NE(env.find("TMPDIR=" + pwd + "\n"), std::string::npos) << env;
   EXPECT_NE(env.find("PATH=/usr/bin:/bin\n"), std::string::npos) << env;
+  // Nix's default `cores`: the machine's CPUs.
+  EXPECT_NE(env.find("NIX_BUILD_CORES=" +
+                     std::to_string(std::max(1u, std::thread::hardware_concurrency())) + "\n"),
+            std::string::npos)
+      << env;
   EXPECT_NE(env.find("out=" + out.string() + "\n"), std::string::npos) << env;
   EXPECT_EQ(env.find("GTEST"), std::string::npos) << "environment not cleared: " << env;
   EXPECT_EQ(readFile(out / "foo"), "bar\n");
   EXPECT_TRUE(fs::is_directory(pwd));  // kept
   fs::remove_all(fs::path(pwd).parent_path());
+}
+
+TEST_F(BuilderTest, CoresSetNixBuildCores) {
+  auto drv = create("cores", "/bin/sh", "echo $NIX_BUILD_CORES > $out");
+  auto o = options(drv);
+  o.cores = 3;
+  auto r = agent::buildDerivation(o);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message << r->log_tail;
+  EXPECT_EQ(readFile(r->outputs[0].physical_path), "3\n");
 }
 
 // passAsFile as Nix does it (the file name is the one Nix's tests/pass-as-file.sh expects).

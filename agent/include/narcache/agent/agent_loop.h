@@ -47,6 +47,7 @@ struct AgentOptions {
   std::filesystem::path work_dir;
   std::vector<std::string> systems;  // empty: the host's ("x86_64-linux")
   int max_parallel = 1;
+  unsigned cores = 0;                     // NIX_BUILD_CORES of each build; 0: the machine's CPUs
   std::vector<std::string> trusted_keys;  // as given on the command line (keys or key files)
   std::filesystem::path store_root = "/";
   std::string build_uids;          // --build-uids FIRST-LAST for the build children; empty: none

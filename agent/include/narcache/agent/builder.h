@@ -59,6 +59,7 @@ struct BuildOptions {
   std::string store_dir;           // empty: the directory of the derivation's output paths
   int timeout_seconds = 0;         // 0: none
   int max_silent_seconds = 0;      // 0: none
+  unsigned cores = 0;              // NIX_BUILD_CORES; 0: this machine's CPUs (Nix's default)
   bool keep_build_dir = false;     // keep the build directory (and the work files) afterwards
   bool upload = true;              // false: build and pack, but upload nothing
   std::filesystem::path log_file;  // where to write the build log; empty: a work file
