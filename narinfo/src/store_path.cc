@@ -16,18 +16,17 @@ bool isNameChar(char c) {
 // Shows a byte for an error message: printable ASCII as itself, anything else as \xNN.
 std::string showChar(char c) {
   const auto u = static_cast<unsigned char>(c);
-  if (u >= 0x20 && u < 0x7f) return quoted(std::string_view(&c, 1));
+  if (u < 0x80) return quoted(std::string_view(&c, 1));
   static constexpr char kHex[] = "0123456789abcdef";
   return std::string("'\\x") + kHex[u >> 4] + kHex[u & 0xf] + "'";
 }
 
 // Why a name is invalid, or nullopt; `bad` receives the offending character.
-enum class NameProblem { kEmpty, kTooLong, kLeadingDot, kIllegalChar };
+enum class NameProblem { kEmpty, kTooLong, kIllegalChar };
 
 std::optional<NameProblem> checkName(std::string_view name, char& bad) {
   if (name.empty()) return NameProblem::kEmpty;
   if (name.size() > kMaxStorePathNameLength) return NameProblem::kTooLong;
-  if (name.front() == '.') return NameProblem::kLeadingDot;
   for (char c : name) {
     if (!isNameChar(c)) {
       bad = c;
@@ -91,8 +90,6 @@ Status validateStorePathName(std::string_view name) {
       return fail(
           ErrorCode::kInvalidArgument,
           subject + " is longer than " + std::to_string(kMaxStorePathNameLength) + " characters");
-    case NameProblem::kLeadingDot:
-      return fail(ErrorCode::kInvalidArgument, subject + " starts with '.'");
     case NameProblem::kIllegalChar:
       return fail(ErrorCode::kInvalidArgument,
                   subject + " contains illegal character " + showChar(bad));
@@ -138,8 +135,6 @@ Result<StorePath> StorePath::parseBaseName(std::string_view base_name) {
         return fail(ErrorCode::kInvalidArgument, subject + " has a name longer than " +
                                                      std::to_string(kMaxStorePathNameLength) +
                                                      " characters");
-      case NameProblem::kLeadingDot:
-        return fail(ErrorCode::kInvalidArgument, subject + " has a name starting with '.'");
       case NameProblem::kIllegalChar:
         return fail(ErrorCode::kInvalidArgument,
                     subject + " contains illegal character " + showChar(bad));

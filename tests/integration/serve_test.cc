@@ -579,6 +579,30 @@ TEST_F(ServeNixTest, NixCopyRoundTripWithSignaturesLogsAndPathInfo) {
   EXPECT_EQ(redirected.body, "");
 }
 
+// Nix 2.8 makes store paths whose name starts with a dot (`nix-store --add .hidden`); they go
+// up and come back down like any other.
+TEST_F(ServeNixTest, PathsNamedWithALeadingDotRoundTrip) {
+  fs::path s1 = nix_.newStore("s1");
+  fs::create_directories(tmp_ / "src" / ".hidden");
+  writeFile(tmp_ / "src" / ".hidden" / "f", "dot\n");
+  auto added =
+      nix_.run({"nix-store", "--store", s1.string(), "--add", (tmp_ / "src" / ".hidden").string()});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  const std::string path = trim(added.out);
+  ASSERT_TRUE(path.ends_with("-.hidden")) << path;
+  Served served(tmp_ / "store", serveArgs());
+  auto up = copyTo(s1, served, {path});
+  ASSERT_EQ(up.exit_code, 0) << up.err << served.log();
+  fs::path o1 = nix_.newStore("o1");
+  auto down = nix_.run({"nix", "copy", "--from", served.url(), "--to", o1.string(), "--option",
+                        "require-sigs", "true", "--option", "trusted-public-keys",
+                        readFile(tmp_ / "pk"), path});
+  ASSERT_EQ(down.exit_code, 0) << down.err;
+  EXPECT_EQ(readFile(o1.string() + path + "/f"), "dot\n");
+  EXPECT_EQ(served.stop(SIGTERM), 0);
+  expectVerifyClean(tmp_ / "store");
+}
+
 TEST_F(ServeNixTest, BadUploadsGetTheirStatusAndLeaveTheStoreConsistent) {
   fs::path s1 = nix_.newStore("s1");
   std::string a = buildClosure(s1);

@@ -346,9 +346,9 @@ TEST(NarInfo, RejectsMalformed) {
       // References and Deriver.
       {kMinimal + "References: 26wynq10b566n9yin4i99sy9f86g5nxx-a /nix/store/x\n",
        "x.narinfo line 5: References: store path '/nix/store/x' is too short"},
-      {kMinimal + "References: 26wynq10b566n9yin4i99sy9f86g5nxx-.a\n",
-       "x.narinfo line 5: References: store path '26wynq10b566n9yin4i99sy9f86g5nxx-.a' has a name "
-       "starting with '.'"},
+      {kMinimal + "References: 26wynq10b566n9yin4i99sy9f86g5nxx-a:b\n",
+       "x.narinfo line 5: References: store path '26wynq10b566n9yin4i99sy9f86g5nxx-a:b' contains "
+       "illegal character ':'"},
       {kMinimal + "Deriver: /nix/store/26wynq10b566n9yin4i99sy9f86g5nxx-a.drv\n",
        "x.narinfo line 5: Deriver: store path '/nix/store/26wynq10b566n9yin4i99sy9f86g5nxx-a.drv' "
        "contains illegal nix32 character '/' in its hash"},
