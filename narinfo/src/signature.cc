@@ -38,6 +38,15 @@ struct NamedKey {
   std::string key;
 };
 
+// Canonical base64, with its '=' padding optional: Nix 2.8 reads keys and signatures without it
+// (and people copy keys without it). Anything else non-canonical stays an error.
+Result<std::vector<std::byte>> decodeKeyBase64(std::string_view text) {
+  if (text.size() % 4 == 0) return base64Decode(text);
+  std::string padded(text);
+  padded.append(4 - text.size() % 4, '=');
+  return base64Decode(padded);
+}
+
 // Parses "name:base64" holding exactly `size` bytes; `what` names the kind in errors.
 Result<NamedKey> parseNamed(std::string_view text, std::size_t size, std::string_view what) {
   text = trim(text);
@@ -48,7 +57,7 @@ Result<NamedKey> parseNamed(std::string_view text, std::size_t size, std::string
   if (colon == 0) {
     return fail(ErrorCode::kInvalidArgument, std::string(what) + " has an empty name");
   }
-  auto bytes = base64Decode(text.substr(colon + 1));
+  auto bytes = decodeKeyBase64(text.substr(colon + 1));
   if (!bytes) {
     return fail(
         ErrorCode::kInvalidArgument,
@@ -90,7 +99,7 @@ bool PublicKey::verify(std::string_view message, std::string_view signature) con
   ensureSodium();
   const std::size_t colon = signature.find(':');
   if (colon == std::string_view::npos || signature.substr(0, colon) != name_) return false;
-  auto sig = base64Decode(signature.substr(colon + 1));
+  auto sig = decodeKeyBase64(signature.substr(colon + 1));
   if (!sig || sig->size() != crypto_sign_BYTES) return false;
   return crypto_sign_verify_detached(reinterpret_cast<const unsigned char*>(sig->data()),
                                      reinterpret_cast<const unsigned char*>(message.data()),

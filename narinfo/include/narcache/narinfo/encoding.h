@@ -33,7 +33,8 @@ std::string base16Encode(Bytes data);                                // lowercas
 Result<std::vector<std::byte>> base16Decode(std::string_view text);  // either case
 
 std::string base64Encode(Bytes data);  // standard alphabet, with padding
-// Canonical padded base64 only (keys, signatures).
+// Canonical padded base64 only (HTTP Basic credentials; keys and signatures with the padding
+// made optional).
 Result<std::vector<std::byte>> base64Decode(std::string_view text);
 // Nix 2.8's base64Decode, which is what it reads hashes with: decoding stops at the first '=',
 // newlines are skipped and leftover bits are dropped, so missing padding and non-zero padding
