@@ -109,19 +109,6 @@ Status writeNewFile(const fs::path& path, std::string_view text) {
   return sink.write(asBytes(text));
 }
 
-Result<std::string> readWholeFile(const fs::path& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    return fail(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
-                "cannot open '" + path.string() + "': " + errnoText(errno));
-  }
-  FdSource source(fd.get());
-  StringSink sink;
-  auto copied = copyStream(source, sink);
-  if (!copied) return fail(copied.error().withContext(path.string()));
-  return std::move(sink.text);
-}
-
 // The last `max_bytes` bytes of a file.
 std::string readFileTail(const fs::path& path, std::size_t max_bytes) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -190,7 +177,7 @@ class Build {
 };
 
 Status Build::loadDerivation() {
-  auto text = readWholeFile(o_.drv_file);
+  auto text = readFileContents(o_.drv_file);
   if (!text) return fail(text.error());
   auto drv = parseDerivation(*text);
   if (!drv) return fail(drv.error().withContext(o_.drv_file.string()));
@@ -272,7 +259,7 @@ Result<Derivation> Build::loadInputDrv(const std::string& drv_path) const {
   for (const auto& candidate : candidates) {
     std::error_code ec;
     if (!fs::exists(candidate, ec)) continue;
-    auto text = readWholeFile(candidate);
+    auto text = readFileContents(candidate);
     if (!text) return fail(text.error());
     std::string name = base.size() > 37 ? base.substr(33, base.size() - 37) : std::string();
     auto drv = parseDerivation(*text, name);

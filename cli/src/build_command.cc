@@ -119,7 +119,7 @@ void registerBuildCommand(CommandRegistry& registry) {
     if (!keys) return reportError(keys.error());
     options.trusted_keys = *keys;
     if (!a->token_file.empty()) {
-      auto token = readTextFile(a->token_file);
+      auto token = readFileContents(a->token_file);
       if (!token) return reportError(token.error().withContext("--upload-token-file"));
       while (!token->empty() &&
              (token->back() == '\n' || token->back() == '\r' || token->back() == ' ')) {

@@ -63,14 +63,6 @@ int reportError(const Error& error) {
   return 1;
 }
 
-Result<std::string> readTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fail(ErrorCode::kNotFound, "cannot read '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 Result<std::optional<std::pair<uid_t, uid_t>>> parseBuildUids(const std::string& text) {
   if (text.empty()) return std::optional<std::pair<uid_t, uid_t>>();
   auto number = [](std::string_view s) -> std::optional<uid_t> {
@@ -109,7 +101,7 @@ Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& 
   for (const auto& arg : args) {
     auto key = PublicKey::parse(arg);
     if (!key) {
-      auto text = readTextFile(arg);
+      auto text = readFileContents(arg);
       if (!text) return fail(key.error().withContext("--trusted-key '" + arg + "'"));
       key = PublicKey::parse(*text);
       if (!key) return fail(key.error().withContext(arg));

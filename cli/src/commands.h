@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "narcache/narinfo/error.h"
+#include "narcache/narinfo/io.h"
 #include "narcache/narinfo/signature.h"
 #include "narcache/narstore/store.h"
 
@@ -37,9 +38,6 @@ class CommandRegistry {
 
 // Prints "narcache: <message>" to stderr and returns the exit code for it (1).
 int reportError(const Error& error);
-
-// Reads a whole (small) file: keys, tokens, narinfos.
-Result<std::string> readTextFile(const std::string& path);
 
 // The long-running commands (serve, coordinator, agent) log to stderr through spdlog: one
 // timestamped line per event, under the logger `name`, at `level`.

@@ -69,7 +69,7 @@ Result<std::unique_ptr<co::CoordinatorClient>> connect(const ClientArgs& args) {
   options.url = args.coordinator;
   options.attempts = 4;
   if (!args.token_file.empty()) {
-    auto token = readTextFile(args.token_file);
+    auto token = readFileContents(args.token_file);
     if (!token) return fail(token.error().withContext("--token-file"));
     options.token = trimmed(*token);
   }
@@ -165,7 +165,7 @@ struct DrvFile {
 
 // Reads a .drv file and computes its store path (which the coordinator checks).
 Result<DrvFile> readDrv(const fs::path& file) {
-  auto text = readTextFile(file.string());
+  auto text = readFileContents(file.string());
   if (!text) return fail(text.error());
   std::string base = file.filename().string();
   std::string name;
@@ -429,13 +429,13 @@ int runAgentLoop(const AgentArgs& a) {
   agent::AgentOptions options;
   options.coordinator_url = a.coordinator;
   options.name = a.name;
-  auto secret = readTextFile(a.secret_file);
+  auto secret = readFileContents(a.secret_file);
   if (!secret) return reportError(secret.error().withContext("--secret-file"));
   options.secret = trimmed(*secret);
   options.cache_url = a.cache;
   options.upload_token_file = a.upload_token_file;
   if (!a.upload_token_file.empty()) {
-    auto token = readTextFile(a.upload_token_file);  // checked now rather than in every build
+    auto token = readFileContents(a.upload_token_file);  // checked now rather than in every build
     if (!token) return reportError(token.error().withContext("--upload-token-file"));
     options.upload_token_file = fs::absolute(a.upload_token_file);
   }
@@ -489,7 +489,7 @@ int runChild(const ChildArgs& a) {
   if (!keys) return reportError(keys.error());
   options.trusted_keys = *keys;
   if (!a.upload_token_file.empty()) {
-    auto token = readTextFile(a.upload_token_file);
+    auto token = readFileContents(a.upload_token_file);
     if (!token) return reportError(token.error().withContext("--upload-token-file"));
     options.upload_token = trimmed(*token);
   }

@@ -45,7 +45,7 @@ struct CoordinatorArgs {
 };
 
 Result<std::string> readToken(const std::string& file) {
-  auto text = readTextFile(file);
+  auto text = readFileContents(file);
   if (!text) return fail(text.error());
   std::string token = *text;
   while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||

@@ -41,7 +41,7 @@ std::string drvNameFromFileName(const std::string& file) {
 
 // Reads and parses a .drv file; the name comes from the file name when it is a store path.
 Result<Derivation> loadDrvFile(const std::string& file) {
-  auto text = readTextFile(file);
+  auto text = readFileContents(file);
   if (!text) return fail(text.error());
   auto drv = parseDerivation(*text, drvNameFromFileName(file));
   if (!drv) return fail(drv.error().withContext(file));

@@ -54,7 +54,7 @@ int printOut(const std::string& text) {
 }
 
 Result<SecretKey> loadSecretKey(const std::string& path) {
-  auto text = readTextFile(path);
+  auto text = readFileContents(path);
   if (!text) return fail(text.error());
   auto key = SecretKey::parse(*text);
   if (!key) return fail(key.error().withContext(path));
@@ -212,7 +212,7 @@ void addNarInfoCommands(CommandRegistry& registry) {
   check->add_option("--trusted-key", check_args->trusted, "Public key (name:base64) or key file");
   check->add_option("--store-dir", check_args->store_dir, "Store dir of the narinfo");
   registry.add(check, [args = check_args] {
-    auto text = readTextFile(args->file);
+    auto text = readFileContents(args->file);
     if (!text) return reportError(text.error());
     auto info = NarInfo::parse(*text, args->file, args->store_dir);
     if (!info) return reportError(info.error());
@@ -233,7 +233,7 @@ void addNarInfoCommands(CommandRegistry& registry) {
   registry.add(sign, [args = sign_args] {
     auto key = loadSecretKey(args->secret);
     if (!key) return reportError(key.error());
-    auto text = readTextFile(args->file);
+    auto text = readFileContents(args->file);
     if (!text) return reportError(text.error());
     auto info = NarInfo::parse(*text, args->file, args->store_dir);
     if (!info) return reportError(info.error());

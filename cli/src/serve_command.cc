@@ -51,14 +51,14 @@ int serve(const ServeArgs& args) {
   options.narinfo_cache_control = "public, max-age=" + std::to_string(args.narinfo_max_age);
   options.miss_cache_control = "public, max-age=" + std::to_string(args.negative_max_age);
   for (const std::string& file : args.secret_key_files) {
-    auto text = readTextFile(file);
+    auto text = readFileContents(file);
     if (!text) return reportError(text.error());
     auto key = SecretKey::parse(*text);
     if (!key) return reportError(key.error().withContext(file));
     options.secret_keys.push_back(std::move(*key));
   }
   if (!args.upload_token_file.empty()) {
-    auto text = readTextFile(args.upload_token_file);
+    auto text = readFileContents(args.upload_token_file);
     if (!text) return reportError(text.error());
     std::string token = *text;
     while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||

@@ -146,7 +146,7 @@ void registerStoreCommands(CommandRegistry& registry) {
     registry.add(cmd, [a] {
       auto store = openStore(a->root);
       if (!store) return reportError(store.error());
-      auto text = readTextFile(a->narinfo);
+      auto text = readFileContents(a->narinfo);
       if (!text) return reportError(text.error());
       auto info = NarInfo::parse(*text, a->narinfo, (*store)->storeDir());
       if (!info) return reportError(info.error());

@@ -229,4 +229,18 @@ Result<std::uint64_t> copyStream(Source& from, Sink& to) {
   }
 }
 
+Result<std::string> readFileContents(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    const int err = errno;
+    return fail(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIoError,
+                "cannot open '" + path + "': " + std::strerror(err));
+  }
+  FdSource source(fd.get());
+  StringSink sink;
+  auto copied = copyStream(source, sink);
+  if (!copied) return fail(copied.error().withContext(path));
+  return std::move(sink.text);
+}
+
 }  // namespace narcache

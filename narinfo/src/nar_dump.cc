@@ -211,7 +211,9 @@ class Dumper {
       if (depth + 1 > kMaxNarDepth) {
         return fail(ErrorCode::kInvalidArgument, "'" + where() + "' is nested more than " +
                                                      std::to_string(kMaxNarDepth) +
-                                                     " deep, which a NAR cannot hold");
+                                                     " deep, narcache's NAR depth limit (its "
+                                                     "reader refuses deeper NARs, so it does not "
+                                                     "write them)");
       }
       if (name.size() > kMaxNarNameLength) {
         return fail(ErrorCode::kInvalidArgument,

@@ -238,4 +238,8 @@ class BufferedSink final : public Sink {
 // Returns the number of bytes copied.
 Result<std::uint64_t> copyStream(Source& from, Sink& to);
 
+// The whole contents of a file (a small one: a .drv, a key, a token). NotFound when it does not
+// exist, IoError otherwise; the message names the file and the system's reason.
+Result<std::string> readFileContents(const std::string& path);
+
 }  // namespace narcache
