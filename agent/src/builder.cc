@@ -159,6 +159,11 @@ class Build {
   Status runBuilder();
   Status packOutputs();
   Status upload();
+  // The narinfo the cache serves for an output, or nullopt when it serves none.
+  Result<std::optional<NarInfo>> servedNarInfo(const BuiltOutput& out);
+  // The cache already has `out` (as `cached`): this build's copy is not uploaded, and is
+  // removed from this machine's store when it differs.
+  void keepCachedCopy(BuiltOutput& out, NarInfo cached);
 
   const BuildOptions& o_;
   BuildResult& r_;
@@ -962,13 +967,55 @@ Status Build::packOutputs() {
   return {};
 }
 
+Result<std::optional<NarInfo>> Build::servedNarInfo(const BuiltOutput& out) {
+  auto text = cache_->narInfo(out.info.path.hashPart());
+  if (!text) {
+    if (text.error().code() == ErrorCode::kNotFound) return std::optional<NarInfo>();
+    return fail(text.error().withContext("asking the cache for '" + out.info.fullPath() + "'"));
+  }
+  auto info = NarInfo::parse(*text, out.info.path.hashPart() + ".narinfo", store_dir_);
+  if (!info) return fail(info.error().withContext("the cache's narinfo"));
+  return std::optional<NarInfo>(std::move(*info));
+}
+
+void Build::keepCachedCopy(BuiltOutput& out, NarInfo cached) {
+  if (cached.nar_hash == out.info.nar_hash) {
+    progress("'" + out.info.fullPath() + "' is already in the cache");
+  } else {
+    // A derivation that is not reproducible, built twice (two agents, or a retry after the
+    // first build's upload was lost). The cache's copy is what clients and other builds get;
+    // this machine's differs, so it goes too: later builds here substitute the cache's.
+    progress("warning: '" + out.info.fullPath() + "' is already in the cache with NarHash " +
+             cached.nar_hash.toString() + ", but this build gave " + out.info.nar_hash.toString() +
+             " ('" + r_.drv_path + "' is not reproducible); keeping the cache's copy");
+    removeTree(out.physical_path);
+  }
+  out.info = std::move(cached);
+}
+
 Status Build::upload() {
-  for (const auto& out : r_.outputs) {
+  // As `nix copy`, what the cache already serves is not uploaded again.
+  for (auto& out : r_.outputs) {
+    auto served = servedNarInfo(out);
+    if (!served) return fail(served.error());
+    if (*served) {
+      keepCachedCopy(out, std::move(**served));
+      continue;
+    }
     progress("uploading '" + out.info.fullPath() + "'");
     NARCACHE_TRY(
         cache_->putFile(out.info.url, nar_files_.at(out.name), "application/x-nix-nar")
             .map_error([&](const Error& e) { return e.withContext("uploading " + out.info.url); }));
-    NARCACHE_TRY(cache_->putNarInfo(out.info).map_error([&](const Error& e) {
+    auto put = cache_->putNarInfo(out.info);
+    if (!put && put.error().code() == ErrorCode::kConflict) {  // another build's upload won
+      served = servedNarInfo(out);
+      if (!served) return fail(served.error());
+      if (*served) {
+        keepCachedCopy(out, std::move(**served));
+        continue;
+      }
+    }
+    NARCACHE_TRY(put.map_error([&](const Error& e) {
       return e.withContext("uploading the narinfo of '" + out.info.fullPath() + "'");
     }));
   }

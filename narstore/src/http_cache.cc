@@ -34,7 +34,7 @@ Status checkResponse(const httplib::Result& res, const std::string& what, bool& 
   }
   int status = res->status;
   if (status >= 200 && status < 300) return {};
-  std::string body = res->body.substr(0, 200);
+  std::string body = res->body.substr(0, 500);  // the server's errors name paths and hashes
   while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.pop_back();
   std::string message =
       what + ": HTTP " + std::to_string(status) + (body.empty() ? "" : " (" + body + ")");

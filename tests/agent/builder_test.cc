@@ -183,6 +183,45 @@ TEST_F(BuilderTest, OutputPlaceholdersBecomeTheOutputPaths) {
   EXPECT_EQ(readFile(physical / "argv0"), "sh\n");
 }
 
+// As `nix copy`, an output the cache already serves is not uploaded again. When this build's
+// copy differs (a derivation that is not reproducible, built twice: two agents, or a retry after
+// a lost upload), the cache's copy wins, this machine's is removed, and the build succeeds; it
+// used to fail on the cache's 409 every time, and every retry reused the local copy.
+TEST_F(BuilderTest, AnOutputTheCacheAlreadyHasIsNotUploadedAgain) {
+  auto nondet = create("nondet", "/bin/sh", "cat /proc/sys/kernel/random/uuid > $out");
+  auto first = agent::buildDerivation(options(nondet));
+  ASSERT_TRUE(first) << first.error().message();
+  ASSERT_EQ(first->status, BuildStatus::kSucceeded) << first->message;
+  const NarInfo cached = first->outputs[0].info;
+
+  wipeStore();  // another machine, or the first build's local copy lost
+  auto o = options(nondet);
+  std::string progress;
+  o.on_progress = [&](std::string_view m) { progress += std::string(m) + "\n"; };
+  auto second = agent::buildDerivation(o);
+  ASSERT_TRUE(second) << second.error().message();
+  ASSERT_EQ(second->status, BuildStatus::kSucceeded) << second->message;
+  EXPECT_EQ(second->outputs[0].info.nar_hash, cached.nar_hash);  // the cache's
+  EXPECT_NE(progress.find("is not reproducible"), std::string::npos) << progress;
+  EXPECT_FALSE(fs::exists(second->outputs[0].physical_path));  // this machine's copy went
+  auto narinfo = curlRequest(server_->url() + "/" + cached.path.hashPart() + ".narinfo");
+  EXPECT_NE(narinfo.body.find("NarHash: " + cached.nar_hash.toString()), std::string::npos);
+
+  // A reproducible output the cache has: nothing uploaded, the local copy stays.
+  auto det = create("det", "/bin/sh", "echo same > $out");
+  ASSERT_EQ(agent::buildDerivation(options(det))->status, BuildStatus::kSucceeded);
+  wipeStore();
+  progress.clear();
+  auto o2 = options(det);
+  o2.on_progress = o.on_progress;
+  auto again = agent::buildDerivation(o2);
+  ASSERT_TRUE(again) << again.error().message();
+  ASSERT_EQ(again->status, BuildStatus::kSucceeded) << again->message;
+  EXPECT_NE(progress.find("is already in the cache"), std::string::npos) << progress;
+  EXPECT_EQ(progress.find("uploading '"), std::string::npos) << progress;
+  EXPECT_EQ(readFile(again->outputs[0].physical_path), "same\n");
+}
+
 TEST_F(BuilderTest, MissingBuilderFailsWithExecError) {
   auto drv = create("nobuilder", "/nonexistent/sh", "true");
   auto r = agent::buildDerivation(options(drv));
