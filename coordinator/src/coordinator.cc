@@ -301,7 +301,8 @@ Result<std::vector<std::string>> Coordinator::Impl::inputPaths(const lmdb::Txn& 
 
 Status Coordinator::Impl::waitFor(Batch& b, BuildRecord& record,
                                   std::optional<BuildState> old_state,
-                                  const std::vector<std::string>& missing) {
+                                  const std::vector<std::string>& missing,
+                                  const std::set<std::string>& deleted) {
   BuildInfo& info = record.info;
   info.state = BuildState::kWaiting;
   info.updated_at = b.now;
@@ -333,9 +334,10 @@ Status Coordinator::Impl::waitFor(Batch& b, BuildRecord& record,
     if (activeBuilds(b, drv_path) == 0) {
       // Outputs missing soon after a success: count it; past --max-retries the derivation is
       // failing (its outputs do not reach the store this coordinator asks), not rebuilt forever.
+      // Outputs an operator marked deleted are not lost: they are to be rebuilt.
       DrvRecord record_of = **drv;
-      const bool recent =
-          record_of.last_success != 0 && b.now - record_of.last_success < kLostOutputsWindow;
+      const bool recent = record_of.last_success != 0 && deleted.count(path) == 0 &&
+                          b.now - record_of.last_success < kLostOutputsWindow;
       record_of.lost = recent ? record_of.lost + 1 : 0;
       if (record_of.lost > options.max_retries) {
         record_of.failing = true;

@@ -187,8 +187,11 @@ struct Coordinator::Impl {
                                int priority, const std::map<std::string, std::string>& tags,
                                std::optional<std::uint64_t> retry_of);
   // Puts `record` in waiting for `missing` (output paths) and submits builds of their producers.
+  // `deleted`: those of them the store says are deleted (an operator's mark-deleted): a rebuild
+  // for them is wanted, and does not count as outputs lost right after a success.
   Status waitFor(Batch& b, BuildRecord& record, std::optional<BuildState> old_state,
-                 const std::vector<std::string>& missing);
+                 const std::vector<std::string>& missing,
+                 const std::set<std::string>& deleted = {});
   // The output paths a build of `drv` needs: needed outputs of its input drvs, input sources.
   Result<std::vector<std::string>> inputPaths(const lmdb::Txn& txn, const DrvRecord& drv);
   // Moves waiting builds whose path `path` was produced one step closer to queued.

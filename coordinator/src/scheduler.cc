@@ -228,13 +228,17 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
               continue;
             }
             std::vector<std::string> missing;
+            std::set<std::string> deleted;
             for (std::size_t k = 0; k < n; ++k) {
               if (states[begin + k] != narstore::ItemState::kAvailable) {
                 missing.push_back(inputs[i][k]);
               }
+              if (states[begin + k] == narstore::ItemState::kDeleted) {
+                deleted.insert(inputs[i][k]);
+              }
             }
             if (!missing.empty()) {
-              NARCACHE_TRY(d.waitFor(b, *record, BuildState::kQueued, missing));
+              NARCACHE_TRY(d.waitFor(b, *record, BuildState::kQueued, missing, deleted));
               continue;
             }
             std::uint64_t alloc_id = b.next_alloc++;
@@ -318,6 +322,7 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
   Impl& d = *impl_;
   // Missing inputs: ask the store first (without the lock) which of them are really missing.
   std::vector<std::string> missing;
+  std::set<std::string> deleted;
   if (report.status == ReportStatus::kMissingInputs && !report.missing_inputs.empty()) {
     auto states = d.options.availability->check(report.missing_inputs);
     if (!states) return fail(states.error().withContext("asking the store"));
@@ -325,6 +330,7 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
       if ((*states)[i] != narstore::ItemState::kAvailable) {
         missing.push_back(report.missing_inputs[i]);
       }
+      if ((*states)[i] == narstore::ItemState::kDeleted) deleted.insert(report.missing_inputs[i]);
     }
   }
   std::uint64_t alloc_id = report.allocation_id;
@@ -415,7 +421,7 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
             NARCACHE_TRY(d.markFailing(b, info.derivation, drv, info));
           }
         } else {
-          NARCACHE_TRY(d.waitFor(b, *record, BuildState::kAllocated, missing));
+          NARCACHE_TRY(d.waitFor(b, *record, BuildState::kAllocated, missing, deleted));
         }
         break;
       }
@@ -539,8 +545,10 @@ Status Coordinator::Impl::recheckWaiting() {
     states.insert(states.end(), s->begin(), s->end());
   }
   std::set<std::string> available;
+  std::set<std::string> deleted;
   for (std::size_t i = 0; i < paths.size(); ++i) {
     if (states[i] == narstore::ItemState::kAvailable) available.insert(paths[i]);
+    if (states[i] == narstore::ItemState::kDeleted) deleted.insert(paths[i]);
   }
   auto done = mutate<bool>([&](Batch& b) -> Result<bool> {
     std::set<std::uint64_t> ids;
@@ -585,7 +593,7 @@ Status Coordinator::Impl::recheckWaiting() {
       std::vector<std::string> current = record->info.blocked_by;
       std::sort(current.begin(), current.end());
       if (needs_producer || still != record->info.waiting_for || blocked != current) {
-        NARCACHE_TRY(waitFor(b, *record, BuildState::kWaiting, still));
+        NARCACHE_TRY(waitFor(b, *record, BuildState::kWaiting, still, deleted));
       }
     }
     return true;

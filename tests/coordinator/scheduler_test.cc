@@ -161,6 +161,28 @@ TEST_F(SchedulerTest, TheStoreDecidesNotTheBuildHistory) {
   EXPECT_EQ(got[0].derivation, app2.path);
 }
 
+// Outputs an operator marks deleted right after their build succeeded are rebuilt whenever a
+// build needs them: that is a wanted rebuild, not outputs lost on their way to the store (it
+// used to count as one, and the third made the derivation failing, blaming the agents).
+TEST_F(SchedulerTest, OutputsMarkedDeletedRightAfterASuccessAreRebuiltEachTime) {
+  open();  // --max-retries 2
+  TestDrv lib = drv("lib");
+  for (int round = 0; round < 4; ++round) {
+    TestDrv app = drv("app" + std::to_string(round), {lib});
+    if (round > 0) markDeleted(lib.out);
+    auto b = submit({app});
+    auto got = fetch();
+    ASSERT_EQ(got.size(), 1u) << "round " << round << ": " << info(b[0].id).message;
+    EXPECT_EQ(got[0].derivation, lib.path);
+    ASSERT_TRUE(succeed(got[0]));
+    got = fetch();
+    ASSERT_EQ(got.size(), 1u) << "round " << round;
+    EXPECT_EQ(got[0].derivation, app.path);
+    ASSERT_TRUE(succeed(got[0]));
+  }
+  EXPECT_EQ(coord_->stats().derivations_failing, 0u);
+}
+
 // A producer that "succeeds" but whose outputs never reach the store the coordinator asks (an
 // agent uploading to another cache) is rebuilt --max-retries times, then failing, naming why;
 // the operator's retry runs it again.
