@@ -161,8 +161,8 @@ class Build {
   Status upload();
   // The narinfo the cache serves for an output, or nullopt when it serves none.
   Result<std::optional<NarInfo>> servedNarInfo(const BuiltOutput& out);
-  // The cache already has `out` (as `cached`): this build's copy is not uploaded, and is
-  // removed from this machine's store when it differs.
+  // The cache already has `out` (as `cached`): this build's copy is not uploaded; a warning
+  // says so when it differs.
   void keepCachedCopy(BuiltOutput& out, NarInfo cached);
 
   const BuildOptions& o_;
@@ -983,12 +983,12 @@ void Build::keepCachedCopy(BuiltOutput& out, NarInfo cached) {
     progress("'" + out.info.fullPath() + "' is already in the cache");
   } else {
     // A derivation that is not reproducible, built twice (two agents, or a retry after the
-    // first build's upload was lost). The cache's copy is what clients and other builds get;
-    // this machine's differs, so it goes too: later builds here substitute the cache's.
+    // first build's upload was lost). The cache's copy is what clients and other machines get.
+    // This machine keeps its own, as Nix's local store would after `nix copy` skipped the path:
+    // removing it could pull a valid path from under a concurrent build using it as an input.
     progress("warning: '" + out.info.fullPath() + "' is already in the cache with NarHash " +
              cached.nar_hash.toString() + ", but this build gave " + out.info.nar_hash.toString() +
-             " ('" + r_.drv_path + "' is not reproducible); keeping the cache's copy");
-    removeTree(out.physical_path);
+             " ('" + r_.drv_path + "' is not reproducible); the cache keeps its copy");
   }
   out.info = std::move(cached);
 }
