@@ -222,4 +222,22 @@ void Server::requestStop() {
   stop();
 }
 
+std::string transportErrorText(httplib::Error error) {
+  switch (error) {
+    case httplib::Error::Connection:
+      return "cannot connect (nothing listening, host unreachable or unknown)";
+    case httplib::Error::ConnectionTimeout: return "connecting timed out";
+    case httplib::Error::Read: return "the connection broke or timed out while reading the answer";
+    case httplib::Error::Write: return "the connection broke or timed out while sending";
+    case httplib::Error::BindIPAddress: return "cannot bind the local address";
+    case httplib::Error::Canceled: return "canceled";
+    case httplib::Error::SSLConnection: return "TLS handshake failed";
+    case httplib::Error::SSLLoadingCerts: return "cannot load the TLS certificates";
+    case httplib::Error::SSLServerVerification:
+      return "the server's TLS certificate is not trusted";
+    case httplib::Error::ExceedRedirectCount: return "too many redirects";
+    default: return httplib::to_string(error);
+  }
+}
+
 }  // namespace narcache::http

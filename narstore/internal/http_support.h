@@ -55,6 +55,10 @@ bool bodyLengthUnknown(const httplib::Request& req);
 // line over 8 KiB; 404, 405; "request refused" or "internal server error" for the rest.
 const char* refusalText(int status);
 
+// What a failed request's transport error means, for messages: httplib's own names ("Connection",
+// "Read") do not say what happened.
+std::string transportErrorText(httplib::Error error);
+
 // Equality of a presented secret and the expected one, in time independent of where they
 // differ (sodium_memcmp); texts of different lengths are unequal.
 bool secretEquals(std::string_view presented, std::string_view expected);

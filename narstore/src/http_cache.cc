@@ -30,7 +30,7 @@ Status checkResponse(const httplib::Result& res, const std::string& what, bool& 
   retry = false;
   if (!res) {
     retry = true;
-    return fail(ErrorCode::kUnavailable, what + ": " + httplib::to_string(res.error()));
+    return fail(ErrorCode::kUnavailable, what + ": " + http::transportErrorText(res.error()));
   }
   int status = res->status;
   if (status >= 200 && status < 300) return {};
@@ -62,13 +62,13 @@ class HttpStream final : public Source {
           },
           [this](const char* data, std::size_t size) {
             if (status_ < 200 || status_ >= 300) {
-              error_body_.append(data, std::min<std::size_t>(size, 200));
+              error_body_.append(data, std::min<std::size_t>(size, 500));
               return true;
             }
             return pipe_.push(data, size);
           });
       if (!res) {
-        transport_error_ = httplib::to_string(res.error());
+        transport_error_ = http::transportErrorText(res.error());
         pipe_.abort();
       } else {
         pipe_.close();

@@ -338,6 +338,8 @@ TEST_F(BuilderTest, UnreachableCache) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kUnavailable) << r.error().message();
   EXPECT_NE(r.error().message().find("127.0.0.1:1"), std::string::npos) << r.error().message();
+  // Says what happened (httplib's own name for it is just "Connection").
+  EXPECT_NE(r.error().message().find("cannot connect"), std::string::npos) << r.error().message();
 }
 
 TEST_F(BuilderTest, UntrustedSignatureOnInput) {

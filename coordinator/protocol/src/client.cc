@@ -96,7 +96,7 @@ struct CoordinatorClient::Impl {
       if (!res && stopped) return fail(ErrorCode::kUnavailable, what + ": stopped");
       if (!res) {
         retry = true;
-        last = Error(ErrorCode::kUnavailable, what + ": " + httplib::to_string(res.error()));
+        last = Error(ErrorCode::kUnavailable, what + ": " + http::transportErrorText(res.error()));
       } else if (res->status >= 200 && res->status < 300) {
         Result<T> value = parse_body(res->body);
         if (value) return value;
