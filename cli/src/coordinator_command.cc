@@ -177,7 +177,7 @@ void registerCoordinatorCommand(CommandRegistry& registry) {
       ->required();
   cmd->add_option("--store", args->store, "Local narcache store to ask what is available");
   cmd->add_option("--cache", args->cache,
-                  "URL of a `narcache serve` to ask what is available (GET /api/available)");
+                  "URL of a `narcache serve` to ask what is available (POST /api/available)");
   cmd->add_option("--cache-token-file", args->cache_token_file,
                   "File holding the cache's upload token (its API is behind it)");
   cmd->add_option("--listen", args->listen, "host:port to listen on; port 0 picks a free port")

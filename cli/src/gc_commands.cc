@@ -332,6 +332,13 @@ void registerGcCommands(CommandRegistry& registry) {
           rc = reportError(path.error());
           continue;
         }
+        if (auto was = (*store)->available({*path}); was && (*was)[0].tombstone) {
+          // The first tombstone stays (its reason and time are the ones that count).
+          const narstore::Tombstone& t = *(*was)[0].tombstone;
+          std::printf("already deleted %s (%s, by %s)\n",
+                      path->fullPath((*store)->storeDir()).c_str(), t.reason.c_str(), t.by.c_str());
+          continue;
+        }
         narstore::Tombstone why{narstore::systemClock(), a->reason, a->by};
         if (auto r = (*store)->markDeleted(*path, why); !r) {
           rc = reportError(r.error());

@@ -519,7 +519,12 @@ void Server::Impl::handlePut(const httplib::Request& req, httplib::Response& res
         status = fail(added.error());
         break;
       }
-      if (added->added) {
+      if (added->undeleted) {  // an operator's decision undone: worth a warning in the log
+        spdlog::warn(
+            "added {} (uploaded from {}): it had been marked deleted ({}, by {}), "
+            "and is served again",
+            info->fullPath(), req.remote_addr, added->undeleted->reason, added->undeleted->by);
+      } else if (added->added) {
         spdlog::info("added {} (uploaded from {})", info->fullPath(), req.remote_addr);
       }
       break;

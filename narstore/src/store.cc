@@ -395,7 +395,7 @@ Result<AddResult> LmdbStore::addNarInfo(const NarInfo& info, const AddOptions& o
         if (!record) return fail(ErrorCode::kCorruption, "item record of " + h + " is malformed");
         auto stored = decodeNarInfo(*record);
         if (!stored) return fail(stored.error());
-        if (stored->nar_hash == info.nar_hash) return AddResult{false, *stored};
+        if (stored->nar_hash == info.nar_hash) return AddResult{false, *stored, std::nullopt};
         return fail(ErrorCode::kConflict, info.fullPath() + " is already stored with NarHash " +
                                               stored->nar_hash.toString() + ", not " +
                                               info.nar_hash.toString());
@@ -463,7 +463,7 @@ Result<AddResult> LmdbStore::commitInTxn(lmdb::WriteTxn& txn, const NarInfo& sto
       if (!existing) return fail(ErrorCode::kCorruption, "item record of " + h + " is malformed");
       auto info = decodeNarInfo(*existing);
       if (!info) return fail(info.error());
-      if (info->nar_hash == stored.nar_hash) return AddResult{false, *info};
+      if (info->nar_hash == stored.nar_hash) return AddResult{false, *info, std::nullopt};
       return fail(ErrorCode::kConflict, stored.fullPath() + " is already stored with NarHash " +
                                             info->nar_hash.toString());
     }
@@ -545,11 +545,14 @@ Result<AddResult> LmdbStore::commitInTxn(lmdb::WriteTxn& txn, const NarInfo& sto
     // Re-added after markDeleted: the items that have it in their closure get their sets of
     // deleted items recomputed (references first). Adding and removing single entries is not
     // enough: an item deleted in between (its edges gone) may have carried other deletions.
-    if (txn.del(t.tombstones, h)) {
+    std::optional<Tombstone> lifted;
+    if (auto tomb = txn.get(t.tombstones, h)) {
+      if (auto decoded = TombstoneRecord::decode(*tomb)) lifted = decoded->tombstone;
+      txn.del(t.tombstones, h);
       addCounter(txn, t.meta, Counters::kTombstones, -1);
       recomputeIncomplete(txn, t, transitiveReferrers(txn, t.referrers, h));
     }
-    return AddResult{true, stored};
+    return AddResult{true, stored, lifted};
   }
 }
 

@@ -97,6 +97,12 @@ TEST(GcCliTest, MarkDeletedMakesReferrersIncompleteUntilReAdded) {
   auto del = test::narcache({"mark-deleted", dep.info.fullPath(), "--reason", "miscompiled", "--by",
                              "alice", "--store", store});
   ASSERT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_EQ(del.out, "deleted " + dep.info.fullPath() + "\n");
+  // Again: said so, and the first tombstone (reason, who) stays.
+  auto twice =
+      test::narcache({"mark-deleted", dep.info.fullPath(), "--reason", "other", "--store", store});
+  ASSERT_EQ(twice.exit_code, 0) << twice.err;
+  EXPECT_EQ(twice.out, "already deleted " + dep.info.fullPath() + " (miscompiled, by alice)\n");
   auto avail =
       test::narcache({"available", "--json", "--store", store, app.info.fullPath(),
                       dep.info.fullPath(), "/nix/store/" + std::string(32, '1') + "-never"});

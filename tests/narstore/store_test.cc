@@ -264,6 +264,9 @@ TEST(StoreTest, MarkDeletedMakesReferrersIncompleteTransitivelyAndReAddRestores)
   auto again = addItem(*store, c);
   ASSERT_TRUE(again) << again.error().message();
   EXPECT_TRUE(again->added);
+  ASSERT_TRUE(again->undeleted);  // the tombstone it lifted, for the server's log
+  EXPECT_EQ(again->undeleted->reason, "broken");
+  EXPECT_FALSE(addItem(*store, other)->undeleted);
   EXPECT_EQ(store->status(a.info.path.hashPart()).state, ItemState::kIncomplete);
   ASSERT_TRUE(addItem(*store, b));
   for (auto* i : {&c, &b, &a, &e}) {

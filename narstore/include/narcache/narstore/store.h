@@ -79,8 +79,9 @@ struct AddOptions {
 };
 
 struct AddResult {
-  bool added = false;  // false: an identical item (same NarHash) was already there
-  NarInfo info;        // the narinfo as stored
+  bool added = false;                  // false: an identical item (same NarHash) was already there
+  NarInfo info;                        // the narinfo as stored
+  std::optional<Tombstone> undeleted;  // it had been marked deleted: the tombstone it lifted
 };
 
 struct NarFile {
