@@ -227,6 +227,12 @@ void registerStoreCommands(CommandRegistry& registry) {
           static_cast<unsigned long long>(report->bytes_read),
           report->consistent() ? "consistent" : "INCONSISTENT", report->problems.size(),
           report->orphans.size(), static_cast<unsigned long long>(report->awaiting_unlink));
+      if (a->repair && !a->all_orphans && !report->orphans.empty()) {
+        // Left: a young orphan may be an upload in progress (or a gc run's file).
+        std::printf(
+            "orphans younger than an hour were left alone (an upload may be writing "
+            "them); --all-orphans removes them too\n");
+      }
       return report->consistent() ? 0 : 1;
     });
   }

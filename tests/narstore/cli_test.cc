@@ -214,6 +214,12 @@ TEST(StoreCliTest, KillDuringAddsLeavesAConsistentStore) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   EXPECT_GT(killed, 0);
+  // Plain --repair leaves the young orphans, and says why and what removes them.
+  test::writeFile(dir / "s" / "tmp" / "999-1-1.tmp", "x");
+  auto young = test::narcache({"verify", "--store", store, "--repair"});
+  EXPECT_EQ(young.exit_code, 0) << young.out << young.err;
+  EXPECT_NE(young.out.find("orphan: tmp/999-1-1.tmp\n"), std::string::npos) << young.out;
+  EXPECT_NE(young.out.find("younger than an hour were left alone"), std::string::npos) << young.out;
   auto repair = test::narcache({"verify", "--store", store, "--repair", "--all-orphans"});
   EXPECT_EQ(repair.exit_code, 0) << repair.out << repair.err;
   auto verify = test::narcache({"verify", "--store", store});
