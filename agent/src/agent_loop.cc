@@ -210,7 +210,9 @@ std::vector<std::string> Agent::childArgs(const Job& job, const fs::path& dir) c
                                    "--max-silent-time",
                                    std::to_string(a.max_silent_seconds),
                                    "--cores",
-                                   std::to_string(o_.cores)};
+                                   std::to_string(o_.cores),
+                                   "--system-features",
+                                   fmt::format("{}", fmt::join(*o_.system_features, " "))};
   if (!o_.upload_token_file.empty()) {
     args.insert(args.end(), {"--upload-token-file", o_.upload_token_file.string()});
   }
@@ -384,8 +386,12 @@ void Agent::fetch() {
   }
   if (static_cast<int>(running) >= o_.max_parallel) return;
   if (fetch_id_.empty()) fetch_id_ = o_.name + "-" + randomId();
-  coordinator::FetchRequest request{fetch_id_, o_.systems, o_.max_parallel,
-                                    static_cast<int>(running)};
+  coordinator::FetchRequest request;
+  request.request_id = fetch_id_;
+  request.systems = o_.systems;
+  request.features = *o_.system_features;
+  request.max_parallel = o_.max_parallel;
+  request.running = static_cast<int>(running);
   auto response = client_->fetch(request);
   auto now = Clock::now();
   if (!response && stop_.stop_requested()) return;
@@ -547,8 +553,9 @@ Status Agent::run() {
                 "cannot create work dir " + o_.work_dir.string() + ": " + ec.message());
   }
   loadPrevious();
-  spdlog::info("agent {}: coordinator {}, cache {}, systems {}, up to {} builds", o_.name,
-               client_->url(), o_.cache_url, fmt::join(o_.systems, ","), o_.max_parallel);
+  spdlog::info("agent {}: coordinator {}, cache {}, systems {}, features {}, up to {} builds",
+               o_.name, client_->url(), o_.cache_url, fmt::join(o_.systems, ","),
+               fmt::join(*o_.system_features, ","), o_.max_parallel);
   std::stop_callback wake_on_stop(stop_, [this] {
     std::lock_guard lock(mutex_);  // so that cutOffCalls cannot miss the wake-up
     wake_.notify_all();
@@ -588,6 +595,7 @@ std::string hostSystem() {
 Status runAgent(const AgentOptions& options_in, std::stop_token stop) {
   AgentOptions options = options_in;
   if (options.systems.empty()) options.systems = {hostSystem()};
+  if (!options.system_features) options.system_features = defaultSystemFeatures();
   if (options.self_exe.empty()) {
     std::error_code ec;
     options.self_exe = fs::read_symlink("/proc/self/exe", ec);

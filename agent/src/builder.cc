@@ -29,6 +29,7 @@
 
 #include "errno_text.h"
 #include "local_store.h"
+#include "narcache/agent/agent_loop.h"
 #include "narcache/narinfo/compression.h"
 #include "narcache/narinfo/derivation.h"
 #include "narcache/narinfo/hash.h"
@@ -159,6 +160,9 @@ class Build {
   Status runBuilder();
   Status packOutputs();
   Status upload();
+  // Nix's refusal when the derivation's requiredSystemFeatures are not all offered here; empty
+  // when they are.
+  std::string missingSystemFeatures() const;
   // The narinfo the cache serves for an output, or nullopt when it serves none.
   Result<std::optional<NarInfo>> servedNarInfo(const BuiltOutput& out);
   // The cache already has `out` (as `cached`): this build's copy is not uploaded; a warning
@@ -967,6 +971,27 @@ Status Build::packOutputs() {
   return {};
 }
 
+std::string Build::missingSystemFeatures() const {
+  auto it = drv_.env.find("requiredSystemFeatures");
+  if (it == drv_.env.end()) return {};
+  std::set<std::string> required;
+  std::istringstream words(it->second);
+  for (std::string w; words >> w;) required.insert(w);
+  const std::vector<std::string> offered = o_.system_features.value_or(defaultSystemFeatures());
+  if (std::all_of(required.begin(), required.end(), [&](const std::string& f) {
+        return std::find(offered.begin(), offered.end(), f) != offered.end();
+      })) {
+    return {};
+  }
+  auto braces = [](const auto& list) {
+    std::string s;
+    for (const auto& f : list) s += (s.empty() ? "" : ", ") + f;
+    return "{" + s + "}";
+  };
+  return "a '" + drv_.platform + "' with features " + braces(required) + " is required to build '" +
+         r_.drv_path + "', but I am a '" + hostSystem() + "' with features " + braces(offered);
+}
+
 Result<std::optional<NarInfo>> Build::servedNarInfo(const BuiltOutput& out) {
   auto text = cache_->narInfo(out.info.path.hashPart());
   if (!text) {
@@ -1024,6 +1049,11 @@ Status Build::upload() {
 
 Status Build::run() {
   NARCACHE_TRY(loadDerivation());
+  if (auto missing = missingSystemFeatures(); !missing.empty()) {
+    r_.status = BuildStatus::kFailed;
+    r_.message = missing;
+    return {};
+  }
   auto needed = neededInputs();
   if (!needed) return fail(needed.error());
 
@@ -1217,6 +1247,13 @@ std::string_view buildStatusName(BuildStatus status) {
     case BuildStatus::kMissingInputs: return "missing-inputs";
   }
   return "unknown";
+}
+
+std::vector<std::string> defaultSystemFeatures() {
+  std::vector<std::string> features = {"benchmark", "big-parallel"};
+  if (::access("/dev/kvm", R_OK | W_OK) == 0) features.push_back("kvm");
+  features.push_back("nixos-test");
+  return features;
 }
 
 std::string lastLines(std::string_view text, int lines) {

@@ -30,6 +30,7 @@ struct BuildArgs {
   int timeout = 0;
   int max_silent_time = 0;
   unsigned cores = 0;
+  std::optional<std::string> system_features;
   bool keep_build_dir = false;
   bool no_upload = false;
   bool print_logs = false;
@@ -99,6 +100,7 @@ void registerBuildCommand(CommandRegistry& registry) {
   addBuildUidsOption(cmd, a->build_uids);
   cmd->add_flag("--no-upload", a->no_upload, "Build and pack, but upload nothing");
   addCoresOption(cmd, a->cores);
+  addSystemFeaturesOption(cmd, a->system_features);
   cmd->add_option("--log-file", a->log_file, "Also keep the build log in this file");
   cmd->add_flag("-L,--print-build-logs", a->print_logs, "Copy the builder's output to stderr");
   cmd->add_flag("--json", a->json, "Print the result as JSON on stdout");
@@ -132,6 +134,7 @@ void registerBuildCommand(CommandRegistry& registry) {
     options.timeout_seconds = a->timeout;
     options.max_silent_seconds = a->max_silent_time;
     options.cores = a->cores;
+    if (a->system_features) options.system_features = parseSystemFeatures(*a->system_features);
     options.keep_build_dir = a->keep_build_dir;
     auto uids = parseBuildUids(a->build_uids);
     if (!uids) return reportError(uids.error());

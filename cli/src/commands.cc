@@ -3,11 +3,14 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+
+#include "narcache/agent/builder.h"
 
 namespace narcache::cli {
 
@@ -87,6 +90,34 @@ void addCoresOption(CLI::App* command, unsigned& cores) {
   command->add_option("--cores", cores,
                       "NIX_BUILD_CORES of the builder: how many CPUs a build may use "
                       "(make -j); default: this machine's CPUs, as in Nix");
+}
+
+void addSystemFeaturesOption(CLI::App* command, std::optional<std::string>& text) {
+  std::string defaults;
+  for (const std::string& f : agent::defaultSystemFeatures()) {
+    defaults += (defaults.empty() ? "" : " ") + f;
+  }
+  command->add_option("--system-features", text,
+                      "System features this machine offers, space- or comma-separated (Nix's "
+                      "system-features); default: \"" +
+                          defaults + "\"");
+}
+
+std::vector<std::string> parseSystemFeatures(const std::string& text) {
+  std::vector<std::string> features;
+  std::string word;
+  for (char c : text + " ") {
+    if (c == ' ' || c == ',' || c == '\t') {
+      if (!word.empty() && std::find(features.begin(), features.end(), word) == features.end()) {
+        features.push_back(word);
+      }
+      word.clear();
+    } else {
+      word += c;
+    }
+  }
+  std::sort(features.begin(), features.end());
+  return features;
 }
 
 void addBuildUidsOption(CLI::App* command, std::string& text) {

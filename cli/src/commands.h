@@ -56,6 +56,10 @@ Result<std::vector<PublicKey>> parseTrustedKeys(const std::vector<std::string>& 
 // --build-uids FIRST-LAST (inclusive, 1 <= FIRST <= LAST); empty: none (nullopt).
 Result<std::optional<std::pair<uid_t, uid_t>>> parseBuildUids(const std::string& text);
 // Adds --build-uids to a command that builds.
+// --system-features LIST of `build` and `agent` (unset: the engine's defaults), and its parse:
+// words separated by spaces or commas, sorted, without duplicates.
+void addSystemFeaturesOption(CLI::App* command, std::optional<std::string>& text);
+std::vector<std::string> parseSystemFeatures(const std::string& text);
 // --cores N of `build` and `agent`: NIX_BUILD_CORES (0, the default: the machine's CPUs).
 void addCoresOption(CLI::App* command, unsigned& cores);
 void addBuildUidsOption(CLI::App* command, std::string& text);

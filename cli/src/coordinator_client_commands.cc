@@ -135,6 +135,10 @@ void printBuild(const co::BuildInfo& b) {
   std::printf("build %llu: %s\n", static_cast<unsigned long long>(b.id), b.derivation.c_str());
   std::printf("  state:     %s\n", stateText(b).c_str());
   std::printf("  system:    %s\n", b.system.c_str());
+  if (!b.required_features.empty()) {
+    std::printf("  features:  %s (agents offering them all)\n",
+                joined(b.required_features, " ").c_str());
+  }
   std::printf("  priority:  %d\n", b.priority);
   std::printf("  tries:     %d\n", b.tries);
   if (!b.tags.empty()) {
@@ -385,6 +389,7 @@ struct AgentArgs {
   std::vector<std::string> systems;
   int max_parallel = 1;
   unsigned cores = 0;
+  std::optional<std::string> system_features;
   std::vector<std::string> trusted_keys;
   std::string store_root = "/";
   std::string build_uids;
@@ -443,6 +448,7 @@ int runAgentLoop(const AgentArgs& a) {
   options.systems = a.systems;
   options.max_parallel = a.max_parallel;
   options.cores = a.cores;
+  if (a.system_features) options.system_features = parseSystemFeatures(*a.system_features);
   auto keys = parseTrustedKeys(a.trusted_keys);
   if (!keys) return reportError(keys.error());
   for (const auto& k : a.trusted_keys) {
@@ -479,6 +485,7 @@ struct ChildArgs {
   int timeout = 0;
   int max_silent_time = 0;
   unsigned cores = 0;
+  std::optional<std::string> system_features;
 };
 
 int runChild(const ChildArgs& a) {
@@ -499,6 +506,7 @@ int runChild(const ChildArgs& a) {
   options.timeout_seconds = a.timeout;
   options.max_silent_seconds = a.max_silent_time;
   options.cores = a.cores;
+  if (a.system_features) options.system_features = parseSystemFeatures(*a.system_features);
   options.check_output_paths = false;  // the coordinator checked them at submission
   auto uids = parseBuildUids(a.build_uids);
   if (!uids) return reportError(uids.error());
@@ -570,6 +578,7 @@ void registerAgent(CommandRegistry& registry) {
   cmd->add_option("--timeout", c->timeout);
   cmd->add_option("--max-silent-time", c->max_silent_time);
   cmd->add_option("--cores", c->cores);
+  cmd->add_option("--system-features", c->system_features);
   registry.add(cmd, [c] { return runChild(*c); });
 
   auto a = std::make_shared<AgentArgs>();
@@ -590,6 +599,7 @@ void registerAgent(CommandRegistry& registry) {
       "System it builds for; repeatable (default: the host's, " + agent::hostSystem() + ")");
   agent_cmd->add_option("--max-parallel", a->max_parallel, "Builds at once (default 1)");
   addCoresOption(agent_cmd, a->cores);
+  addSystemFeaturesOption(agent_cmd, a->system_features);
   agent_cmd->add_option("--trusted-key", a->trusted_keys,
                         "Public key (name:base64 or a file) inputs must be signed by; repeatable");
   agent_cmd->add_option("--store-root", a->store_root,

@@ -6,6 +6,8 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <set>
+#include <sstream>
 
 #include "impl.h"
 #include "narcache/narinfo/derivation.h"
@@ -77,6 +79,12 @@ Result<CheckedDrv> checkDerivation(const DerivationText& d) {
   if (drv->outputs.empty()) return bad("no outputs");
   CheckedDrv out{d.path, d.text, *drv, {}};
   out.record.system = drv->platform;
+  if (auto f = drv->env.find("requiredSystemFeatures"); f != drv->env.end()) {
+    std::istringstream words(f->second);
+    std::set<std::string> features;
+    for (std::string w; words >> w;) features.insert(w);
+    out.record.features.assign(features.begin(), features.end());
+  }
   for (const auto& [output, o] : drv->outputs) {
     if (o.path.empty()) return bad("output '" + output + "' has no path (not supported)");
     out.record.outputs[output] = o.path;
@@ -265,6 +273,7 @@ Result<BuildRecord> Coordinator::Impl::newBuild(Batch& b, const std::string& drv
   info.id = b.next_build++;
   info.derivation = drv_path;
   info.system = drv.system;
+  info.required_features = drv.features;
   info.state = BuildState::kQueued;
   info.priority = priority;
   info.tags = tags;

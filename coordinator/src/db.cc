@@ -1,8 +1,10 @@
 // The coordinator's database: opening its tables, loading the in-memory indexes at start-up
 // (one scan), and the in-memory indexes themselves (Memory). See impl.h and records.h.
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
+#include <sstream>
 
 #include "impl.h"
 
@@ -10,13 +12,32 @@ namespace narcache::coordinator {
 
 // ---- Memory --------------------------------------------------------------------------------
 
+std::string readyQueue(const std::string& system, const std::vector<std::string>& features) {
+  std::string queue = system;
+  for (std::size_t i = 0; i < features.size(); ++i) queue += (i == 0 ? "\n" : " ") + features[i];
+  return queue;
+}
+
+bool agentServes(const std::string& queue, const std::vector<std::string>& systems,
+                 const std::vector<std::string>& features) {
+  const std::size_t newline = queue.find('\n');
+  const std::string_view system = std::string_view(queue).substr(0, newline);
+  if (std::find(systems.begin(), systems.end(), system) == systems.end()) return false;
+  if (newline == std::string::npos) return true;
+  std::istringstream needed(queue.substr(newline + 1));
+  for (std::string f; needed >> f;) {
+    if (std::find(features.begin(), features.end(), f) == features.end()) return false;
+  }
+  return true;
+}
+
 void Memory::unindex(std::uint64_t id) {
   auto it = active.find(id);
   if (it == active.end()) return;
   ActiveBuild& a = it->second;
   by_state[static_cast<int>(a.state)]--;
   if (a.state == BuildState::kQueued) {
-    auto r = ready.find(a.system);
+    auto r = ready.find(a.queue);
     if (r != ready.end() && r->second.erase(ReadyKey{-a.priority, id}) > 0) ready_count--;
     delayed.erase({a.not_before, id});
     queued_since.erase({a.since, id});
@@ -42,7 +63,7 @@ void Memory::apply(const BuildRecord& record, std::int64_t now) {
   if (!isActive(info.state)) return;
   ActiveBuild& a = active[info.id];
   a.state = info.state;
-  a.system = info.system;
+  a.queue = readyQueue(info.system, info.required_features);
   a.derivation = info.derivation;
   a.priority = info.priority;
   a.not_before = info.not_before;
@@ -53,7 +74,7 @@ void Memory::apply(const BuildRecord& record, std::int64_t now) {
     queued_since.insert({a.since, info.id});
     if (info.not_before > now) {
       delayed.insert({info.not_before, info.id});
-    } else if (ready[a.system].insert(ReadyKey{-a.priority, info.id}).second) {
+    } else if (ready[a.queue].insert(ReadyKey{-a.priority, info.id}).second) {
       ready_count++;
     }
   }
@@ -69,7 +90,7 @@ void Memory::promote(std::int64_t now) {
     delayed.erase(delayed.begin());
     auto it = active.find(id);
     if (it == active.end() || it->second.state != BuildState::kQueued) continue;
-    if (ready[it->second.system].insert(ReadyKey{-it->second.priority, id}).second) ready_count++;
+    if (ready[it->second.queue].insert(ReadyKey{-it->second.priority, id}).second) ready_count++;
   }
 }
 

@@ -50,7 +50,7 @@ inline bool isActive(BuildState s) {
 // A build that is not finished, as the indexes see it.
 struct ActiveBuild {
   BuildState state = BuildState::kQueued;
-  std::string system;
+  std::string queue;  // its ready queue: readyQueue(system, required features)
   std::string derivation;
   int priority = 0;
   std::int64_t not_before = 0;
@@ -59,6 +59,13 @@ struct ActiveBuild {
   std::uint64_t allocation = 0;
   bool checking = false;  // taken out of the ready index by a fetch that is asking the store
 };
+
+// The ready queue of builds for `system` that need `features` (all of them, sorted): the system
+// alone when none, else "<system>\n<feature> <feature>...". An agent takes from the queues of its
+// systems whose features it all has (agentServes); there are only a few distinct ones.
+std::string readyQueue(const std::string& system, const std::vector<std::string>& features);
+bool agentServes(const std::string& queue, const std::vector<std::string>& systems,
+                 const std::vector<std::string>& features);
 
 struct ReadyKey {
   int neg_priority = 0;
@@ -76,6 +83,7 @@ struct OpenAllocation {
 struct AgentState {
   std::string secret_sha256;
   std::vector<std::string> systems;
+  std::vector<std::string> features;
   int max_parallel = 0;
   std::int64_t last_seen = 0;
   std::set<std::uint64_t> allocations;
@@ -83,7 +91,8 @@ struct AgentState {
 
 struct Memory {
   std::unordered_map<std::uint64_t, ActiveBuild> active;
-  // Queued builds allocatable now, per system, best first: (priority desc, id asc).
+  // Queued builds allocatable now, per ready queue (readyQueue), best first: (priority desc,
+  // id asc).
   std::unordered_map<std::string, std::set<ReadyKey>> ready;
   std::set<std::pair<std::int64_t, std::uint64_t>> delayed;  // (not_before, id): in backoff
   std::set<std::pair<std::int64_t, std::uint64_t>> queued_since;

@@ -23,6 +23,7 @@ Result<T> parseWith(std::string_view value, std::string_view table, T (*fn)(cons
 DrvRecord drvFrom(const json& j) {
   DrvRecord r;
   r.system = j.at("system").get<std::string>();
+  r.features = j.value("features", std::vector<std::string>{});  // absent in older databases
   r.outputs = j.at("outputs").get<std::map<std::string, std::string>>();
   r.input_drvs = j.at("input_drvs").get<std::map<std::string, std::vector<std::string>>>();
   r.input_srcs = j.at("input_srcs").get<std::vector<std::string>>();
@@ -85,6 +86,7 @@ std::optional<BuildState> peekBuildState(std::string_view value) {
 
 std::string encode(const DrvRecord& r) {
   return json{{"system", r.system},
+              {"features", r.features},
               {"outputs", r.outputs},
               {"input_drvs", r.input_drvs},
               {"input_srcs", r.input_srcs},

@@ -26,7 +26,8 @@ struct BuildRecord {
 
 struct DrvRecord {
   std::string system;
-  std::map<std::string, std::string> outputs;                  // name -> path
+  std::vector<std::string> features;           // requiredSystemFeatures, sorted, no duplicates
+  std::map<std::string, std::string> outputs;  // name -> path
   std::map<std::string, std::vector<std::string>> input_drvs;  // .drv path -> output names
   std::vector<std::string> input_srcs;
   int failures = 0;               // failed tries since the last success

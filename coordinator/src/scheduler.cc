@@ -33,6 +33,7 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
     std::lock_guard lock(d.mu);
     AgentState& a = d.mem.agents[agent];
     a.systems = request.systems;
+    a.features = request.features;
     a.max_parallel = request.max_parallel;
     a.last_seen = d.now();
     if (!request.request_id.empty()) {
@@ -92,10 +93,9 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
       std::size_t want = capacity - response.allocations.size();
       while (candidates.size() < want) {
         std::set<ReadyKey>* best = nullptr;
-        for (const std::string& system : systems) {
-          auto it = d.mem.ready.find(system);
-          if (it == d.mem.ready.end() || it->second.empty()) continue;
-          if (best == nullptr || *it->second.begin() < *best->begin()) best = &it->second;
+        for (auto& [queue, keys] : d.mem.ready) {
+          if (keys.empty() || !agentServes(queue, systems, request.features)) continue;
+          if (best == nullptr || *keys.begin() < *best->begin()) best = &keys;
         }
         if (best == nullptr) break;
         std::uint64_t id = best->begin()->id;
@@ -179,7 +179,7 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
         if (it->second.state != BuildState::kQueued) continue;
         if (it->second.not_before > t) {
           d.mem.delayed.insert({it->second.not_before, id});
-        } else if (d.mem.ready[it->second.system]
+        } else if (d.mem.ready[it->second.queue]
                        .insert(ReadyKey{-it->second.priority, id})
                        .second) {
           d.mem.ready_count++;

@@ -132,6 +132,26 @@ TEST_F(BuilderTest, BuilderSeesNixEnvironment) {
   fs::remove_all(fs::path(pwd).parent_path());
 }
 
+// As Nix: a derivation needing a system feature this machine does not offer is not built.
+TEST_F(BuilderTest, RequiredSystemFeaturesMustBeOffered) {
+  auto drv = create("needs-gpu", "/bin/sh", "echo built > $out",
+                    {"--env", "requiredSystemFeatures=gpu big-parallel"});
+  auto refused = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(refused) << refused.error().message();
+  EXPECT_EQ(refused->status, BuildStatus::kFailed);
+  EXPECT_NE(refused->message.find("a 'x86_64-linux' with features {big-parallel, gpu} is "
+                                  "required to build '"),
+            std::string::npos)
+      << refused->message;
+  EXPECT_NE(refused->message.find("' with features {benchmark, big-parallel"), std::string::npos)
+      << refused->message;  // the defaults, as Nix's
+  auto o = options(drv);
+  o.system_features = std::vector<std::string>{"big-parallel", "gpu"};
+  auto built = agent::buildDerivation(o);
+  ASSERT_TRUE(built) << built.error().message();
+  EXPECT_EQ(built->status, BuildStatus::kSucceeded) << built->message;
+}
+
 TEST_F(BuilderTest, CoresSetNixBuildCores) {
   auto drv = create("cores", "/bin/sh", "echo $NIX_BUILD_CORES > $out");
   auto o = options(drv);

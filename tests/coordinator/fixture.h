@@ -58,9 +58,11 @@ class CoordinatorFixture : public ::testing::Test {
 
   // A derivation named `name` depending on the "out" output of `deps` and on `srcs`.
   TestDrv drv(const std::string& name, const std::vector<TestDrv>& deps = {},
-              const std::string& system = kSystem, const std::vector<std::string>& srcs = {}) {
+              const std::string& system = kSystem, const std::vector<std::string>& srcs = {},
+              const std::map<std::string, std::string>& env = {}) {
     DerivationAttrs attrs;
     attrs.name = name;
+    attrs.env = env;
     attrs.builder = "/bin/sh";
     attrs.system = system;
     attrs.args = {"-c", "echo " + name + " > $out"};

@@ -110,6 +110,33 @@ TEST_F(SchedulerTest, RespectsSystemsAndCapacity) {
   EXPECT_EQ(coord_->stats().agents_busy, 2u);
 }
 
+// requiredSystemFeatures, as Nix's build machines: a build goes only to an agent that offers
+// every feature it needs; one that needs none goes anywhere.
+TEST_F(SchedulerTest, RequiredSystemFeaturesPickTheAgents) {
+  open();
+  TestDrv vm = drv("vm-test", {}, kSystem, {}, {{"requiredSystemFeatures", "kvm nixos-test"}});
+  TestDrv big = drv("big", {}, kSystem, {}, {{"requiredSystemFeatures", "big-parallel"}});
+  TestDrv plain = drv("plain");
+  auto builds = submit({vm, big, plain}, 5);
+  EXPECT_EQ(builds[0].required_features, (std::vector<std::string>{"kvm", "nixos-test"}));
+  auto fetchWith = [&](const std::string& agent, std::vector<std::string> features) {
+    FetchRequest req;
+    req.systems = {kSystem};
+    req.features = std::move(features);
+    req.max_parallel = 3;
+    auto r = coord_->fetch(agent, req);
+    EXPECT_TRUE(r.has_value());
+    std::set<std::string> got;
+    for (const auto& a : r->allocations) got.insert(a.derivation);
+    return got;
+  };
+  // No kvm: big and plain, not the VM test (which needs both of its features).
+  EXPECT_EQ(fetchWith("a1", {"big-parallel", "nixos-test"}),
+            (std::set<std::string>{big.path, plain.path}));
+  EXPECT_EQ(fetchWith("a2", {}), std::set<std::string>{});
+  EXPECT_EQ(fetchWith("a3", {"benchmark", "kvm", "nixos-test"}), std::set<std::string>{vm.path});
+}
+
 TEST_F(SchedulerTest, MissingInputsSubmitTheirProducersAndWaitForThem) {
   open();
   TestDrv lib = drv("lib");

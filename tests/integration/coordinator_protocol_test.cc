@@ -100,8 +100,14 @@ TEST(CoordinatorProtocol, RoundTrips) {
   ASSERT_TRUE(agents_back);
   EXPECT_EQ(toJson(*agents_back), toJson(agents));
 
-  EXPECT_EQ(toJson(FetchRequest{"r1", {"x86_64-linux"}, 4, 1}),
-            R"({"max_parallel":4,"request_id":"r1","running":1,"systems":["x86_64-linux"]})");
+  EXPECT_EQ(
+      toJson(FetchRequest{"r1", {"x86_64-linux"}, {"kvm"}, 4, 1}),
+      R"({"features":["kvm"],"max_parallel":4,"request_id":"r1","running":1,"systems":["x86_64-linux"]})");
+  // An agent from before system features sends none: it offers none.
+  auto old_agent = parse<FetchRequest>(
+      R"({"max_parallel":4,"request_id":"r1","running":1,"systems":["x86_64-linux"]})");
+  ASSERT_TRUE(old_agent);
+  EXPECT_TRUE(old_agent->features.empty());
   EXPECT_EQ(parse<HeartbeatResponse>(toJson(HeartbeatResponse{{1, 2}, {3}}))->canceled,
             std::vector<std::uint64_t>{3});
   EXPECT_EQ(parse<ReleaseRequest>(toJson(ReleaseRequest{{4}, "agent restarted"}))->reason,

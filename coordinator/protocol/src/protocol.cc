@@ -273,6 +273,7 @@ json toObject(const BuildInfo& v) {
   json j = {{"id", v.id},
             {"derivation", v.derivation},
             {"system", v.system},
+            {"required_features", v.required_features},
             {"state", std::string(buildStateName(v.state))},
             {"priority", v.priority},
             {"tags", v.tags},
@@ -294,6 +295,7 @@ Status read(const Reader& r, BuildInfo& v) {
   NARCACHE_TRY(r.integer("id", v.id, true));
   NARCACHE_TRY(r.string("derivation", v.derivation, true));
   NARCACHE_TRY(r.string("system", v.system));
+  NARCACHE_TRY(r.strings("required_features", v.required_features));
   NARCACHE_TRY(r.buildState("state", v.state, true));
   NARCACHE_TRY(r.integer("priority", v.priority));
   NARCACHE_TRY(r.stringMap("tags", v.tags));
@@ -487,6 +489,7 @@ Result<AgentList> parse<AgentList>(std::string_view text) {
 std::string toJson(const FetchRequest& value) {
   return dump({{"request_id", value.request_id},
                {"systems", value.systems},
+               {"features", value.features},
                {"max_parallel", value.max_parallel},
                {"running", value.running}});
 }
@@ -496,6 +499,7 @@ Result<FetchRequest> parse<FetchRequest>(std::string_view text) {
                                    [](const Reader& r, FetchRequest& v) -> Status {
                                      NARCACHE_TRY(r.string("request_id", v.request_id, true));
                                      NARCACHE_TRY(r.strings("systems", v.systems, true));
+                                     NARCACHE_TRY(r.strings("features", v.features));
                                      NARCACHE_TRY(r.integer("max_parallel", v.max_parallel));
                                      NARCACHE_TRY(r.integer("running", v.running));
                                      return Status{};

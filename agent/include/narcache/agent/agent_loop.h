@@ -29,6 +29,7 @@
 // Progress lines go to stderr through spdlog.
 
 #include <filesystem>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -46,6 +47,9 @@ struct AgentOptions {
   std::filesystem::path upload_token_file;  // passed on to the build children
   std::filesystem::path work_dir;
   std::vector<std::string> systems;  // empty: the host's ("x86_64-linux")
+  // System features offered (builds whose requiredSystemFeatures are all here); unset: Nix's
+  // defaults (defaultSystemFeatures()).
+  std::optional<std::vector<std::string>> system_features;
   int max_parallel = 1;
   unsigned cores = 0;                     // NIX_BUILD_CORES of each build; 0: the machine's CPUs
   std::vector<std::string> trusted_keys;  // as given on the command line (keys or key files)

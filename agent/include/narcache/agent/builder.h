@@ -56,10 +56,14 @@ struct BuildOptions {
   // Physical root: the store dir D lives physically at store_root + D (as in Nix's chroot
   // stores). "/" (the default): physical == logical.
   std::filesystem::path store_root = "/";
-  std::string store_dir;           // empty: the directory of the derivation's output paths
-  int timeout_seconds = 0;         // 0: none
-  int max_silent_seconds = 0;      // 0: none
-  unsigned cores = 0;              // NIX_BUILD_CORES; 0: this machine's CPUs (Nix's default)
+  std::string store_dir;       // empty: the directory of the derivation's output paths
+  int timeout_seconds = 0;     // 0: none
+  int max_silent_seconds = 0;  // 0: none
+  unsigned cores = 0;          // NIX_BUILD_CORES; 0: this machine's CPUs (Nix's default)
+  // The system features this machine offers (Nix's system-features); a derivation whose
+  // requiredSystemFeatures are not all among them fails without running, as in Nix. Unset:
+  // defaultSystemFeatures().
+  std::optional<std::vector<std::string>> system_features;
   bool keep_build_dir = false;     // keep the build directory (and the work files) afterwards
   bool upload = true;              // false: build and pack, but upload nothing
   std::filesystem::path log_file;  // where to write the build log; empty: a work file
@@ -110,6 +114,10 @@ struct BuildResult {
 
 // Builds `options.drv_file` (see above).
 Result<BuildResult> buildDerivation(const BuildOptions& options);
+
+// Nix 2.8's default system-features: benchmark, big-parallel, nixos-test, and kvm when /dev/kvm
+// is readable and writable. Sorted.
+std::vector<std::string> defaultSystemFeatures();
 
 // The last `lines` lines of `text`.
 std::string lastLines(std::string_view text, int lines);

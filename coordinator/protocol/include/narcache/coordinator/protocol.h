@@ -43,7 +43,7 @@ enum class BuildState {
   kWaiting,    // waiting for input outputs to become available (see BuildInfo::waiting_for)
   kAllocated,  // handed to an agent under a lease
   kSucceeded,
-  kFailed,     // failed and will not be retried automatically (retry threshold reached)
+  kFailed,  // failed and will not be retried automatically (retry threshold reached)
   kCanceled,
 };
 std::string_view buildStateName(BuildState state);  // "queued", "waiting", ...
@@ -81,21 +81,22 @@ struct BuildInfo {
   std::uint64_t id = 0;
   std::string derivation;  // .drv store path
   std::string system;
+  std::vector<std::string> required_features;  // requiredSystemFeatures: only agents with all
   BuildState state = BuildState::kQueued;
   int priority = 0;
   std::map<std::string, std::string> tags;
-  int tries = 0;                          // attempts of this build so far
-  std::int64_t submitted_at = 0;          // unix seconds
-  std::int64_t updated_at = 0;            // last state change
-  std::int64_t not_before = 0;            // retry backoff: not allocated before this time
-  std::string agent;                      // kAllocated: who builds it; else the last agent
-  std::vector<std::string> waiting_for;   // kWaiting: missing output paths
-  std::vector<std::string> blocked_by;    // kWaiting: .drv paths that are failing (no auto retry)
+  int tries = 0;                         // attempts of this build so far
+  std::int64_t submitted_at = 0;         // unix seconds
+  std::int64_t updated_at = 0;           // last state change
+  std::int64_t not_before = 0;           // retry backoff: not allocated before this time
+  std::string agent;                     // kAllocated: who builds it; else the last agent
+  std::vector<std::string> waiting_for;  // kWaiting: missing output paths
+  std::vector<std::string> blocked_by;   // kWaiting: .drv paths that are failing (no auto retry)
   std::map<std::string, std::string> outputs;  // output name -> store path
-  std::string message;                    // last failure message, cancel reason, ...
-  std::string log_url;                    // where the build log is (cache URL + /log/...)
-  std::optional<std::uint64_t> retry_of;  // for a manual retry: the build it repeats
-  bool skipped = false;                   // ignore_if_built and all outputs were available
+  std::string message;                         // last failure message, cancel reason, ...
+  std::string log_url;                         // where the build log is (cache URL + /log/...)
+  std::optional<std::uint64_t> retry_of;       // for a manual retry: the build it repeats
+  bool skipped = false;                        // ignore_if_built and all outputs were available
 };
 
 struct SubmitResponse {
@@ -103,7 +104,7 @@ struct SubmitResponse {
 };
 
 struct BuildList {
-  std::vector<BuildInfo> builds;  // ascending id
+  std::vector<BuildInfo> builds;            // ascending id
   std::optional<std::uint64_t> next_after;  // pass as ?after= for the next page
 };
 
@@ -117,7 +118,7 @@ struct AddAgentResponse {
 
 struct AgentInfo {
   std::string name;
-  std::vector<std::string> systems;   // as last announced by the agent
+  std::vector<std::string> systems;  // as last announced by the agent
   int max_parallel = 0;
   std::int64_t last_seen = 0;         // unix seconds, 0: never
   bool connected = false;             // seen within the lease time
@@ -130,8 +131,9 @@ struct AgentList {
 struct FetchRequest {
   std::string request_id;             // random per fetch; repeated on retry of the same fetch
   std::vector<std::string> systems;   // e.g. "x86_64-linux"
+  std::vector<std::string> features;  // system features it offers ("kvm", "big-parallel"...)
   int max_parallel = 1;
-  int running = 0;                    // builds it is running now; gets up to max_parallel-running
+  int running = 0;  // builds it is running now; gets up to max_parallel-running
 };
 
 struct Allocation {
