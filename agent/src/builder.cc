@@ -41,6 +41,7 @@
 #include "narcache/narstore/parallel_restore.h"
 #include "reference_checks.h"
 #include "store_view.h"
+#include "structured_attrs.h"
 
 namespace narcache::agent {
 namespace {
@@ -172,6 +173,7 @@ class Build {
   const BuildOptions& o_;
   BuildResult& r_;
   Derivation drv_;
+  std::optional<nlohmann::json> structured_;  // its structured attributes (__json), if any
   std::string store_dir_;
   std::string drv_base_;
   std::unique_ptr<narstore::HttpCache> cache_;
@@ -188,9 +190,25 @@ class Build {
 Status Build::loadDerivation() {
   auto text = readFileContents(o_.drv_file);
   if (!text) return fail(text.error());
-  auto drv = parseDerivation(*text);
+  auto drv = parseDerivation(*text, drvNameFromFileName(o_.drv_file.string()));
   if (!drv) return fail(drv.error().withContext(o_.drv_file.string()));
   drv_ = std::move(*drv);
+  auto structured = parseStructuredAttrs(drv_);
+  if (!structured) return fail(structured.error().withContext(o_.drv_file.string()));
+  structured_ = std::move(*structured);
+  if (structured_) {
+    for (const char* key : {"exportReferencesGraph", "outputChecks"}) {
+      if (structured_->contains(key)) {
+        return fail(ErrorCode::kInvalidArgument,
+                    o_.drv_file.string() + ": '" + key +
+                        "' in structured attributes is not supported by narcache's build engine");
+      }
+    }
+  }
+  if (drv_.name.empty() && structured_ && structured_->contains("name") &&
+      (*structured_)["name"].is_string()) {
+    drv_.name = (*structured_)["name"].get<std::string>();  // a .drv file named otherwise
+  }
   if (drv_.name.empty()) {
     return fail(ErrorCode::kInvalidArgument,
                 o_.drv_file.string() + ": derivation has no 'name' in its environment");
@@ -206,13 +224,6 @@ Status Build::loadDerivation() {
                 o_.drv_file.string() + ": Nix's builtin builder '" + drv_.builder +
                     "' is not supported by narcache's build engine; put its outputs into the "
                     "cache instead (e.g. nix copy --to)");
-  }
-  if (drv_.env.count("__json") != 0) {
-    // The builder would expect .attrs.json/.attrs.sh and fail in some obscure way without them.
-    return fail(ErrorCode::kInvalidArgument,
-                o_.drv_file.string() +
-                    ": structured attributes (__json, __structuredAttrs) are not supported by "
-                    "narcache's build engine");
   }
   store_dir_ = o_.store_dir;
   if (store_dir_.empty()) {
@@ -270,8 +281,7 @@ Result<Derivation> Build::loadInputDrv(const std::string& drv_path) const {
     if (!fs::exists(candidate, ec)) continue;
     auto text = readFileContents(candidate);
     if (!text) return fail(text.error());
-    std::string name = base.size() > 37 ? base.substr(33, base.size() - 37) : std::string();
-    auto drv = parseDerivation(*text, name);
+    auto drv = parseDerivation(*text, drvNameFromFileName(base));
     if (!drv) return fail(drv.error().withContext(candidate.string()));
     return drv;
   }
@@ -495,11 +505,19 @@ Status Build::runBuilder() {
   // Attributes named in passAsFile go in a file of the build dir instead, its path in
   // <name>Path (as Nix does: ".attr-" + the nix32 SHA-256 of the name).
   std::set<std::string> pass_as_file;
-  if (auto it = drv_.env.find("passAsFile"); it != drv_.env.end()) {
+  if (structured_) {
+    // Structured attributes: the env stays out of the environment; files instead.
+    auto files = structuredAttrsFiles(*structured_, drv_);
+    NARCACHE_TRY(writeNewFile(build_dir_ / ".attrs.json", files.json));
+    NARCACHE_TRY(writeNewFile(build_dir_ / ".attrs.sh", files.sh));
+    env["NIX_ATTRS_JSON_FILE"] = (build_dir_ / ".attrs.json").string();
+    env["NIX_ATTRS_SH_FILE"] = (build_dir_ / ".attrs.sh").string();
+  } else if (auto it = drv_.env.find("passAsFile"); it != drv_.env.end()) {
     std::istringstream names(it->second);
     for (std::string name; names >> name;) pass_as_file.insert(name);
   }
-  for (const auto& [k, v] : drv_.env) {
+  static const std::map<std::string, std::string> kNoAttributes;
+  for (const auto& [k, v] : structured_ ? kNoAttributes : drv_.env) {
     if (pass_as_file.count(k) == 0) {
       env[k] = v;
       continue;
@@ -972,11 +990,8 @@ Status Build::packOutputs() {
 }
 
 std::string Build::missingSystemFeatures() const {
-  auto it = drv_.env.find("requiredSystemFeatures");
-  if (it == drv_.env.end()) return {};
-  std::set<std::string> required;
-  std::istringstream words(it->second);
-  for (std::string w; words >> w;) required.insert(w);
+  const std::vector<std::string> required = drv_.requiredSystemFeatures();
+  if (required.empty()) return {};
   const std::vector<std::string> offered = o_.system_features.value_or(defaultSystemFeatures());
   if (std::all_of(required.begin(), required.end(), [&](const std::string& f) {
         return std::find(offered.begin(), offered.end(), f) != offered.end();

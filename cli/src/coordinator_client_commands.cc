@@ -171,12 +171,7 @@ struct DrvFile {
 Result<DrvFile> readDrv(const fs::path& file) {
   auto text = readFileContents(file.string());
   if (!text) return fail(text.error());
-  std::string base = file.filename().string();
-  std::string name;
-  if (base.size() > 37 && base[32] == '-' && base.ends_with(".drv")) {
-    name = base.substr(33, base.size() - 33 - 4);
-  }
-  auto drv = parseDerivation(*text, name);
+  auto drv = parseDerivation(*text, drvNameFromFileName(file.string()));
   if (!drv) return fail(drv.error().withContext(file.string()));
   std::string store_dir;
   for (const auto& [out, o] : drv->outputs) {

@@ -30,15 +30,6 @@ int printOut(const std::string& text) {
   return 0;
 }
 
-// "<hash>-<name>.drv" -> "<name>" when `file` is named like a store derivation, else "".
-std::string drvNameFromFileName(const std::string& file) {
-  const std::string base = fs::path(file).filename().string();
-  if (!base.ends_with(".drv")) return "";
-  auto path = StorePath::parseBaseName(base);
-  if (!path) return "";
-  return path->name().substr(0, path->name().size() - 4);
-}
-
 // Reads and parses a .drv file; the name comes from the file name when it is a store path.
 Result<Derivation> loadDrvFile(const std::string& file) {
   auto text = readFileContents(file);

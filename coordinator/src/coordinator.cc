@@ -79,12 +79,7 @@ Result<CheckedDrv> checkDerivation(const DerivationText& d) {
   if (drv->outputs.empty()) return bad("no outputs");
   CheckedDrv out{d.path, d.text, *drv, {}};
   out.record.system = drv->platform;
-  if (auto f = drv->env.find("requiredSystemFeatures"); f != drv->env.end()) {
-    std::istringstream words(f->second);
-    std::set<std::string> features;
-    for (std::string w; words >> w;) features.insert(w);
-    out.record.features.assign(features.begin(), features.end());
-  }
+  out.record.features = drv->requiredSystemFeatures();
   for (const auto& [output, o] : drv->outputs) {
     if (o.path.empty()) return bad("output '" + output + "' has no path (not supported)");
     out.record.outputs[output] = o.path;

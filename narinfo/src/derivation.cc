@@ -3,8 +3,12 @@
 #include "narcache/narinfo/derivation.h"
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <string_view>
+
+#include "narcache/narinfo/store_path.h"
 
 namespace narcache {
 
@@ -261,6 +265,38 @@ void printStrings(std::string& res, const Range& items) {
 }
 
 }  // namespace
+
+std::vector<std::string> Derivation::requiredSystemFeatures() const {
+  std::set<std::string> features;
+  if (auto json = env.find("__json"); json != env.end()) {
+    auto attrs = nlohmann::json::parse(json->second, nullptr, false);
+    if (attrs.is_object() && attrs.contains("requiredSystemFeatures") &&
+        attrs["requiredSystemFeatures"].is_array()) {
+      for (const auto& f : attrs["requiredSystemFeatures"]) {
+        if (f.is_string()) features.insert(f.get<std::string>());
+      }
+    }
+  } else if (auto it = env.find("requiredSystemFeatures"); it != env.end()) {
+    std::string word;
+    for (char c : it->second + " ") {
+      if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+        if (!word.empty()) features.insert(word);
+        word.clear();
+      } else {
+        word += c;
+      }
+    }
+  }
+  return {features.begin(), features.end()};
+}
+
+std::string drvNameFromFileName(std::string_view file) {
+  const std::string_view base = file.substr(file.rfind('/') + 1);
+  if (!base.ends_with(".drv")) return "";
+  auto path = StorePath::parseBaseName(base);
+  if (!path) return "";
+  return path->name().substr(0, path->name().size() - 4);
+}
 
 Result<Derivation> parseDerivation(std::string_view text, std::string_view name) {
   return Parser(text).parse(name);

@@ -241,6 +241,67 @@ TEST_F(BuilderTest, AnOutputTheCacheAlreadyHasIsNotUploadedAgain) {
   EXPECT_EQ(readFile(again->outputs[0].physical_path), "same\n");
 }
 
+// Structured attributes (__structuredAttrs = true): no env, .attrs.json and .attrs.sh instead.
+// The expected files are what nix-build 2.8 wrote for the same attributes (only the output paths
+// differ), including its quirks: integers wrapped to 32 bits, floats with a fraction and nested
+// values left out of .attrs.sh, keys that are not shell names skipped.
+TEST_F(BuilderTest, StructuredAttributesArriveAsNixWritesThem) {
+  const std::string out_placeholder = "/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9";
+  const std::string json =
+      R"({"PATH":"/usr/bin:/bin","bad-key":"x","big":3000000000,"bool":true,)"
+      R"("builder":"/bin/bash","deep":{"a":{"b":1}},"f":false,"float":1.5,"int":42,)"
+      R"("list":["a","b c",1,true,null],"mixedList":["a",["b"]],"name":"sa","neg":-3,)"
+      R"("nested":{"k-1":"v","n":1,"x":"y"},"nul":null,"outputs":["out","dev"],"prefix":")" +
+      out_placeholder + R"(/lib","str":"it's a \"string\"\n\ttab","system":"x86_64-linux"})";
+  auto drv = create("sa", "/bin/bash",
+                    "source .attrs.sh; mkdir -p ${outputs[out]} ${outputs[dev]}; "
+                    "cp .attrs.json .attrs.sh ${outputs[out]}/; env > ${outputs[out]}/env",
+                    {"--env", "__json=" + json, "--outputs", "out,dev"});
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message << r->log_tail;
+  std::map<std::string, std::string> paths;
+  fs::path out_dir;
+  for (const auto& o : r->outputs) {
+    paths[o.name] = o.info.fullPath();
+    if (o.name == "out") out_dir = o.physical_path;
+  }
+  const std::string& out = paths["out"];
+  const std::string& dev = paths["dev"];
+  EXPECT_EQ(readFile(out_dir / ".attrs.json"),
+            R"({"PATH":"/usr/bin:/bin","bad-key":"x","big":3000000000,"bool":true,)"
+            R"("builder":"/bin/bash","deep":{"a":{"b":1}},"f":false,"float":1.5,"int":42,)"
+            R"("list":["a","b c",1,true,null],"mixedList":["a",["b"]],"name":"sa","neg":-3,)"
+            R"("nested":{"k-1":"v","n":1,"x":"y"},"nul":null,"outputs":{"dev":")" +
+                dev + R"(","out":")" + out + R"("},"prefix":")" + out +
+                R"(/lib","str":"it's a \"string\"\n\ttab","system":"x86_64-linux"})");
+  EXPECT_EQ(readFile(out_dir / ".attrs.sh"),
+            "declare PATH='/usr/bin:/bin'\n"
+            "declare big=-1294967296\n"
+            "declare bool=1\n"
+            "declare builder='/bin/bash'\n"
+            "declare f=\n"
+            "declare int=42\n"
+            "declare -a list=('a' 'b c' 1 1 '' )\n"
+            "declare name='sa'\n"
+            "declare neg=-3\n"
+            "declare -A nested=(['k-1']='v' ['n']=1 ['x']='y' )\n"
+            "declare nul=''\n"
+            "declare -A outputs=(['dev']='" +
+                dev + "' ['out']='" + out +
+                "' )\n"
+                "declare prefix='" +
+                out +
+                "/lib'\n"
+                "declare str='it'\\''s a \"string\"\n\ttab'\n"
+                "declare system='x86_64-linux'\n");
+  const std::string env = readFile(out_dir / "env");
+  EXPECT_NE(env.find("NIX_ATTRS_JSON_FILE="), std::string::npos) << env;
+  EXPECT_NE(env.find("NIX_ATTRS_SH_FILE="), std::string::npos) << env;
+  EXPECT_EQ(env.find("\nout="), std::string::npos) << "the .drv's env is not passed: " << env;
+  EXPECT_EQ(env.find("__json"), std::string::npos) << env;
+}
+
 TEST_F(BuilderTest, MissingBuilderFailsWithExecError) {
   auto drv = create("nobuilder", "/nonexistent/sh", "true");
   auto r = agent::buildDerivation(options(drv));
@@ -271,15 +332,22 @@ TEST_F(BuilderTest, NixBuiltinBuildersAreRefusedWithAClearError) {
       << r.error().message();
 }
 
-TEST_F(BuilderTest, StructuredAttrsAreRefusedWithAClearError) {
-  auto drv = create("structured", "/bin/sh", "exit 0", {"--env", "__json={\"a\":1}"});
-  auto r = agent::buildDerivation(options(drv));
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
-  EXPECT_NE(r.error().message().find("structured attributes (__json, __structuredAttrs) are not "
-                                     "supported"),
-            std::string::npos)
-      << r.error().message();
+// What narcache does not support of structured attributes is refused by name, and a malformed
+// __json with Nix's message.
+TEST_F(BuilderTest, UnsupportedOrMalformedStructuredAttrsAreRefused) {
+  for (const auto& [json, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"exportReferencesGraph":{"g":[]}})",
+            "'exportReferencesGraph' in structured attributes is not supported"},
+           {R"({"outputChecks":{"out":{"maxSize":1}}})",
+            "'outputChecks' in structured attributes is not supported"},
+           {"{nope", "cannot process __json attribute: "},
+           {"[1]", "cannot process __json attribute: it is not a JSON object"}}) {
+    auto drv = create("structured", "/bin/sh", "exit 0", {"--env", "__json=" + json});
+    auto r = agent::buildDerivation(options(drv));
+    ASSERT_FALSE(r) << json;
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.error().message().find(message), std::string::npos) << r.error().message();
+  }
 }
 
 // Output names become environment variables and path names; a hand-made .drv may carry any.

@@ -382,6 +382,18 @@ TEST(Derivation, ModuloHashReplacesInputsRecursively) {
   EXPECT_EQ(none.error().code(), ErrorCode::kNotFound);
 }
 
+TEST(Derivation, RequiredSystemFeaturesFromEnvOrStructuredAttrs) {
+  Derivation drv;
+  EXPECT_TRUE(drv.requiredSystemFeatures().empty());
+  drv.env["requiredSystemFeatures"] = " kvm  nixos-test\tkvm ";
+  EXPECT_EQ(drv.requiredSystemFeatures(), (std::vector<std::string>{"kvm", "nixos-test"}));
+  Derivation structured;
+  structured.env["__json"] = R"({"requiredSystemFeatures":["nixos-test","kvm",1]})";
+  EXPECT_EQ(structured.requiredSystemFeatures(), (std::vector<std::string>{"kvm", "nixos-test"}));
+  structured.env["__json"] = "{malformed";
+  EXPECT_TRUE(structured.requiredSystemFeatures().empty());
+}
+
 // Values from Nix 2.8: nix eval --raw --expr 'builtins.placeholder "out"'.
 TEST(Derivation, OutputPlaceholdersAreNixsAndRewriteToTheOutputPaths) {
   EXPECT_EQ(hashPlaceholder("out"), "/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9");

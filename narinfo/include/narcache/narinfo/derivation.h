@@ -69,11 +69,19 @@ struct Derivation {
 
   // True when the only output is a fixed "out" (a fixed-output derivation).
   bool isFixedOutput() const;
+  // Its requiredSystemFeatures, sorted and without duplicates: the space-separated env entry, or
+  // with structured attributes the list of strings in __json (what is not a string, or a
+  // malformed __json, counts as no features; the build engine reports a malformed __json).
+  std::vector<std::string> requiredSystemFeatures() const;
   friend bool operator==(const Derivation&, const Derivation&) = default;
 };
 
 // Parses the ATerm text. `name` sets Derivation::name; when empty, env["name"] is used.
 Result<Derivation> parseDerivation(std::string_view text, std::string_view name = {});
+// The derivation name in a .drv file's name or path ("…/<hash>-<name>.drv" -> "<name>"), "" when
+// it is not named like a store derivation. A derivation with structured attributes has no
+// env["name"]: its name is known only from here.
+std::string drvNameFromFileName(std::string_view file);
 // The ATerm text, byte-identical to what Nix writes.
 std::string writeDerivation(const Derivation& drv);
 // The text with output paths blanked in `outputs` and in the env entries named after outputs
