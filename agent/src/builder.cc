@@ -1130,7 +1130,7 @@ Status Build::run() {
       rebuild = true;
     }
     for (std::size_t i = 0; states && i < states->size(); ++i) {
-      const auto state = (*states)[i];
+      const auto state = (*states)[i].state;
       if (state == narstore::ItemState::kDeleted || state == narstore::ItemState::kIncomplete) {
         progress("'" + output_paths[i] + "' is " + std::string(narstore::itemStateName(state)) +
                  " in the cache: built again, its local copy is not used");

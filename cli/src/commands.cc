@@ -107,7 +107,7 @@ std::vector<std::string> parseSystemFeatures(const std::string& text) {
   std::vector<std::string> features;
   std::string word;
   for (char c : text + " ") {
-    if (c == ' ' || c == ',' || c == '\t') {
+    if (c == ' ' || c == ',' || c == '\t' || c == '\n' || c == '\r') {
       if (!word.empty() && std::find(features.begin(), features.end(), word) == features.end()) {
         features.push_back(word);
       }

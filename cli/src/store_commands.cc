@@ -230,8 +230,8 @@ void registerStoreCommands(CommandRegistry& registry) {
       if (a->repair && !a->all_orphans && !report->orphans.empty()) {
         // Left: a young orphan may be an upload in progress (or a gc run's file).
         std::printf(
-            "orphans younger than an hour were left alone (an upload may be writing "
-            "them); --all-orphans removes them too\n");
+            "orphans left: those younger than an hour on purpose (an upload may be writing "
+            "them; --all-orphans removes them too)\n");
       }
       return report->consistent() ? 0 : 1;
     });

@@ -13,7 +13,7 @@ class LocalAvailability final : public Availability {
  public:
   explicit LocalAvailability(const narstore::Store& store) : store_(store) {}
 
-  Result<std::vector<narstore::ItemState>> check(const std::vector<std::string>& paths) override {
+  Result<std::vector<narstore::ItemStatus>> check(const std::vector<std::string>& paths) override {
     std::vector<StorePath> parsed;
     parsed.reserve(paths.size());
     for (const std::string& path : paths) {
@@ -21,12 +21,7 @@ class LocalAvailability final : public Availability {
       if (!p) return fail(p.error().withContext(path));
       parsed.push_back(std::move(*p));
     }
-    auto statuses = store_.available(parsed);
-    if (!statuses) return fail(statuses.error());
-    std::vector<narstore::ItemState> states;
-    states.reserve(statuses->size());
-    for (const auto& s : *statuses) states.push_back(s.state);
-    return states;
+    return store_.available(parsed);
   }
 
  private:
@@ -40,7 +35,7 @@ class RemoteAvailability final : public Availability {
   // One HttpCache per call: checks may come from several threads. A path the store refuses
   // (another store dir) is InvalidArgument, the path's fault; anything else, the cache
   // unreachable or refusing the token included, is Unavailable.
-  Result<std::vector<narstore::ItemState>> check(const std::vector<std::string>& paths) override {
+  Result<std::vector<narstore::ItemStatus>> check(const std::vector<std::string>& paths) override {
     narstore::HttpCacheOptions o;
     o.url = options_.cache_url;
     o.token = options_.token;

@@ -306,7 +306,7 @@ Result<std::vector<std::string>> Coordinator::Impl::inputPaths(const lmdb::Txn& 
 Status Coordinator::Impl::waitFor(Batch& b, BuildRecord& record,
                                   std::optional<BuildState> old_state,
                                   const std::vector<std::string>& missing,
-                                  const std::set<std::string>& deleted) {
+                                  const DeletedAt& deleted) {
   BuildInfo& info = record.info;
   info.state = BuildState::kWaiting;
   info.updated_at = b.now;
@@ -338,9 +338,13 @@ Status Coordinator::Impl::waitFor(Batch& b, BuildRecord& record,
     if (activeBuilds(b, drv_path) == 0) {
       // Outputs missing soon after a success: count it; past --max-retries the derivation is
       // failing (its outputs do not reach the store this coordinator asks), not rebuilt forever.
-      // Outputs an operator marked deleted are not lost: they are to be rebuilt.
+      // Outputs an operator marked deleted since that success are not lost: they are to be
+      // rebuilt. A tombstone older than the success (which did not lift it: the outputs did
+      // not reach this store) does count.
       DrvRecord record_of = **drv;
-      const bool recent = record_of.last_success != 0 && deleted.count(path) == 0 &&
+      auto tomb = deleted.find(path);
+      const bool deleted_since = tomb != deleted.end() && tomb->second >= record_of.last_success;
+      const bool recent = record_of.last_success != 0 && !deleted_since &&
                           b.now - record_of.last_success < kLostOutputsWindow;
       record_of.lost = recent ? record_of.lost + 1 : 0;
       if (record_of.lost > options.max_retries) {
@@ -509,7 +513,7 @@ Result<SubmitResponse> Coordinator::submit(const SubmitRequest& request) {
       for (const auto& [drv, n] : ranges) {
         bool all = true;
         for (std::size_t k = 0; k < n; ++k, ++i) {
-          all = all && (*states)[i] == narstore::ItemState::kAvailable;
+          all = all && (*states)[i].state == narstore::ItemState::kAvailable;
         }
         all_built[drv] = all;
       }

@@ -4,31 +4,22 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
-#include <sstream>
 
 #include "impl.h"
+#include "narcache/narinfo/derivation.h"
 
 namespace narcache::coordinator {
 
 // ---- Memory --------------------------------------------------------------------------------
 
-std::string readyQueue(const std::string& system, const std::vector<std::string>& features) {
-  std::string queue = system;
-  for (std::size_t i = 0; i < features.size(); ++i) queue += (i == 0 ? "\n" : " ") + features[i];
-  return queue;
-}
-
-bool agentServes(const std::string& queue, const std::vector<std::string>& systems,
-                 const std::vector<std::string>& features) {
-  const std::size_t newline = queue.find('\n');
-  const std::string_view system = std::string_view(queue).substr(0, newline);
-  if (std::find(systems.begin(), systems.end(), system) == systems.end()) return false;
-  if (newline == std::string::npos) return true;
-  std::istringstream needed(queue.substr(newline + 1));
-  for (std::string f; needed >> f;) {
-    if (std::find(features.begin(), features.end(), f) == features.end()) return false;
-  }
-  return true;
+bool ReadyQueue::servedBy(const std::vector<std::string>& systems,
+                          const std::vector<std::string>& offered) const {
+  auto has = [](const std::vector<std::string>& list, const std::string& item) {
+    return std::find(list.begin(), list.end(), item) != list.end();
+  };
+  if (!has(systems, system)) return false;
+  return std::all_of(features.begin(), features.end(),
+                     [&](const std::string& f) { return has(offered, f); });
 }
 
 void Memory::unindex(std::uint64_t id) {
@@ -63,7 +54,7 @@ void Memory::apply(const BuildRecord& record, std::int64_t now) {
   if (!isActive(info.state)) return;
   ActiveBuild& a = active[info.id];
   a.state = info.state;
-  a.queue = readyQueue(info.system, info.required_features);
+  a.queue = ReadyQueue{info.system, info.required_features};
   a.derivation = info.derivation;
   a.priority = info.priority;
   a.not_before = info.not_before;
@@ -158,6 +149,12 @@ Result<std::optional<DrvRecord>> Coordinator::Impl::loadDrv(const lmdb::Txn& txn
   if (!value) return std::optional<DrvRecord>();
   auto record = decodeDrv(*value);
   if (!record) return fail(record.error());
+  if (value->find("\"features\":") == std::string_view::npos) {
+    // A record from before system features: they are in the .drv's text.
+    if (auto text = txn.get(drv_text, path)) {
+      if (auto drv = parseDerivation(*text)) record->features = drv->requiredSystemFeatures();
+    }
+  }
   return std::optional<DrvRecord>(std::move(*record));
 }
 
@@ -294,6 +291,11 @@ Status Coordinator::Impl::load() {
         }
         auto record = decodeBuild(e->second);
         if (!record) return fail(record.error());
+        if (e->second.find("\"required_features\":") == std::string_view::npos) {
+          // A build from before system features: its derivation's, for its ready queue.
+          auto drv = loadDrv(txn, record->info.derivation);
+          if (drv && *drv) record->info.required_features = (*drv)->features;
+        }
         mem.apply(*record, t);
       }
     }

@@ -47,10 +47,21 @@ inline bool isActive(BuildState s) {
   return s == BuildState::kQueued || s == BuildState::kWaiting || s == BuildState::kAllocated;
 }
 
+// Which ready queue a build is in: builds for `system` that need all of `features` (sorted). An
+// agent takes from the queues of its systems whose features it all has (servedBy); there are
+// only a few distinct ones.
+struct ReadyQueue {
+  std::string system;
+  std::vector<std::string> features;
+  auto operator<=>(const ReadyQueue&) const = default;
+  bool servedBy(const std::vector<std::string>& systems,
+                const std::vector<std::string>& offered) const;
+};
+
 // A build that is not finished, as the indexes see it.
 struct ActiveBuild {
   BuildState state = BuildState::kQueued;
-  std::string queue;  // its ready queue: readyQueue(system, required features)
+  ReadyQueue queue;  // its ready queue: its system and required features
   std::string derivation;
   int priority = 0;
   std::int64_t not_before = 0;
@@ -60,12 +71,8 @@ struct ActiveBuild {
   bool checking = false;  // taken out of the ready index by a fetch that is asking the store
 };
 
-// The ready queue of builds for `system` that need `features` (all of them, sorted): the system
-// alone when none, else "<system>\n<feature> <feature>...". An agent takes from the queues of its
-// systems whose features it all has (agentServes); there are only a few distinct ones.
-std::string readyQueue(const std::string& system, const std::vector<std::string>& features);
-bool agentServes(const std::string& queue, const std::vector<std::string>& systems,
-                 const std::vector<std::string>& features);
+// Deleted output paths -> when their tombstones were made (unix seconds).
+using DeletedAt = std::map<std::string, std::int64_t>;
 
 struct ReadyKey {
   int neg_priority = 0;
@@ -91,9 +98,8 @@ struct AgentState {
 
 struct Memory {
   std::unordered_map<std::uint64_t, ActiveBuild> active;
-  // Queued builds allocatable now, per ready queue (readyQueue), best first: (priority desc,
-  // id asc).
-  std::unordered_map<std::string, std::set<ReadyKey>> ready;
+  // Queued builds allocatable now, per ready queue, best first: (priority desc, id asc).
+  std::map<ReadyQueue, std::set<ReadyKey>> ready;
   std::set<std::pair<std::int64_t, std::uint64_t>> delayed;  // (not_before, id): in backoff
   std::set<std::pair<std::int64_t, std::uint64_t>> queued_since;
   std::unordered_map<std::string, std::set<std::uint64_t>> waiters;  // output path -> builds
@@ -196,11 +202,11 @@ struct Coordinator::Impl {
                                int priority, const std::map<std::string, std::string>& tags,
                                std::optional<std::uint64_t> retry_of);
   // Puts `record` in waiting for `missing` (output paths) and submits builds of their producers.
-  // `deleted`: those of them the store says are deleted (an operator's mark-deleted): a rebuild
-  // for them is wanted, and does not count as outputs lost right after a success.
+  // `deleted`: those of them the store says are deleted, with their tombstones' times: a rebuild
+  // for outputs an operator marked deleted after the producer's last success is wanted, and
+  // does not count as outputs lost right after a success.
   Status waitFor(Batch& b, BuildRecord& record, std::optional<BuildState> old_state,
-                 const std::vector<std::string>& missing,
-                 const std::set<std::string>& deleted = {});
+                 const std::vector<std::string>& missing, const DeletedAt& deleted = {});
   // The output paths a build of `drv` needs: needed outputs of its input drvs, input sources.
   Result<std::vector<std::string>> inputPaths(const lmdb::Txn& txn, const DrvRecord& drv);
   // Moves waiting builds whose path `path` was produced one step closer to queued.

@@ -15,6 +15,17 @@ constexpr int kMaxBackoffDoublings = 20;
 constexpr std::int64_t kMaxReleaseWaitSeconds = 600;  // a given-back build waits at most this
 constexpr const char* kBuiltinSystem = "builtin";
 
+// Adds `path` to `missing` unless the store has it available, and to `deleted` with its
+// tombstone's time when it is deleted.
+void noteMissing(const std::string& path, const narstore::ItemStatus& status,
+                 std::vector<std::string>& missing, DeletedAt& deleted) {
+  if (status.state == narstore::ItemState::kAvailable) return;
+  missing.push_back(path);
+  if (status.state == narstore::ItemState::kDeleted) {
+    deleted[path] = status.tombstone ? status.tombstone->when : 0;
+  }
+}
+
 }  // namespace
 
 Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRequest& request) {
@@ -94,7 +105,7 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
       while (candidates.size() < want) {
         std::set<ReadyKey>* best = nullptr;
         for (auto& [queue, keys] : d.mem.ready) {
-          if (keys.empty() || !agentServes(queue, systems, request.features)) continue;
+          if (keys.empty() || !queue.servedBy(systems, request.features)) continue;
           if (best == nullptr || *keys.begin() < *best->begin()) best = &keys;
         }
         if (best == nullptr) break;
@@ -140,7 +151,7 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
     } catch (const lmdb::Error& e) {
       checked = fail(lmdb::toError(e));
     }
-    std::vector<narstore::ItemState> states;
+    std::vector<narstore::ItemStatus> states;
     if (checked && !all.empty()) {
       auto s = d.options.availability->check(all);
       if (s) {
@@ -148,7 +159,7 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
       } else if (s.error().code() == ErrorCode::kInvalidArgument) {
         // The store refuses some build's input paths (another store dir, say): ask for each
         // build alone, so that only the builds it refuses fail and the others go on.
-        states.assign(all.size(), narstore::ItemState::kMissing);
+        states.assign(all.size(), narstore::ItemStatus{});  // missing
         std::size_t offset = 0;
         for (std::size_t i = 0; i < candidates.size() && checked; ++i) {
           std::size_t n = inputs[i].size();
@@ -228,14 +239,9 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
               continue;
             }
             std::vector<std::string> missing;
-            std::set<std::string> deleted;
+            DeletedAt deleted;
             for (std::size_t k = 0; k < n; ++k) {
-              if (states[begin + k] != narstore::ItemState::kAvailable) {
-                missing.push_back(inputs[i][k]);
-              }
-              if (states[begin + k] == narstore::ItemState::kDeleted) {
-                deleted.insert(inputs[i][k]);
-              }
+              noteMissing(inputs[i][k], states[begin + k], missing, deleted);
             }
             if (!missing.empty()) {
               NARCACHE_TRY(d.waitFor(b, *record, BuildState::kQueued, missing, deleted));
@@ -322,15 +328,12 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
   Impl& d = *impl_;
   // Missing inputs: ask the store first (without the lock) which of them are really missing.
   std::vector<std::string> missing;
-  std::set<std::string> deleted;
+  DeletedAt deleted;
   if (report.status == ReportStatus::kMissingInputs && !report.missing_inputs.empty()) {
     auto states = d.options.availability->check(report.missing_inputs);
     if (!states) return fail(states.error().withContext("asking the store"));
     for (std::size_t i = 0; i < states->size(); ++i) {
-      if ((*states)[i] != narstore::ItemState::kAvailable) {
-        missing.push_back(report.missing_inputs[i]);
-      }
-      if ((*states)[i] == narstore::ItemState::kDeleted) deleted.insert(report.missing_inputs[i]);
+      noteMissing(report.missing_inputs[i], (*states)[i], missing, deleted);
     }
   }
   std::uint64_t alloc_id = report.allocation_id;
@@ -536,7 +539,7 @@ Status Coordinator::Impl::recheckWaiting() {
   }
   if (paths.empty()) return {};
   constexpr std::size_t kChunk = 5000;
-  std::vector<narstore::ItemState> states;
+  std::vector<narstore::ItemStatus> states;
   for (std::size_t i = 0; i < paths.size(); i += kChunk) {
     std::vector<std::string> chunk(paths.begin() + i,
                                    paths.begin() + std::min(paths.size(), i + kChunk));
@@ -545,10 +548,11 @@ Status Coordinator::Impl::recheckWaiting() {
     states.insert(states.end(), s->begin(), s->end());
   }
   std::set<std::string> available;
-  std::set<std::string> deleted;
+  std::vector<std::string> unavailable;
+  DeletedAt deleted;
   for (std::size_t i = 0; i < paths.size(); ++i) {
-    if (states[i] == narstore::ItemState::kAvailable) available.insert(paths[i]);
-    if (states[i] == narstore::ItemState::kDeleted) deleted.insert(paths[i]);
+    if (states[i].state == narstore::ItemState::kAvailable) available.insert(paths[i]);
+    noteMissing(paths[i], states[i], unavailable, deleted);
   }
   auto done = mutate<bool>([&](Batch& b) -> Result<bool> {
     std::set<std::uint64_t> ids;

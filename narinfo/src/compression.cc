@@ -551,8 +551,8 @@ class ArchiveDecompressor final : public Source {
     return {};
   }
 
-  // Keeps the last 20 bytes of compressed input: a gzip stream's trailer is the last 8, an lzip
-  // member's all 20.
+  // Keeps the last 36 bytes of compressed input: a gzip stream's trailer is the last 8, an empty
+  // lzip member all 36.
   void rememberTail(std::size_t n) {
     if (n >= tail_.size()) {
       std::memcpy(tail_.data(), buf_.data() + n - tail_.size(), tail_.size());
@@ -613,16 +613,20 @@ class ArchiveDecompressor final : public Source {
 
   // libarchive leaves the trailer of an lzip member that decodes to nothing unread (it reads a
   // trailer only after output), so a last empty member ends in 20 unconsumed bytes: the CRC-32
-  // and size of no data (both 0) and the member's size. It also stops reading there: members
-  // after an empty one are refused as trailing bytes, not silently dropped.
+  // and size of no data (both 0) and the member's size, 36 (an empty member: the 6-byte header,
+  // 10 bytes of LZMA end marker, the trailer), the member starting with "LZIP". It also stops
+  // reading there: members after an empty one are refused as trailing bytes, not dropped.
   bool isEmptyLzipTrailer() const {
-    if (method_ != Compression::kLzip) return false;
+    if (method_ != Compression::kLzip || total_in_ < kEmptyLzipMember) return false;
+    const std::byte* member = tail_.data() + tail_.size() - kEmptyLzipMember;
     const std::byte* t = tail_.data() + tail_.size() - kLzipTrailer;
     std::uint64_t member_size = 0;
-    for (int i = 7; i >= 0; --i)
+    for (int i = 7; i >= 0; --i) {
       member_size = member_size << 8 | std::to_integer<unsigned>(t[12 + i]);
-    return std::all_of(t, t + 12, [](std::byte b) { return b == std::byte{0}; }) &&
-           member_size >= kLzipTrailer + 6 && member_size <= total_in_;
+    }
+    return std::memcmp(member, "LZIP", 4) == 0 &&
+           std::all_of(t, t + 12, [](std::byte b) { return b == std::byte{0}; }) &&
+           member_size == kEmptyLzipMember;
   }
 
   // A single-member gzip stream ends with the CRC-32 and size (mod 2^32) of all the output.
@@ -681,7 +685,8 @@ class ArchiveDecompressor final : public Source {
   std::array<unsigned char, 2> last2_{};
   bool second_member_ = false;
   static constexpr std::size_t kLzipTrailer = 20;
-  std::array<std::byte, kLzipTrailer> tail_{};
+  static constexpr std::size_t kEmptyLzipMember = 36;
+  std::array<std::byte, kEmptyLzipMember> tail_{};
   std::uint64_t total_in_ = 0;
   std::uint64_t total_out_ = 0;
   std::uint32_t crc_ = 0;

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "quoted.h"
+
 namespace narcache {
 namespace {
 
@@ -44,13 +46,6 @@ void ensureSodium() {
     return rc;
   }();
   (void)kInit;
-}
-
-std::string quoted(std::string_view text) {
-  std::string out = "'";
-  out += text;
-  out += "'";
-  return out;
 }
 
 }  // namespace

@@ -226,12 +226,12 @@ Status HttpCache::putNarInfo(const NarInfo& info) {
   return {};
 }
 
-Result<std::vector<ItemState>> HttpCache::available(const std::vector<std::string>& paths) {
+Result<std::vector<ItemStatus>> HttpCache::available(const std::vector<std::string>& paths) {
   // POSTed as JSON: a query string of more than about 60 paths passes the server's URL limit;
   // 1000 paths are at most about 250 KB, well under its 4 MiB body limit.
   constexpr std::size_t kBatch = 1000;
   const std::string what = "POST " + describe() + "/api/available";
-  std::vector<ItemState> states;
+  std::vector<ItemStatus> states;
   states.reserve(paths.size());
   for (std::size_t begin = 0; begin < paths.size(); begin += kBatch) {
     const std::size_t end = std::min(paths.size(), begin + kBatch);
@@ -252,7 +252,14 @@ Result<std::vector<ItemState>> HttpCache::available(const std::vector<std::strin
                        ? parseItemState(entry["state"].get<std::string>())
                        : std::nullopt;
       if (!state) return fail(ErrorCode::kUnavailable, what + ": unexpected answer");
-      states.push_back(*state);
+      ItemStatus status;
+      status.state = *state;
+      if (*state == ItemState::kDeleted) {
+        status.tombstone =
+            Tombstone{entry.value("when", std::int64_t{0}), entry.value("reason", std::string()),
+                      entry.value("by", std::string())};
+      }
+      states.push_back(std::move(status));
     }
   }
   return states;

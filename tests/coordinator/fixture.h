@@ -119,10 +119,11 @@ class CoordinatorFixture : public ::testing::Test {
     auto added = narstore::testing::addItem(*store_, item);
     ASSERT_TRUE(added.has_value()) << added.error().message();
   }
+  // Marks `path` deleted now (the tests' clock, which the coordinator compares with successes).
   void markDeleted(const std::string& path) {
     auto p = StorePath::parse(path);
     ASSERT_TRUE(p.has_value());
-    ASSERT_TRUE(store_->markDeleted(*p, narstore::Tombstone{0, "test", "test"}).has_value());
+    ASSERT_TRUE(store_->markDeleted(*p, narstore::Tombstone{now_, "test", "test"}).has_value());
   }
 
   std::vector<Allocation> fetch(const std::string& agent = "a1", int max_parallel = 1,

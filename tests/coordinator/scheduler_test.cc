@@ -210,6 +210,34 @@ TEST_F(SchedulerTest, OutputsMarkedDeletedRightAfterASuccessAreRebuiltEachTime) 
   EXPECT_EQ(coord_->stats().derivations_failing, 0u);
 }
 
+// A deleted output that a "successful" rebuild does not bring back (the agents upload to another
+// cache) is lost like any other: the tombstone predates that success. The rebuilds stop at the
+// threshold instead of going on forever.
+TEST_F(SchedulerTest, DeletedOutputsThatRebuildsDoNotBringBackStopAtTheThreshold) {
+  open();  // --max-retries 2
+  TestDrv lib = drv("lib");
+  TestDrv app = drv("app", {lib});
+  submit({lib});
+  auto got = fetch();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(succeed(got[0]));
+  now_ += 10;
+  markDeleted(lib.out);
+  auto b = submit({app});
+  int rebuilds = 0;
+  for (;; ++rebuilds) {
+    now_ += 1;
+    got = fetch();
+    if (got.empty()) break;
+    ASSERT_LT(rebuilds, 6) << "rebuilt forever";
+    EXPECT_EQ(got[0].derivation, lib.path);
+    ASSERT_TRUE(report(got[0], ReportStatus::kSucceeded));  // nothing reaches the store
+  }
+  EXPECT_EQ(rebuilds, 3);  // the wanted rebuild, then two lost ones
+  EXPECT_THAT(info(b[0].id).message, HasSubstr("outputs were missing from the store 3 times"));
+  EXPECT_EQ(coord_->stats().derivations_failing, 1u);
+}
+
 // A producer that "succeeds" but whose outputs never reach the store the coordinator asks (an
 // agent uploading to another cache) is rebuilt --max-retries times, then failing, naming why;
 // the operator's retry runs it again.

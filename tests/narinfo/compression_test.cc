@@ -335,6 +335,12 @@ TEST(CompressionCorrupt, LzipMembersAfterAnEmptyOneAreRefusedNotDropped) {
   EXPECT_TRUE(*last_empty == data);
   expectInvalid(Compression::kLzip, decompress(Compression::kLzip, empty + full), "empty, full");
   expectInvalid(Compression::kLzip, decompress(Compression::kLzip, empty + empty), "empty, empty");
+  // Twenty bytes shaped like an empty member's trailer are not one without its member.
+  std::string fake(12, '\0');
+  fake += std::string("\x1a\0\0\0\0\0\0\0", 8);  // member size 26
+  expectInvalid(Compression::kLzip, decompress(Compression::kLzip, full + fake), "fake trailer");
+  fake[12] = '\x24';  // 36
+  expectInvalid(Compression::kLzip, decompress(Compression::kLzip, full + fake), "fake trailer");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ TEST(Nix32, RejectsMalformed) {
       {"0u", 1, "invalid nix32 character 'u' in '0u'"},
       {"0t", 1, "invalid nix32 character 't' in '0t'"},
       {"0A", 1, "invalid nix32 character 'A' in '0A'"},
+      // Control bytes are shown escaped: a NUL would end the message where it is printed.
+      {std::string("0\0", 2), 1, "invalid nix32 character '\\x00' in '0\\x00'"},
+      {"0\x1b", 1, "invalid nix32 character '\\x1b' in '0\\x1b'"},
       // One byte in two digits: the first digit holds bits 5..9, so only 0..7 fit.
       {"80", 1, "nix32 string '80' has non-zero padding bits"},
       {"z0", 1, "nix32 string 'z0' has non-zero padding bits"},
@@ -195,10 +198,11 @@ TEST(Base64, LenientDecodingIsNixs) {
     ASSERT_TRUE(r.has_value()) << text << ": " << r.error().message();
     EXPECT_EQ(*r, bytesOf(plain)) << text;
   }
-  for (const std::string text : {"Z!==", "Zm9 ", "Zm-_", "Zm9v\r"}) {
+  for (const auto& [text, shown] : std::vector<std::pair<std::string, std::string>>{
+           {"Z!==", "Z!=="}, {"Zm9 ", "Zm9 "}, {"Zm-_", "Zm-_"}, {"Zm9v\r", "Zm9v\\x0d"}}) {
     auto r = base64DecodeLenient(text);
     ASSERT_FALSE(r.has_value()) << text;
-    EXPECT_EQ(r.error().message(), "invalid base64 string '" + text + "'");
+    EXPECT_EQ(r.error().message(), "invalid base64 string '" + shown + "'");
   }
 }
 

@@ -21,9 +21,11 @@ namespace narcache::coordinator {
 class Availability {
  public:
   virtual ~Availability() = default;
-  // One state per path, in order (full store paths). InvalidArgument when the store refuses
-  // a path (not one of its store paths); Unavailable when it cannot be asked.
-  virtual Result<std::vector<narstore::ItemState>> check(const std::vector<std::string>& paths) = 0;
+  // One status per path, in order (full store paths): its state, and a deleted one's tombstone
+  // (when, why, by whom). InvalidArgument when the store refuses a path (not one of its store
+  // paths); Unavailable when it cannot be asked.
+  virtual Result<std::vector<narstore::ItemStatus>> check(
+      const std::vector<std::string>& paths) = 0;
 };
 
 std::unique_ptr<Availability> localAvailability(const narstore::Store& store);

@@ -53,9 +53,10 @@ class HttpCache final : public BinaryCacheReader {
   Status putNarInfo(const NarInfo& info);
 
   // The state of each store path (full paths) in a `narcache serve` cache: POST /api/available
-  // with the token, in batches of 1000. Errors as above (a path of another store dir:
-  // InvalidArgument with the server's message; another cache: NotFound).
-  Result<std::vector<ItemState>> available(const std::vector<std::string>& paths);
+  // with the token, in batches of 1000; a deleted one's tombstone too (`missing` stays empty).
+  // Errors as above (a path of another store dir: InvalidArgument with the server's message;
+  // another cache: NotFound).
+  Result<std::vector<ItemStatus>> available(const std::vector<std::string>& paths);
 
  private:
   struct Impl;
