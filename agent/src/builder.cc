@@ -197,12 +197,11 @@ Status Build::loadDerivation() {
   if (!structured) return fail(structured.error().withContext(o_.drv_file.string()));
   structured_ = std::move(*structured);
   if (structured_) {
-    for (const char* key : {"exportReferencesGraph", "outputChecks"}) {
-      if (structured_->contains(key)) {
-        return fail(ErrorCode::kInvalidArgument,
-                    o_.drv_file.string() + ": '" + key +
-                        "' in structured attributes is not supported by narcache's build engine");
-      }
+    if (structured_->contains("outputChecks")) {
+      return fail(ErrorCode::kInvalidArgument,
+                  o_.drv_file.string() +
+                      ": 'outputChecks' in structured attributes is not supported by narcache's "
+                      "build engine");
     }
   }
   if (drv_.name.empty() && structured_ && structured_->contains("name") &&
@@ -1189,10 +1188,31 @@ Status Build::run() {
 
   // Nix's reference attributes (reference_checks.h) need the input closure's graph.
   std::optional<ReferenceGraph> graph;
-  if (rebuild && usesReferenceAttributes(drv_)) {
+  const bool structured_exports = structured_ && structured_->contains("exportReferencesGraph");
+  if (rebuild && (usesReferenceAttributes(drv_) || structured_exports)) {
     auto g = inputGraph();
     if (!g) return fail(g.error());
     graph = std::move(*g);
+    if (structured_exports) {
+      // What the cache said of each input, or its NAR hashed here (present, unknown to it).
+      std::map<std::string, PathFact> known;
+      PathFacts facts = [&](const std::string& path) -> Result<PathFact> {
+        if (auto k = known.find(path); k != known.end()) return k->second;
+        PathFact f;
+        auto in = inputs_.find(path);
+        if (in != inputs_.end() && in->second) {
+          f = {in->second->nar_hash.toString(), in->second->nar_size, in->second->ca};
+        } else {
+          Hasher h;
+          NARCACHE_TRY(dumpPath(physical(path), h));
+          f = {h.digest().toString(), h.size(), ""};
+        }
+        return known[path] = f;
+      };
+      NARCACHE_TRY(
+          exportReferencesGraphJson(*structured_, store_dir_, *graph, facts)
+              .map_error([&](const Error& e) { return e.withContext("'" + r_.drv_path + "'"); }));
+    }
     auto files = exportReferencesGraph(drv_, store_dir_, *graph);
     if (!files) return fail(files.error().withContext("'" + r_.drv_path + "'"));
     for (const auto& [name, text] : *files) {

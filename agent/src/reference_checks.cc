@@ -51,6 +51,73 @@ Error invalid(std::string message) {
 
 }  // namespace
 
+Result<std::set<std::string>> exportedClosure(const std::vector<std::string>& given,
+                                              const std::string& store_dir,
+                                              const ReferenceGraph& graph) {
+  const std::string prefix = store_dir + "/";
+  std::set<std::string> paths;
+  for (const std::string& g : given) {
+    if (!g.starts_with(prefix) || g.size() == prefix.size()) {
+      return fail(invalid("'exportReferencesGraph' contains a non-store path '" + g + "'"));
+    }
+    const std::string path =
+        prefix + g.substr(prefix.size(), g.find('/', prefix.size()) - prefix.size());
+    if (!graph.count(path)) {
+      return fail(invalid("cannot export references of path '" + path +
+                          "' because it is not in the input closure of the derivation"));
+    }
+    paths.insert(path);
+  }
+  return closure(graph, paths);
+}
+
+Status exportReferencesGraphJson(nlohmann::json& attrs, const std::string& store_dir,
+                                 const ReferenceGraph& graph, const PathFacts& facts) {
+  auto spec = attrs.find("exportReferencesGraph");
+  if (spec == attrs.end() || !spec->is_object()) return {};
+  std::map<std::string, nlohmann::json> exported;
+  for (const auto& [name, listed] : spec->items()) {
+    std::vector<std::string> given;
+    if (listed.is_array()) {
+      for (const auto& p : listed) {
+        if (!p.is_string()) {
+          return fail(invalid("'exportReferencesGraph." + name + "' must be a list of strings"));
+        }
+        given.push_back(p.get<std::string>());
+      }
+    } else if (listed.is_string()) {
+      given.push_back(listed.get<std::string>());
+    } else {
+      return fail(invalid("'exportReferencesGraph." + name + "' must be a list of strings"));
+    }
+    auto paths = exportedClosure(given, store_dir, graph);
+    if (!paths) return fail(paths.error());
+    nlohmann::json list = nlohmann::json::array();
+    for (const std::string& p : *paths) {  // ordered as Nix's StorePathSet (by base name)
+      auto f = facts(p);
+      if (!f) return fail(f.error());
+      std::uint64_t closure_size = 0;
+      for (const std::string& c : closure(graph, {p})) {
+        auto cf = facts(c);
+        if (!cf) return fail(cf.error());
+        closure_size += cf->nar_size;
+      }
+      std::vector<std::string> refs = graph.at(p);
+      std::sort(refs.begin(), refs.end());
+      nlohmann::json entry = {{"path", p},
+                              {"narHash", f->nar_hash},
+                              {"narSize", f->nar_size},
+                              {"references", refs},
+                              {"closureSize", closure_size}};
+      if (!f->ca.empty()) entry["ca"] = f->ca;
+      list.push_back(std::move(entry));
+    }
+    exported[name] = std::move(list);
+  }
+  for (auto& [name, list] : exported) attrs[name] = std::move(list);
+  return {};
+}
+
 bool usesReferenceAttributes(const Derivation& drv) {
   if (drv.env.count("exportReferencesGraph")) return true;
   return std::any_of(std::begin(kChecks), std::end(kChecks),
@@ -72,18 +139,10 @@ Result<std::vector<std::pair<std::string, std::string>>> exportReferencesGraph(
     if (!validExportName(name)) {
       return fail(invalid("invalid file name '" + name + "' in 'exportReferencesGraph'"));
     }
-    const std::string prefix = store_dir + "/";
-    if (!given.starts_with(prefix) || given.size() == prefix.size()) {
-      return fail(invalid("'exportReferencesGraph' contains a non-store path '" + given + "'"));
-    }
-    const std::string path =
-        prefix + given.substr(prefix.size(), given.find('/', prefix.size()) - prefix.size());
-    if (!graph.count(path)) {
-      return fail(invalid("cannot export references of path '" + path +
-                          "' because it is not in the input closure of the derivation"));
-    }
+    auto exported = exportedClosure({given}, store_dir, graph);
+    if (!exported) return fail(exported.error());
     std::string text;
-    for (const auto& p : closure(graph, {path})) {
+    for (const auto& p : *exported) {
       std::vector<std::string> refs = graph.at(p);
       std::sort(refs.begin(), refs.end());
       text += p + "\n\n" + std::to_string(refs.size()) + "\n";

@@ -12,7 +12,11 @@
 //     empty deriver line, the number of references and the references, one per line.
 // The graph holds the references of the input closure and of the outputs (full paths).
 
+#include <cstdint>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +36,27 @@ bool usesReferenceAttributes(const Derivation& drv);
 // name, a path outside the store or outside the input closure.
 Result<std::vector<std::pair<std::string, std::string>>> exportReferencesGraph(
     const Derivation& drv, const std::string& store_dir, const ReferenceGraph& graph);
+
+// The closure of `given` (store paths, or paths inside one) in `graph`. InvalidArgument for a
+// path outside the store or outside the input closure (Nix's messages).
+Result<std::set<std::string>> exportedClosure(const std::vector<std::string>& given,
+                                              const std::string& store_dir,
+                                              const ReferenceGraph& graph);
+
+// What structured exportReferencesGraph says of a path: its NarHash ("sha256:<nix32>"), NarSize
+// and content address ("" when none).
+struct PathFact {
+  std::string nar_hash;
+  std::uint64_t nar_size = 0;
+  std::string ca;
+};
+using PathFacts = std::function<Result<PathFact>(const std::string& path)>;
+
+// exportReferencesGraph in structured attributes, as Nix 2.8 does it: for each entry
+// `name: [paths]` of attrs["exportReferencesGraph"], attrs[name] becomes the list of the paths'
+// closure (sorted), each {closureSize, narHash, narSize, path, references, ca when set}.
+Status exportReferencesGraphJson(nlohmann::json& attrs, const std::string& store_dir,
+                                 const ReferenceGraph& graph, const PathFacts& facts);
 
 // Checks every output against the four attributes. Empty when all pass, else Nix's message
 // ("output '…' is not allowed to refer to the following paths:\n  …"). Errors (kInvalidArgument):

@@ -7,8 +7,9 @@
 //     can hold: strings, integers, Booleans, null, and lists or objects of those), whose paths are
 //     in NIX_ATTRS_JSON_FILE and NIX_ATTRS_SH_FILE;
 //   * output placeholders in both are replaced with the output paths.
-// Checked byte for byte against nix-build 2.8 (tests/agent/builder_test.cc). Not supported (the
-// engine refuses them by name): `exportReferencesGraph` and `outputChecks` in structured form.
+// Checked byte for byte against nix-build 2.8 (tests/agent/builder_test.cc). Their
+// exportReferencesGraph is filled in by reference_checks.h's exportReferencesGraphJson before
+// the files are written; `outputChecks` is not supported (the engine refuses it by name).
 
 #include <nlohmann/json.hpp>
 #include <optional>

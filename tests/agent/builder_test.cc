@@ -332,12 +332,44 @@ TEST_F(BuilderTest, NixBuiltinBuildersAreRefusedWithAClearError) {
       << r.error().message();
 }
 
+// exportReferencesGraph in structured attributes: the closure's path infos in .attrs.json, as
+// nix-build 2.8 writes them (checked byte for byte on a two-path closure).
+TEST_F(BuilderTest, StructuredExportReferencesGraphListsTheClosure) {
+  auto dep = create("dep", "/bin/sh", "echo dep > $out");
+  auto built = agent::buildDerivation(options(dep));
+  ASSERT_TRUE(built) << built.error().message();
+  ASSERT_EQ(built->status, BuildStatus::kSucceeded) << built->message;
+  const NarInfo& dep_info = built->outputs[0].info;
+  const std::string dep_path = dep_info.fullPath();
+  const std::string json =
+      R"({"PATH":"/usr/bin:/bin","exportReferencesGraph":{"g":[")" + dep_path + R"("]}})";
+  auto drv = create("erg", "/bin/bash", "source .attrs.sh; cp .attrs.json ${outputs[out]}",
+                    {"--input-drv", dep.string(), "--env", "__json=" + json});
+  auto r = agent::buildDerivation(options(drv));
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(r->status, BuildStatus::kSucceeded) << r->message << r->log_tail;
+  auto attrs = nlohmann::json::parse(readFile(r->outputs[0].physical_path));
+  const std::string size = std::to_string(dep_info.nar_size);
+  EXPECT_EQ(attrs["g"].dump(), R"([{"closureSize":)" + size + R"(,"narHash":")" +
+                                   dep_info.nar_hash.toString() + R"(","narSize":)" + size +
+                                   R"(,"path":")" + dep_path + R"(","references":[]}])");
+  EXPECT_EQ(attrs["exportReferencesGraph"]["g"][0], dep_path);  // the spec stays
+
+  // A path outside the input closure: Nix's refusal.
+  const std::string other = store_dir_ + "/" + std::string(32, '0') + "-x";
+  auto bad = create("erg-bad", "/bin/bash", "exit 0",
+                    {"--env", R"(__json={"exportReferencesGraph":{"g":[")" + other + R"("]}})"});
+  auto refused = agent::buildDerivation(options(bad));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("because it is not in the input closure"),
+            std::string::npos)
+      << refused.error().message();
+}
+
 // What narcache does not support of structured attributes is refused by name, and a malformed
 // __json with Nix's message.
 TEST_F(BuilderTest, UnsupportedOrMalformedStructuredAttrsAreRefused) {
   for (const auto& [json, message] : std::vector<std::pair<std::string, std::string>>{
-           {R"({"exportReferencesGraph":{"g":[]}})",
-            "'exportReferencesGraph' in structured attributes is not supported"},
            {R"({"outputChecks":{"out":{"maxSize":1}}})",
             "'outputChecks' in structured attributes is not supported"},
            {"{nope", "cannot process __json attribute: "},
