@@ -197,12 +197,6 @@ Status Build::loadDerivation() {
   if (!structured) return fail(structured.error().withContext(o_.drv_file.string()));
   structured_ = std::move(*structured);
   if (structured_) {
-    if (structured_->contains("outputChecks")) {
-      return fail(ErrorCode::kInvalidArgument,
-                  o_.drv_file.string() +
-                      ": 'outputChecks' in structured attributes is not supported by narcache's "
-                      "build engine");
-    }
   }
   if (drv_.name.empty() && structured_ && structured_->contains("name") &&
       (*structured_)["name"].is_string()) {
@@ -1186,29 +1180,37 @@ Status Build::run() {
   if (ec) return fail(ErrorCode::kIoError, "cannot create the build directory: " + ec.message());
   r_.log_file = o_.log_file.empty() ? work_dir_ / "log" : o_.log_file;
 
-  // Nix's reference attributes (reference_checks.h) need the input closure's graph.
+  // Nix's reference attributes (reference_checks.h) need the input closure's graph, and the
+  // NarHash and NarSize of its paths: what the cache said of each input, the packed outputs',
+  // or a NAR hashed here (an input present here that the cache does not know).
+  auto checks = outputChecksOf(drv_, structured_);
+  if (!checks) return fail(checks.error().withContext("'" + r_.drv_path + "'"));
+  std::map<std::string, PathFact> known;
+  PathFacts facts = [&](const std::string& path) -> Result<PathFact> {
+    if (auto k = known.find(path); k != known.end()) return k->second;
+    PathFact f;
+    auto in = inputs_.find(path);
+    auto out = std::find_if(r_.outputs.begin(), r_.outputs.end(),
+                            [&](const BuiltOutput& o) { return o.info.fullPath() == path; });
+    if (in != inputs_.end() && in->second) {
+      f = {in->second->nar_hash.toString(), in->second->nar_size, in->second->ca};
+    } else if (out != r_.outputs.end()) {
+      f = {out->info.nar_hash.toString(), out->info.nar_size, out->info.ca};
+    } else {
+      Hasher h;
+      NARCACHE_TRY(dumpPath(physical(path), h));
+      f = {h.digest().toString(), h.size(), ""};
+    }
+    return known[path] = f;
+  };
   std::optional<ReferenceGraph> graph;
   const bool structured_exports = structured_ && structured_->contains("exportReferencesGraph");
-  if (rebuild && (usesReferenceAttributes(drv_) || structured_exports)) {
+  if (rebuild &&
+      (!checks->empty() || drv_.env.count("exportReferencesGraph") != 0 || structured_exports)) {
     auto g = inputGraph();
     if (!g) return fail(g.error());
     graph = std::move(*g);
     if (structured_exports) {
-      // What the cache said of each input, or its NAR hashed here (present, unknown to it).
-      std::map<std::string, PathFact> known;
-      PathFacts facts = [&](const std::string& path) -> Result<PathFact> {
-        if (auto k = known.find(path); k != known.end()) return k->second;
-        PathFact f;
-        auto in = inputs_.find(path);
-        if (in != inputs_.end() && in->second) {
-          f = {in->second->nar_hash.toString(), in->second->nar_size, in->second->ca};
-        } else {
-          Hasher h;
-          NARCACHE_TRY(dumpPath(physical(path), h));
-          f = {h.digest().toString(), h.size(), ""};
-        }
-        return known[path] = f;
-      };
       NARCACHE_TRY(
           exportReferencesGraphJson(*structured_, store_dir_, *graph, facts)
               .map_error([&](const Error& e) { return e.withContext("'" + r_.drv_path + "'"); }));
@@ -1234,7 +1236,7 @@ Status Build::run() {
       auto& refs = (*graph)[out.info.fullPath()];
       for (const auto& ref : out.info.references) refs.push_back(ref.fullPath(store_dir_));
     }
-    auto refused = checkOutputReferences(drv_, store_dir_, *graph);
+    auto refused = checkOutputs(drv_, *checks, store_dir_, *graph, facts);
     if (!refused) return fail(refused.error().withContext("'" + r_.drv_path + "'"));
     if (!refused->empty()) {
       r_.status = BuildStatus::kFailed;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -118,10 +119,62 @@ Status exportReferencesGraphJson(nlohmann::json& attrs, const std::string& store
   return {};
 }
 
-bool usesReferenceAttributes(const Derivation& drv) {
-  if (drv.env.count("exportReferencesGraph")) return true;
-  return std::any_of(std::begin(kChecks), std::end(kChecks),
-                     [&](const char* attr) { return drv.env.count(attr) != 0; });
+Result<std::map<std::string, OutputChecks>> outputChecksOf(
+    const Derivation& drv, const std::optional<nlohmann::json>& structured) {
+  std::map<std::string, OutputChecks> all;
+  if (!structured) {
+    OutputChecks classic;
+    classic.ignore_self_refs = true;
+    std::optional<std::vector<std::string>>* lists[] = {
+        &classic.allowed_references, &classic.allowed_requisites, &classic.disallowed_references,
+        &classic.disallowed_requisites};
+    bool any = false;
+    for (std::size_t i = 0; i < std::size(kChecks); ++i) {
+      if (auto it = drv.env.find(kChecks[i]); it != drv.env.end()) {
+        *lists[i] = tokens(it->second);
+        any = true;
+      }
+    }
+    if (any) {
+      for (const auto& [name, out] : drv.outputs) all[name] = classic;
+    }
+    return all;
+  }
+  auto checks = structured->find("outputChecks");
+  if (checks == structured->end() || !checks->is_object()) return all;
+  for (const auto& [name, out] : drv.outputs) {
+    auto spec = checks->find(name);
+    if (spec == checks->end() || !spec->is_object()) continue;
+    OutputChecks c;
+    for (auto [key, field] :
+         {std::pair{"maxSize", &c.max_size}, std::pair{"maxClosureSize", &c.max_closure_size}}) {
+      if (auto v = spec->find(key); v != spec->end()) {
+        if (!v->is_number_unsigned()) {
+          return fail(invalid(std::string("attribute '") + key +
+                              "' of derivation must be a non-negative integer"));
+        }
+        *field = v->get<std::uint64_t>();
+      }
+    }
+    std::optional<std::vector<std::string>>* lists[] = {
+        &c.allowed_references, &c.allowed_requisites, &c.disallowed_references,
+        &c.disallowed_requisites};
+    for (std::size_t i = 0; i < std::size(kChecks); ++i) {
+      auto v = spec->find(kChecks[i]);
+      if (v == spec->end()) continue;
+      std::vector<std::string> list;
+      for (const auto& item : v->is_array() ? *v : nlohmann::json::array({nullptr})) {
+        if (!item.is_string()) {
+          return fail(invalid(std::string("attribute '") + kChecks[i] +
+                              "' of derivation must be a list of strings"));
+        }
+        list.push_back(item.get<std::string>());
+      }
+      *lists[i] = std::move(list);
+    }
+    all[name] = std::move(c);
+  }
+  return all;
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> exportReferencesGraph(
@@ -153,29 +206,57 @@ Result<std::vector<std::pair<std::string, std::string>>> exportReferencesGraph(
   return files;
 }
 
-Result<std::string> checkOutputReferences(const Derivation& drv, const std::string& store_dir,
-                                          const ReferenceGraph& graph) {
-  for (const char* attr : kChecks) {
-    auto it = drv.env.find(attr);
-    if (it == drv.env.end()) continue;
-    const std::string check(attr);
-    const bool allowed = check.starts_with("allowed");
-    const bool recursive = check.ends_with("Requisites");
-    std::set<std::string> spec;
-    for (const auto& token : tokens(it->second)) {
-      if (StorePath::parse(token, store_dir)) {
-        spec.insert(token);
-      } else if (auto out = drv.outputs.find(token); out != drv.outputs.end()) {
-        spec.insert(out->second.path);
-      } else {
-        return fail(invalid("derivation contains an illegal reference specifier '" + token + "'"));
+Result<std::string> checkOutputs(const Derivation& drv,
+                                 const std::map<std::string, OutputChecks>& checks,
+                                 const std::string& store_dir, const ReferenceGraph& graph,
+                                 const PathFacts& facts) {
+  // As Nix: output by output (in name order), sizes first, then the four lists.
+  for (const auto& [name, c] : checks) {
+    const std::string& path = drv.outputs.at(name).path;
+    if (c.max_size) {
+      auto f = facts(path);
+      if (!f) return fail(f.error());
+      if (f->nar_size > *c.max_size) {
+        return "path '" + path + "' is too large at " + std::to_string(f->nar_size) +
+               " bytes; limit is " + std::to_string(*c.max_size) + " bytes";
       }
     }
-    for (const auto& [name, out] : drv.outputs) {
+    if (c.max_closure_size) {
+      std::uint64_t size = 0;
+      for (const auto& p : closure(graph, {path})) {
+        auto f = facts(p);
+        if (!f) return fail(f.error());
+        size += f->nar_size;
+      }
+      if (size > *c.max_closure_size) {
+        return "closure of path '" + path + "' is too large at " + std::to_string(size) +
+               " bytes; limit is " + std::to_string(*c.max_closure_size) + " bytes";
+      }
+    }
+    const std::optional<std::vector<std::string>>* lists[] = {
+        &c.allowed_references, &c.allowed_requisites, &c.disallowed_references,
+        &c.disallowed_requisites};
+    for (std::size_t i = 0; i < std::size(kChecks); ++i) {
+      if (!*lists[i]) continue;
+      const std::string check(kChecks[i]);
+      const bool allowed = check.starts_with("allowed");
+      const bool recursive = check.ends_with("Requisites");
+      std::set<std::string> spec;
+      for (const auto& token : **lists[i]) {
+        if (StorePath::parse(token, store_dir)) {
+          spec.insert(token);
+        } else if (auto out = drv.outputs.find(token); out != drv.outputs.end()) {
+          spec.insert(out->second.path);
+        } else {
+          return fail(
+              invalid("derivation contains an illegal reference specifier '" + token + "'"));
+        }
+      }
       std::set<std::string> used;
       if (recursive) {
-        used = closure(graph, {out.path});
-      } else if (auto refs = graph.find(out.path); refs != graph.end()) {
+        used = closure(graph, {path});
+        if (c.ignore_self_refs) used.erase(path);
+      } else if (auto refs = graph.find(path); refs != graph.end()) {
         used.insert(refs->second.begin(), refs->second.end());
       }
       std::string bad;
@@ -184,7 +265,7 @@ Result<std::string> checkOutputReferences(const Derivation& drv, const std::stri
         bad += "\n  " + p;
       }
       if (!bad.empty()) {
-        return "output '" + out.path + "' is not allowed to refer to the following paths:" + bad;
+        return "output '" + path + "' is not allowed to refer to the following paths:" + bad;
       }
     }
   }

@@ -9,7 +9,7 @@
 //   * output placeholders in both are replaced with the output paths.
 // Checked byte for byte against nix-build 2.8 (tests/agent/builder_test.cc). Their
 // exportReferencesGraph is filled in by reference_checks.h's exportReferencesGraphJson before
-// the files are written; `outputChecks` is not supported (the engine refuses it by name).
+// the files are written, and their outputChecks are applied by checkOutputs after the build.
 
 #include <nlohmann/json.hpp>
 #include <optional>

@@ -366,12 +366,43 @@ TEST_F(BuilderTest, StructuredExportReferencesGraphListsTheClosure) {
       << refused.error().message();
 }
 
-// What narcache does not support of structured attributes is refused by name, and a malformed
-// __json with Nix's message.
-TEST_F(BuilderTest, UnsupportedOrMalformedStructuredAttrsAreRefused) {
+// outputChecks in structured attributes, and the classic attributes' requisites, as nix-build
+// 2.8 applies them (same messages): sizes, and an output's closure with itself included in
+// outputChecks but not for the classic attributes.
+TEST_F(BuilderTest, OutputChecksAndRequisitesAsNixAppliesThem) {
+  auto structured = [&](const std::string& name, const std::string& checks) {
+    return create(name, "/bin/bash", "source .attrs.sh; echo ${outputs[out]} > ${outputs[out]}",
+                  {"--env", R"(__json={"outputChecks":{"out":)" + checks + "}}"});
+  };
+  auto expectRefused = [&](const fs::path& drv, const std::string& message) {
+    auto r = agent::buildDerivation(options(drv));
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->status, BuildStatus::kFailed);
+    EXPECT_NE(r->message.find(message), std::string::npos) << r->message;
+  };
+  expectRefused(structured("big", R"({"maxSize":10})"), "' is too large at ");
+  expectRefused(structured("closure", R"({"maxClosureSize":10})"), "closure of path '");
+  expectRefused(structured("self", R"({"allowedRequisites":[]})"),
+                "' is not allowed to refer to the following paths:");
+  auto fits = agent::buildDerivation(options(structured("fits", R"({"maxSize":100000})")));
+  ASSERT_TRUE(fits) << fits.error().message();
+  EXPECT_EQ(fits->status, BuildStatus::kSucceeded) << fits->message;
+  // The classic attribute leaves the output itself out of its closure.
+  auto classic =
+      create("classic-self", "/bin/sh", "echo $out > $out", {"--env", "allowedRequisites="});
+  auto r = agent::buildDerivation(options(classic));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->status, BuildStatus::kSucceeded) << r->message;
+}
+
+// Malformed structured attributes are refused before anything is built, a malformed __json with
+// Nix's message.
+TEST_F(BuilderTest, MalformedStructuredAttrsAreRefused) {
   for (const auto& [json, message] : std::vector<std::pair<std::string, std::string>>{
-           {R"({"outputChecks":{"out":{"maxSize":1}}})",
-            "'outputChecks' in structured attributes is not supported"},
+           {R"({"outputChecks":{"out":{"allowedReferences":[1]}}})",
+            "attribute 'allowedReferences' of derivation must be a list of strings"},
+           {R"({"outputChecks":{"out":{"maxSize":-1}}})",
+            "attribute 'maxSize' of derivation must be a non-negative integer"},
            {"{nope", "cannot process __json attribute: "},
            {"[1]", "cannot process __json attribute: it is not a JSON object"}}) {
     auto drv = create("structured", "/bin/sh", "exit 0", {"--env", "__json=" + json});
