@@ -54,12 +54,15 @@ Error invalid(std::string message) {
 
 Result<std::set<std::string>> exportedClosure(const std::vector<std::string>& given,
                                               const std::string& store_dir,
-                                              const ReferenceGraph& graph) {
+                                              const ReferenceGraph& graph, bool exact) {
   const std::string prefix = store_dir + "/";
   std::set<std::string> paths;
   for (const std::string& g : given) {
     if (!g.starts_with(prefix) || g.size() == prefix.size()) {
       return fail(invalid("'exportReferencesGraph' contains a non-store path '" + g + "'"));
+    }
+    if (exact && g.find('/', prefix.size()) != std::string::npos) {
+      return fail(invalid("path '" + g + "' is not in the Nix store"));  // Nix's words
     }
     const std::string path =
         prefix + g.substr(prefix.size(), g.find('/', prefix.size()) - prefix.size());
@@ -91,7 +94,7 @@ Status exportReferencesGraphJson(nlohmann::json& attrs, const std::string& store
     } else {
       return fail(invalid("'exportReferencesGraph." + name + "' must be a list of strings"));
     }
-    auto paths = exportedClosure(given, store_dir, graph);
+    auto paths = exportedClosure(given, store_dir, graph, true);
     if (!paths) return fail(paths.error());
     nlohmann::json list = nlohmann::json::array();
     for (const std::string& p : *paths) {  // ordered as Nix's StorePathSet (by base name)
@@ -192,7 +195,7 @@ Result<std::vector<std::pair<std::string, std::string>>> exportReferencesGraph(
     if (!validExportName(name)) {
       return fail(invalid("invalid file name '" + name + "' in 'exportReferencesGraph'"));
     }
-    auto exported = exportedClosure({given}, store_dir, graph);
+    auto exported = exportedClosure({given}, store_dir, graph, false);
     if (!exported) return fail(exported.error());
     std::string text;
     for (const auto& p : *exported) {

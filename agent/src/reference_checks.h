@@ -37,11 +37,12 @@ using ReferenceGraph = std::map<std::string, std::vector<std::string>>;  // path
 Result<std::vector<std::pair<std::string, std::string>>> exportReferencesGraph(
     const Derivation& drv, const std::string& store_dir, const ReferenceGraph& graph);
 
-// The closure of `given` (store paths, or paths inside one) in `graph`. InvalidArgument for a
-// path outside the store or outside the input closure (Nix's messages).
+// The closure of `given` in `graph`: store paths, or (unless `exact`, which the structured form
+// is) paths inside one. InvalidArgument for a path outside the store or outside the input
+// closure (Nix's messages).
 Result<std::set<std::string>> exportedClosure(const std::vector<std::string>& given,
                                               const std::string& store_dir,
-                                              const ReferenceGraph& graph);
+                                              const ReferenceGraph& graph, bool exact);
 
 // What structured exportReferencesGraph says of a path: its NarHash ("sha256:<nix32>"), NarSize
 // and content address ("" when none).

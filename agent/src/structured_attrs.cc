@@ -23,13 +23,14 @@ std::string shellEscape(const std::string& s) {
   return r + "'";
 }
 
-// Nix's value.get<int>(): a C++ conversion to int, which wraps integers past 32 bits.
+// Nix's value.get<int>(): a C++ conversion to int, which wraps integers past 32 bits, and turns
+// a float outside int's range into INT_MIN (what x86-64's conversion gives).
 int asNixInt(const nlohmann::json& value) {
   if (value.is_number_unsigned()) return static_cast<int>(value.get<std::uint64_t>());
   if (value.is_number_integer()) return static_cast<int>(value.get<std::int64_t>());
   const double d = value.get<double>();
-  if (!(d > static_cast<double>(INT64_MIN) && d < static_cast<double>(INT64_MAX))) return INT_MIN;
-  return static_cast<int>(static_cast<std::int64_t>(d));
+  if (!(d > -2147483649.0 && d < 2147483648.0)) return INT_MIN;
+  return static_cast<int>(d);
 }
 
 // A value bash can hold as one word, as Nix 2.8 writes it; nullopt for the others (floats with

@@ -136,6 +136,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorOptions&
     impl->hooks.push_back(std::move(hook));
   }
   NARCACHE_TRY(impl->openDb());
+  NARCACHE_TRY(impl->migrateFeatures());
   NARCACHE_TRY(impl->load());
   {
     Impl* p = impl.get();

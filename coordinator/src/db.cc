@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "impl.h"
 #include "narcache/narinfo/derivation.h"
@@ -149,12 +150,6 @@ Result<std::optional<DrvRecord>> Coordinator::Impl::loadDrv(const lmdb::Txn& txn
   if (!value) return std::optional<DrvRecord>();
   auto record = decodeDrv(*value);
   if (!record) return fail(record.error());
-  if (value->find("\"features\":") == std::string_view::npos) {
-    // A record from before system features: they are in the .drv's text.
-    if (auto text = txn.get(drv_text, path)) {
-      if (auto drv = parseDerivation(*text)) record->features = drv->requiredSystemFeatures();
-    }
-  }
   return std::optional<DrvRecord>(std::move(*record));
 }
 
@@ -264,6 +259,61 @@ std::uint64_t parseCounter(std::optional<std::string_view> text) {
 
 }  // namespace
 
+Status Coordinator::Impl::migrateFeatures() {
+  // Databases from before system features: derivation records get theirs from the .drv text,
+  // and unfinished builds from their derivation's, once, in one write transaction.
+  auto lacks = [](std::string_view json_text, const char* key) {
+    auto j = nlohmann::json::parse(json_text, nullptr, false);
+    return j.is_object() && !j.contains(key);
+  };
+  try {
+    {
+      lmdb::ReadTxn txn = env->beginRead();
+      if (txn.get(meta, "features_migrated")) return {};
+    }
+    return env->write<void>([&](lmdb::WriteTxn& txn) -> Status {
+      std::map<std::string, DrvRecord> drv_records;
+      {
+        lmdb::Cursor c(txn, drvs);
+        for (auto e = c.first(); e; e = c.next()) {
+          if (!lacks(e->second, "features")) continue;
+          auto record = decodeDrv(e->second);
+          if (!record) return fail(record.error());
+          if (auto text = txn.get(drv_text, e->first)) {
+            if (auto drv = parseDerivation(*text)) record->features = drv->requiredSystemFeatures();
+          }
+          drv_records[std::string(e->first)] = std::move(*record);
+        }
+      }
+      std::map<std::string, std::string> build_records;
+      {
+        lmdb::Cursor c(txn, builds);
+        for (auto e = c.first(); e; e = c.next()) {
+          auto state = peekBuildState(e->second);
+          if (!state || !isActive(*state)) continue;
+          const std::size_t newline = e->second.find('\n');
+          if (newline == std::string_view::npos ||
+              !lacks(e->second.substr(newline + 1), "required_features")) {
+            continue;
+          }
+          auto record = decodeBuild(e->second);
+          if (!record) return fail(record.error());
+          auto drv = drv_records.find(record->info.derivation);
+          if (drv == drv_records.end()) continue;
+          record->info.required_features = drv->second.features;
+          build_records[std::string(e->first)] = encode(*record);
+        }
+      }
+      for (const auto& [path, record] : drv_records) txn.put(drvs, path, encode(record));
+      for (const auto& [key, value] : build_records) txn.put(builds, key, value);
+      txn.put(meta, "features_migrated", "1");
+      return {};
+    });
+  } catch (const lmdb::Error& e) {
+    return fail(lmdb::toError(e));
+  }
+}
+
 Status Coordinator::Impl::load() {
   std::int64_t t = now();
   try {
@@ -291,11 +341,6 @@ Status Coordinator::Impl::load() {
         }
         auto record = decodeBuild(e->second);
         if (!record) return fail(record.error());
-        if (e->second.find("\"required_features\":") == std::string_view::npos) {
-          // A build from before system features: its derivation's, for its ready queue.
-          auto drv = loadDrv(txn, record->info.derivation);
-          if (drv && *drv) record->info.required_features = (*drv)->features;
-        }
         mem.apply(*record, t);
       }
     }

@@ -182,7 +182,8 @@ struct Coordinator::Impl {
 
   // --- db.cc ---------------------------------------------------------------------------------
   Status openDb();
-  Status load();  // rebuilds mem and the hook queues from the database
+  Status migrateFeatures();  // fills in system features of records from before them (once)
+  Status load();             // rebuilds mem and the hook queues from the database
   // Runs `fn` as a job of the committer (see above) and returns its result once committed and
   // applied. The caller must not hold `mu`; `fn` runs under it.
   template <typename T>

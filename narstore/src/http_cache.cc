@@ -254,10 +254,15 @@ Result<std::vector<ItemStatus>> HttpCache::available(const std::vector<std::stri
       if (!state) return fail(ErrorCode::kUnavailable, what + ": unexpected answer");
       ItemStatus status;
       status.state = *state;
-      if (*state == ItemState::kDeleted) {
-        status.tombstone =
-            Tombstone{entry.value("when", std::int64_t{0}), entry.value("reason", std::string()),
-                      entry.value("by", std::string())};
+      if (*state == ItemState::kDeleted) {  // fields of the wrong type count as absent
+        auto text = [&](const char* key) {
+          auto it = entry.find(key);
+          return it != entry.end() && it->is_string() ? it->get<std::string>() : std::string();
+        };
+        auto when = entry.find("when");
+        status.tombstone = Tombstone{
+            when != entry.end() && when->is_number_integer() ? when->get<std::int64_t>() : 0,
+            text("reason"), text("by")};
       }
       states.push_back(std::move(status));
     }

@@ -252,7 +252,8 @@ TEST_F(BuilderTest, StructuredAttributesArriveAsNixWritesThem) {
       R"("builder":"/bin/bash","deep":{"a":{"b":1}},"f":false,"float":1.5,"int":42,)"
       R"("list":["a","b c",1,true,null],"mixedList":["a",["b"]],"name":"sa","neg":-3,)"
       R"("nested":{"k-1":"v","n":1,"x":"y"},"nul":null,"outputs":["out","dev"],"prefix":")" +
-      out_placeholder + R"(/lib","str":"it's a \"string\"\n\ttab","system":"x86_64-linux"})";
+      out_placeholder +
+      R"(/lib","str":"it's a \"string\"\n\ttab","system":"x86_64-linux","vast":1e10})";
   auto drv = create("sa", "/bin/bash",
                     "source .attrs.sh; mkdir -p ${outputs[out]} ${outputs[dev]}; "
                     "cp .attrs.json .attrs.sh ${outputs[out]}/; env > ${outputs[out]}/env",
@@ -268,13 +269,14 @@ TEST_F(BuilderTest, StructuredAttributesArriveAsNixWritesThem) {
   }
   const std::string& out = paths["out"];
   const std::string& dev = paths["dev"];
-  EXPECT_EQ(readFile(out_dir / ".attrs.json"),
-            R"({"PATH":"/usr/bin:/bin","bad-key":"x","big":3000000000,"bool":true,)"
-            R"("builder":"/bin/bash","deep":{"a":{"b":1}},"f":false,"float":1.5,"int":42,)"
-            R"("list":["a","b c",1,true,null],"mixedList":["a",["b"]],"name":"sa","neg":-3,)"
-            R"("nested":{"k-1":"v","n":1,"x":"y"},"nul":null,"outputs":{"dev":")" +
-                dev + R"(","out":")" + out + R"("},"prefix":")" + out +
-                R"(/lib","str":"it's a \"string\"\n\ttab","system":"x86_64-linux"})");
+  EXPECT_EQ(
+      readFile(out_dir / ".attrs.json"),
+      R"({"PATH":"/usr/bin:/bin","bad-key":"x","big":3000000000,"bool":true,)"
+      R"("builder":"/bin/bash","deep":{"a":{"b":1}},"f":false,"float":1.5,"int":42,)"
+      R"("list":["a","b c",1,true,null],"mixedList":["a",["b"]],"name":"sa","neg":-3,)"
+      R"("nested":{"k-1":"v","n":1,"x":"y"},"nul":null,"outputs":{"dev":")" +
+          dev + R"(","out":")" + out + R"("},"prefix":")" + out +
+          R"(/lib","str":"it's a \"string\"\n\ttab","system":"x86_64-linux","vast":10000000000.0})");
   EXPECT_EQ(readFile(out_dir / ".attrs.sh"),
             "declare PATH='/usr/bin:/bin'\n"
             "declare big=-1294967296\n"
@@ -294,7 +296,8 @@ TEST_F(BuilderTest, StructuredAttributesArriveAsNixWritesThem) {
                 out +
                 "/lib'\n"
                 "declare str='it'\\''s a \"string\"\n\ttab'\n"
-                "declare system='x86_64-linux'\n");
+                "declare system='x86_64-linux'\n"
+                "declare vast=-2147483648\n");
   const std::string env = readFile(out_dir / "env");
   EXPECT_NE(env.find("NIX_ATTRS_JSON_FILE="), std::string::npos) << env;
   EXPECT_NE(env.find("NIX_ATTRS_SH_FILE="), std::string::npos) << env;
@@ -354,6 +357,16 @@ TEST_F(BuilderTest, StructuredExportReferencesGraphListsTheClosure) {
                                    dep_info.nar_hash.toString() + R"(","narSize":)" + size +
                                    R"(,"path":")" + dep_path + R"(","references":[]}])");
   EXPECT_EQ(attrs["exportReferencesGraph"]["g"][0], dep_path);  // the spec stays
+
+  // A path inside a store path: the structured form wants store paths, as Nix.
+  auto sub = create("erg-sub", "/bin/bash", "exit 0",
+                    {"--input-drv", dep.string(), "--env",
+                     R"(__json={"exportReferencesGraph":{"g":[")" + dep_path + R"(/x"]}})"});
+  auto sub_refused = agent::buildDerivation(options(sub));
+  ASSERT_FALSE(sub_refused);
+  EXPECT_NE(sub_refused.error().message().find("path '" + dep_path + "/x' is not in the Nix store"),
+            std::string::npos)
+      << sub_refused.error().message();
 
   // A path outside the input closure: Nix's refusal.
   const std::string other = store_dir_ + "/" + std::string(32, '0') + "-x";

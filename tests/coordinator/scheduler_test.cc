@@ -3,8 +3,10 @@
 // failing threshold, leases, idempotency, cancel, restart.
 
 #include <gtest/gtest.h>
+#include <lmdb.h>
 
 #include <atomic>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "coordinator/fixture.h"
@@ -135,6 +137,69 @@ TEST_F(SchedulerTest, RequiredSystemFeaturesPickTheAgents) {
             (std::set<std::string>{big.path, plain.path}));
   EXPECT_EQ(fetchWith("a2", {}), std::set<std::string>{});
   EXPECT_EQ(fetchWith("a3", {"benchmark", "kvm", "nixos-test"}), std::set<std::string>{vm.path});
+}
+
+// A database from before system features: its derivation and build records have none. They are
+// filled in from the .drv texts once at open, and stay right across a requeue.
+TEST_F(SchedulerTest, RecordsFromBeforeSystemFeaturesGetThemAtOpen) {
+  open();
+  TestDrv vm = drv("vm-test", {}, kSystem, {}, {{"requiredSystemFeatures", "kvm"}});
+  auto b = submit({vm});
+  coord_.reset();
+  {  // Make the records look old: no "features", no "required_features", no migration mark.
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), MDB_SUCCESS);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 16), MDB_SUCCESS);
+    ASSERT_EQ(mdb_env_open(env, (dir_ / "db").c_str(), 0, 0644), MDB_SUCCESS);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), MDB_SUCCESS);
+    auto rewrite = [&](const char* table, const char* key_to_drop) {
+      MDB_dbi dbi = 0;
+      ASSERT_EQ(mdb_dbi_open(txn, table, 0, &dbi), MDB_SUCCESS);
+      MDB_cursor* c = nullptr;
+      ASSERT_EQ(mdb_cursor_open(txn, dbi, &c), MDB_SUCCESS);
+      std::vector<std::pair<std::string, std::string>> rows;
+      MDB_val k, v;
+      for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+           rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        std::string value(static_cast<char*>(v.mv_data), v.mv_size);
+        std::size_t json_at = value.find('{');
+        auto j = nlohmann::json::parse(value.substr(json_at));
+        j.erase(key_to_drop);
+        rows.emplace_back(std::string(static_cast<char*>(k.mv_data), k.mv_size),
+                          value.substr(0, json_at) + j.dump());
+      }
+      mdb_cursor_close(c);
+      for (auto& [key, value] : rows) {
+        MDB_val kk{key.size(), key.data()}, vv{value.size(), value.data()};
+        ASSERT_EQ(mdb_put(txn, dbi, &kk, &vv, 0), MDB_SUCCESS);
+      }
+    };
+    rewrite("drvs", "features");
+    rewrite("builds", "required_features");
+    MDB_dbi meta = 0;
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), MDB_SUCCESS);
+    std::string mark = "features_migrated";
+    MDB_val mk{mark.size(), mark.data()};
+    ASSERT_EQ(mdb_del(txn, meta, &mk, nullptr), MDB_SUCCESS);
+    ASSERT_EQ(mdb_txn_commit(txn), MDB_SUCCESS);
+    mdb_env_close(env);
+  }
+  open();
+  EXPECT_EQ(info(b[0].id).required_features, std::vector<std::string>{"kvm"});
+  auto fetchWith = [&](std::vector<std::string> features) {
+    FetchRequest req;
+    req.systems = {kSystem};
+    req.features = std::move(features);
+    auto r = coord_->fetch("a1", req);
+    EXPECT_TRUE(r.has_value());
+    return r ? r->allocations : std::vector<Allocation>{};
+  };
+  EXPECT_TRUE(fetchWith({}).empty());
+  auto got = fetchWith({"kvm"});
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(coord_->release("a1", ReleaseRequest{{got[0].allocation_id}, "restart"}));
+  EXPECT_TRUE(fetchWith({}).empty()) << "requeued without its features";
 }
 
 TEST_F(SchedulerTest, MissingInputsSubmitTheirProducersAndWaitForThem) {
