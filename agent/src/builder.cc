@@ -198,9 +198,14 @@ Status Build::loadDerivation() {
   structured_ = std::move(*structured);
   if (structured_) {
   }
-  if (drv_.name.empty() && structured_ && structured_->contains("name") &&
-      (*structured_)["name"].is_string()) {
-    drv_.name = (*structured_)["name"].get<std::string>();  // a .drv file named otherwise
+  if (structured_ && structured_->contains("requiredSystemFeatures")) {
+    const auto& f = (*structured_)["requiredSystemFeatures"];
+    if (!f.is_array() ||
+        !std::all_of(f.begin(), f.end(), [](const auto& v) { return v.is_string(); })) {
+      return fail(
+          ErrorCode::kInvalidArgument,
+          o_.drv_file.string() + ": attribute 'requiredSystemFeatures' must be a list of strings");
+    }
   }
   if (drv_.name.empty()) {
     return fail(ErrorCode::kInvalidArgument,

@@ -550,10 +550,11 @@ void registerAgent(CommandRegistry& registry) {
     for (const auto& ag : r->agents) {
       std::vector<std::string> builds;
       for (auto id : ag.builds) builds.push_back(std::to_string(id));
-      std::printf("%-20s %-13s %-24s max %d  last seen %s  builds: %s\n", ag.name.c_str(),
-                  ag.connected ? "connected" : "disconnected", joined(ag.systems, ",").c_str(),
-                  ag.max_parallel, timeText(ag.last_seen).c_str(),
-                  builds.empty() ? "-" : joined(builds, ",").c_str());
+      std::printf("%-20s %-13s %-24s max %d  last seen %s  builds: %s  features: %s\n",
+                  ag.name.c_str(), ag.connected ? "connected" : "disconnected",
+                  joined(ag.systems, ",").c_str(), ag.max_parallel, timeText(ag.last_seen).c_str(),
+                  builds.empty() ? "-" : joined(builds, ",").c_str(),
+                  ag.features.empty() ? "-" : joined(ag.features, ",").c_str());
     }
     return 0;
   });

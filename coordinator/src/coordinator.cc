@@ -689,6 +689,7 @@ AgentList Coordinator::agents() {
     AgentInfo info;
     info.name = name;
     info.systems = a.systems;
+    info.features = a.features;
     info.max_parallel = a.max_parallel;
     info.last_seen = a.last_seen;
     info.connected = a.last_seen != 0 && t - a.last_seen <= d.options.lease_seconds;

@@ -136,6 +136,12 @@ class Parser {
       drv.name = std::string(name);
     } else if (auto it = drv.env.find("name"); it != drv.env.end()) {
       drv.name = it->second;
+    } else if (auto json = drv.env.find("__json"); json != drv.env.end()) {
+      // Structured attributes: the name is among them.
+      auto attrs = nlohmann::json::parse(json->second, nullptr, false);
+      if (attrs.is_object() && attrs.contains("name") && attrs["name"].is_string()) {
+        drv.name = attrs["name"].get<std::string>();
+      }
     }
     return drv;
   }

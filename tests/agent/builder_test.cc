@@ -416,6 +416,8 @@ TEST_F(BuilderTest, MalformedStructuredAttrsAreRefused) {
             "attribute 'allowedReferences' of derivation must be a list of strings"},
            {R"({"outputChecks":{"out":{"maxSize":-1}}})",
             "attribute 'maxSize' of derivation must be a non-negative integer"},
+           {R"({"requiredSystemFeatures":"kvm"})",
+            "attribute 'requiredSystemFeatures' must be a list of strings"},
            {"{nope", "cannot process __json attribute: "},
            {"[1]", "cannot process __json attribute: it is not a JSON object"}}) {
     auto drv = create("structured", "/bin/sh", "exit 0", {"--env", "__json=" + json});

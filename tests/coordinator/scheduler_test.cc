@@ -119,6 +119,9 @@ TEST_F(SchedulerTest, RequiredSystemFeaturesPickTheAgents) {
   TestDrv vm = drv("vm-test", {}, kSystem, {}, {{"requiredSystemFeatures", "kvm nixos-test"}});
   TestDrv big = drv("big", {}, kSystem, {}, {{"requiredSystemFeatures", "big-parallel"}});
   TestDrv plain = drv("plain");
+  for (const char* agent : {"a1", "a2", "a3"}) {
+    ASSERT_TRUE(coord_->addAgent(AddAgentRequest{agent}).has_value());
+  }
   auto builds = submit({vm, big, plain}, 5);
   EXPECT_EQ(builds[0].required_features, (std::vector<std::string>{"kvm", "nixos-test"}));
   auto fetchWith = [&](const std::string& agent, std::vector<std::string> features) {
@@ -137,6 +140,11 @@ TEST_F(SchedulerTest, RequiredSystemFeaturesPickTheAgents) {
             (std::set<std::string>{big.path, plain.path}));
   EXPECT_EQ(fetchWith("a2", {}), std::set<std::string>{});
   EXPECT_EQ(fetchWith("a3", {"benchmark", "kvm", "nixos-test"}), std::set<std::string>{vm.path});
+  // Operators see what each agent offers (agent list).
+  std::map<std::string, std::vector<std::string>> offered;
+  for (const auto& a : coord_->agents().agents) offered[a.name] = a.features;
+  EXPECT_EQ(offered["a3"], (std::vector<std::string>{"benchmark", "kvm", "nixos-test"}));
+  EXPECT_TRUE(offered["a2"].empty());
 }
 
 // A database from before system features: its derivation and build records have none. They are

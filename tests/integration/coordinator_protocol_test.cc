@@ -95,7 +95,7 @@ TEST(CoordinatorProtocol, RoundTrips) {
   EXPECT_EQ(report_back->missing_inputs, report.missing_inputs);
   EXPECT_DOUBLE_EQ(report_back->build_seconds, 1.5);
 
-  AgentList agents{{AgentInfo{"a1", {"x86_64-linux"}, 2, 1700000000, true, {1, 2}}}};
+  AgentList agents{{AgentInfo{"a1", {"x86_64-linux"}, {"kvm"}, 2, 1700000000, true, {1, 2}}}};
   auto agents_back = parse<AgentList>(toJson(agents));
   ASSERT_TRUE(agents_back);
   EXPECT_EQ(toJson(*agents_back), toJson(agents));

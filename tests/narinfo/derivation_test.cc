@@ -382,6 +382,15 @@ TEST(Derivation, ModuloHashReplacesInputsRecursively) {
   EXPECT_EQ(none.error().code(), ErrorCode::kNotFound);
 }
 
+TEST(Derivation, TheNameOfStructuredAttrsIsInTheirJson) {
+  auto drv = parseDerivation(
+      R"(Derive([("out","/nix/store/kvyl6k081hh2dv7gjx8vi65anza3k48d-sa","","")],[],[],)"
+      R"("x86_64-linux","/bin/bash",[],[("__json","{\"name\":\"sa\"}"),)"
+      R"(("out","/nix/store/kvyl6k081hh2dv7gjx8vi65anza3k48d-sa")]))");
+  ASSERT_TRUE(drv) << drv.error().message();
+  EXPECT_EQ(drv->name, "sa");
+}
+
 TEST(Derivation, RequiredSystemFeaturesFromEnvOrStructuredAttrs) {
   Derivation drv;
   EXPECT_TRUE(drv.requiredSystemFeatures().empty());

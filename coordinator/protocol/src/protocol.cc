@@ -315,12 +315,15 @@ Status read(const Reader& r, BuildInfo& v) {
 }
 
 json toObject(const AgentInfo& v) {
-  return {{"name", v.name},           {"systems", v.systems},     {"max_parallel", v.max_parallel},
-          {"last_seen", v.last_seen}, {"connected", v.connected}, {"builds", v.builds}};
+  return {{"name", v.name},           {"systems", v.systems},
+          {"features", v.features},   {"max_parallel", v.max_parallel},
+          {"last_seen", v.last_seen}, {"connected", v.connected},
+          {"builds", v.builds}};
 }
 Status read(const Reader& r, AgentInfo& v) {
   NARCACHE_TRY(r.string("name", v.name, true));
   NARCACHE_TRY(r.strings("systems", v.systems));
+  NARCACHE_TRY(r.strings("features", v.features));
   NARCACHE_TRY(r.integer("max_parallel", v.max_parallel));
   NARCACHE_TRY(r.integer("last_seen", v.last_seen));
   NARCACHE_TRY(r.boolean("connected", v.connected));

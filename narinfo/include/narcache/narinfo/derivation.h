@@ -76,7 +76,8 @@ struct Derivation {
   friend bool operator==(const Derivation&, const Derivation&) = default;
 };
 
-// Parses the ATerm text. `name` sets Derivation::name; when empty, env["name"] is used.
+// Parses the ATerm text. `name` sets Derivation::name; when empty, env["name"] is used, or the
+// "name" of the structured attributes (__json).
 Result<Derivation> parseDerivation(std::string_view text, std::string_view name = {});
 // The derivation name in a .drv file's name or path ("…/<hash>-<name>.drv" -> "<name>"), "" when
 // it is not named like a store derivation. A derivation with structured attributes has no

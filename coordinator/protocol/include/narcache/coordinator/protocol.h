@@ -118,7 +118,8 @@ struct AddAgentResponse {
 
 struct AgentInfo {
   std::string name;
-  std::vector<std::string> systems;  // as last announced by the agent
+  std::vector<std::string> systems;   // as last announced by the agent
+  std::vector<std::string> features;  // system features it offers, as last announced
   int max_parallel = 0;
   std::int64_t last_seen = 0;         // unix seconds, 0: never
   bool connected = false;             // seen within the lease time
