@@ -6,8 +6,6 @@
 #include <sys/random.h>
 
 #include <algorithm>
-#include <set>
-#include <sstream>
 
 #include "impl.h"
 #include "narcache/narinfo/derivation.h"
