@@ -196,8 +196,6 @@ Status Build::loadDerivation() {
   auto structured = parseStructuredAttrs(drv_);
   if (!structured) return fail(structured.error().withContext(o_.drv_file.string()));
   structured_ = std::move(*structured);
-  if (structured_) {
-  }
   if (structured_ && structured_->contains("requiredSystemFeatures")) {
     const auto& f = (*structured_)["requiredSystemFeatures"];
     if (!f.is_array() ||

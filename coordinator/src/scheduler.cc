@@ -15,15 +15,13 @@ constexpr int kMaxBackoffDoublings = 20;
 constexpr std::int64_t kMaxReleaseWaitSeconds = 600;  // a given-back build waits at most this
 constexpr const char* kBuiltinSystem = "builtin";
 
-// Adds `path` to `missing` unless the store has it available, and to `deleted` with its
-// tombstone's time when it is deleted.
-void noteMissing(const std::string& path, const narstore::ItemStatus& status,
-                 std::vector<std::string>& missing, DeletedAt& deleted) {
-  if (status.state == narstore::ItemState::kAvailable) return;
-  missing.push_back(path);
+// Whether the store lacks `path` (it is not available); a deleted one goes into `deleted` with
+// its tombstone's time.
+bool isMissing(const std::string& path, const narstore::ItemStatus& status, DeletedAt& deleted) {
   if (status.state == narstore::ItemState::kDeleted) {
     deleted[path] = status.tombstone ? status.tombstone->when : 0;
   }
+  return status.state != narstore::ItemState::kAvailable;
 }
 
 }  // namespace
@@ -241,7 +239,9 @@ Result<FetchResponse> Coordinator::fetch(const std::string& agent, const FetchRe
             std::vector<std::string> missing;
             DeletedAt deleted;
             for (std::size_t k = 0; k < n; ++k) {
-              noteMissing(inputs[i][k], states[begin + k], missing, deleted);
+              if (isMissing(inputs[i][k], states[begin + k], deleted)) {
+                missing.push_back(inputs[i][k]);
+              }
             }
             if (!missing.empty()) {
               NARCACHE_TRY(d.waitFor(b, *record, BuildState::kQueued, missing, deleted));
@@ -333,7 +333,9 @@ Result<ResultAck> Coordinator::report(const std::string& agent, const ResultRepo
     auto states = d.options.availability->check(report.missing_inputs);
     if (!states) return fail(states.error().withContext("asking the store"));
     for (std::size_t i = 0; i < states->size(); ++i) {
-      noteMissing(report.missing_inputs[i], (*states)[i], missing, deleted);
+      if (isMissing(report.missing_inputs[i], (*states)[i], deleted)) {
+        missing.push_back(report.missing_inputs[i]);
+      }
     }
   }
   std::uint64_t alloc_id = report.allocation_id;
@@ -548,11 +550,9 @@ Status Coordinator::Impl::recheckWaiting() {
     states.insert(states.end(), s->begin(), s->end());
   }
   std::set<std::string> available;
-  std::vector<std::string> unavailable;
   DeletedAt deleted;
   for (std::size_t i = 0; i < paths.size(); ++i) {
-    if (states[i].state == narstore::ItemState::kAvailable) available.insert(paths[i]);
-    noteMissing(paths[i], states[i], unavailable, deleted);
+    if (!isMissing(paths[i], states[i], deleted)) available.insert(paths[i]);
   }
   auto done = mutate<bool>([&](Batch& b) -> Result<bool> {
     std::set<std::uint64_t> ids;
