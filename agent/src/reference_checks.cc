@@ -128,13 +128,10 @@ Result<std::map<std::string, OutputChecks>> outputChecksOf(
   if (!structured) {
     OutputChecks classic;
     classic.ignore_self_refs = true;
-    std::optional<std::vector<std::string>>* lists[] = {
-        &classic.allowed_references, &classic.allowed_requisites, &classic.disallowed_references,
-        &classic.disallowed_requisites};
     bool any = false;
     for (std::size_t i = 0; i < std::size(kChecks); ++i) {
       if (auto it = drv.env.find(kChecks[i]); it != drv.env.end()) {
-        *lists[i] = tokens(it->second);
+        classic.lists[i] = tokens(it->second);
         any = true;
       }
     }
@@ -159,9 +156,6 @@ Result<std::map<std::string, OutputChecks>> outputChecksOf(
         *field = v->get<std::uint64_t>();
       }
     }
-    std::optional<std::vector<std::string>>* lists[] = {
-        &c.allowed_references, &c.allowed_requisites, &c.disallowed_references,
-        &c.disallowed_requisites};
     for (std::size_t i = 0; i < std::size(kChecks); ++i) {
       auto v = spec->find(kChecks[i]);
       if (v == spec->end()) continue;
@@ -173,7 +167,7 @@ Result<std::map<std::string, OutputChecks>> outputChecksOf(
         }
         list.push_back(item.get<std::string>());
       }
-      *lists[i] = std::move(list);
+      c.lists[i] = std::move(list);
     }
     all[name] = std::move(c);
   }
@@ -236,16 +230,13 @@ Result<std::string> checkOutputs(const Derivation& drv,
                " bytes; limit is " + std::to_string(*c.max_closure_size) + " bytes";
       }
     }
-    const std::optional<std::vector<std::string>>* lists[] = {
-        &c.allowed_references, &c.allowed_requisites, &c.disallowed_references,
-        &c.disallowed_requisites};
     for (std::size_t i = 0; i < std::size(kChecks); ++i) {
-      if (!*lists[i]) continue;
+      if (!c.lists[i]) continue;
       const std::string check(kChecks[i]);
       const bool allowed = check.starts_with("allowed");
       const bool recursive = check.ends_with("Requisites");
       std::set<std::string> spec;
-      for (const auto& token : **lists[i]) {
+      for (const auto& token : *c.lists[i]) {
         if (StorePath::parse(token, store_dir)) {
           spec.insert(token);
         } else if (auto out = drv.outputs.find(token); out != drv.outputs.end()) {

@@ -14,6 +14,7 @@
 //     structured attributes, {name: [paths]}: path infos in .attrs.json instead.
 // The graph holds the references of the input closure and of the outputs (full paths).
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -61,8 +62,9 @@ Status exportReferencesGraphJson(nlohmann::json& attrs, const std::string& store
 
 // The checks Nix applies to one output after the build.
 struct OutputChecks {
-  std::optional<std::vector<std::string>> allowed_references, allowed_requisites,
-      disallowed_references, disallowed_requisites;
+  // allowedReferences, allowedRequisites, disallowedReferences, disallowedRequisites, in this
+  // order; unset: not checked.
+  std::array<std::optional<std::vector<std::string>>, 4> lists;
   std::optional<std::uint64_t> max_size, max_closure_size;  // structured attributes only
   bool ignore_self_refs = false;  // classic attributes: the *Requisites skip the output itself
 };
